@@ -1,0 +1,212 @@
+################################################################################
+# Worker role (IRSA): least privilege on the queue, the routed objects and the key
+################################################################################
+
+locals {
+  oidc_issuer = trimprefix(var.oidc_provider_url, "https://")
+
+  # One object ARN pattern per route: bucket/<prefix>*<suffix>. The variable validation rejects
+  # '*' and '?' inside prefixes and suffixes, so the only wildcard is the one placed here.
+  routed_object_arns = distinct(flatten([
+    for bucket, routes in var.routes : [
+      for r in routes : "${local.bucket_arns[bucket]}/${r.prefix}*${r.suffix}"
+    ]
+  ]))
+
+  # Prefixes a worker may list (backfill / reconcile listings), per bucket.
+  list_prefixes = {
+    for bucket, routes in var.routes : bucket => distinct([for r in routes : r.prefix])
+  }
+}
+
+data "aws_iam_policy_document" "worker_assume" {
+  statement {
+    sid     = "IrsaWorkerServiceAccount"
+    effect  = "Allow"
+    actions = ["sts:AssumeRoleWithWebIdentity"]
+
+    principals {
+      type        = "Federated"
+      identifiers = [var.oidc_provider_arn]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "${local.oidc_issuer}:sub"
+      values   = ["system:serviceaccount:${var.namespace}:${var.service_account}"]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "${local.oidc_issuer}:aud"
+      values   = ["sts.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "worker" {
+  name                 = "${var.name}-worker"
+  description          = "icefeed workers (IRSA ${var.namespace}/${var.service_account}): consume ${var.name}, read routed S3 objects"
+  assume_role_policy   = data.aws_iam_policy_document.worker_assume.json
+  permissions_boundary = var.worker_role_permissions_boundary
+
+  tags = var.tags
+}
+
+data "aws_iam_policy_document" "worker" {
+  statement {
+    sid    = "ConsumeQueue"
+    effect = "Allow"
+    actions = [
+      "sqs:ChangeMessageVisibility",
+      "sqs:DeleteMessage",
+      "sqs:GetQueueAttributes",
+      "sqs:GetQueueUrl",
+      "sqs:ReceiveMessage",
+    ]
+    resources = [aws_sqs_queue.this.arn]
+  }
+
+  statement {
+    # Read-only access for the operator tools shipped with the worker (DLQ depth, peek).
+    # No DeleteMessage and no StartMessageMoveTask: redriving the DLQ is a human decision.
+    sid    = "InspectDeadLetterQueue"
+    effect = "Allow"
+    actions = [
+      "sqs:GetQueueAttributes",
+      "sqs:ReceiveMessage",
+    ]
+    resources = [aws_sqs_queue.dlq.arn]
+  }
+
+  statement {
+    # s3:GetObject also authorises HeadObject: IAM has no separate s3:HeadObject action.
+    sid       = "ReadRoutedObjects"
+    effect    = "Allow"
+    actions   = ["s3:GetObject"]
+    resources = local.routed_object_arns
+  }
+
+  dynamic "statement" {
+    # A list (not the map) so that statement.key is an index: Sids must be alphanumeric and
+    # unique, and bucket names are neither.
+    for_each = [for bucket in sort(keys(local.list_prefixes)) : { bucket = bucket, prefixes = local.list_prefixes[bucket] }]
+
+    content {
+      sid       = "ListRoutedPrefixes${statement.key}"
+      effect    = "Allow"
+      actions   = ["s3:ListBucket"]
+      resources = [local.bucket_arns[statement.value.bucket]]
+
+      # Limited to the routed prefixes. A bucket with an empty-prefix route is routed as a whole,
+      # so there is nothing to restrict. Note: without an unconditional s3:ListBucket, S3 answers
+      # HeadObject on a MISSING key with 403 instead of 404 (it will not reveal whether a key
+      # exists to a principal that may not list it); the worker must treat that 403 as "gone or
+      # denied", not as a transient error.
+      dynamic "condition" {
+        for_each = contains(statement.value.prefixes, "") ? [] : [statement.value.prefixes]
+
+        content {
+          test     = "StringLike"
+          variable = "s3:prefix"
+          values   = [for p in condition.value : "${p}*"]
+        }
+      }
+    }
+  }
+
+  statement {
+    sid       = "DecryptQueueMessages"
+    effect    = "Allow"
+    actions   = ["kms:Decrypt"]
+    resources = [aws_kms_key.this.arn]
+  }
+
+  dynamic "statement" {
+    for_each = length(var.source_bucket_kms_key_arns) > 0 ? [var.source_bucket_kms_key_arns] : []
+
+    content {
+      sid       = "DecryptSourceObjectsThroughS3"
+      effect    = "Allow"
+      actions   = ["kms:Decrypt"]
+      resources = statement.value
+
+      condition {
+        test     = "StringLike"
+        variable = "kms:ViaService"
+        values   = ["s3.*.amazonaws.com"]
+      }
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "worker" {
+  name   = "${var.name}-worker"
+  role   = aws_iam_role.worker.id
+  policy = data.aws_iam_policy_document.worker.json
+}
+
+################################################################################
+# KEDA scaler role: read the queue depth, nothing else
+################################################################################
+
+data "aws_iam_policy_document" "keda_scaler_assume" {
+  count = var.create_keda_scaler_role ? 1 : 0
+
+  statement {
+    # KEDA (podIdentity provider aws + roleArn) first calls AssumeRoleWithWebIdentity with the
+    # operator's own IRSA token, so the trust goes to the operator's ServiceAccount.
+    sid     = "IrsaKedaOperator"
+    effect  = "Allow"
+    actions = ["sts:AssumeRoleWithWebIdentity"]
+
+    principals {
+      type        = "Federated"
+      identifiers = [var.oidc_provider_arn]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "${local.oidc_issuer}:sub"
+      values   = ["system:serviceaccount:${var.keda_namespace}:${var.keda_service_account}"]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "${local.oidc_issuer}:aud"
+      values   = ["sts.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "keda_scaler" {
+  count = var.create_keda_scaler_role ? 1 : 0
+
+  name                 = "${var.name}-keda-scaler"
+  description          = "KEDA aws-sqs-queue scaler for ${var.name}: GetQueueAttributes only"
+  assume_role_policy   = data.aws_iam_policy_document.keda_scaler_assume[0].json
+  permissions_boundary = var.worker_role_permissions_boundary
+
+  tags = var.tags
+}
+
+data "aws_iam_policy_document" "keda_scaler" {
+  count = var.create_keda_scaler_role ? 1 : 0
+
+  statement {
+    # The scaler reads ApproximateNumberOfMessages(+NotVisible, +Delayed); attribute reads need no
+    # KMS permission even on an encrypted queue.
+    sid       = "ReadQueueDepth"
+    effect    = "Allow"
+    actions   = ["sqs:GetQueueAttributes"]
+    resources = [aws_sqs_queue.this.arn]
+  }
+}
+
+resource "aws_iam_role_policy" "keda_scaler" {
+  count = var.create_keda_scaler_role ? 1 : 0
+
+  name   = "${var.name}-keda-scaler"
+  role   = aws_iam_role.keda_scaler[0].id
+  policy = data.aws_iam_policy_document.keda_scaler[0].json
+}

@@ -1,0 +1,264 @@
+################################################################################
+# Naming and tagging
+################################################################################
+
+variable "name" {
+  description = "Base name: the SQS queue is named after it, the DLQ gets a `-dlq` suffix, and the KMS alias and IAM roles are derived from it."
+  type        = string
+
+  validation {
+    # 48 leaves room for the longest derived name ("<name>-keda-scaler", an IAM role name is at most 64 characters).
+    condition     = can(regex("^[A-Za-z0-9_-]{1,48}$", var.name))
+    error_message = "The name must be 1-48 characters of letters, digits, '-' or '_'."
+  }
+}
+
+variable "tags" {
+  description = "Tags added to every resource that supports them."
+  type        = map(string)
+  default     = {}
+}
+
+################################################################################
+# Routes: which objects of which buckets notify the queue
+################################################################################
+
+variable "routes" {
+  description = "Routes per source bucket: a map keyed by S3 bucket name; each value is the list of routes (name, prefix, suffix) whose s3:ObjectCreated:* events are sent to the queue. An empty prefix or suffix matches every key. Route names must be unique and should equal the `[[ingestion]]` names of the worker's routes.toml. The module owns each listed bucket's WHOLE notification configuration (S3 keeps one per bucket)."
+  type = map(list(object({
+    name   = string
+    prefix = optional(string, "")
+    suffix = optional(string, "")
+  })))
+
+  validation {
+    condition     = length(var.routes) > 0 && alltrue([for bucket, routes in var.routes : length(routes) > 0])
+    error_message = "Give at least one bucket, and at least one route for every bucket."
+  }
+
+  validation {
+    condition     = alltrue([for bucket in keys(var.routes) : can(regex("^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", bucket))])
+    error_message = "Every key of routes must be a valid S3 bucket name (3-63 characters: lower-case letters, digits, '.', '-')."
+  }
+
+  validation {
+    # Same rule as the worker's routes.toml `name` (worker/routes.py), so the two can be kept equal.
+    condition     = alltrue(flatten([for bucket, routes in var.routes : [for r in routes : can(regex("^[a-z][a-z0-9_]{0,62}$", r.name))]]))
+    error_message = "Route names must match ^[a-z][a-z0-9_]{0,62}$ (the worker's ingestion name rule)."
+  }
+
+  validation {
+    condition     = length(distinct(flatten([for bucket, routes in var.routes : [for r in routes : r.name]]))) == length(flatten([for bucket, routes in var.routes : [for r in routes : r.name]]))
+    error_message = "Route names must be unique across all buckets."
+  }
+
+  validation {
+    # The filters are also turned into IAM resource ARNs and s3:prefix conditions, where '*' and '?'
+    # are wildcards: a literal one would silently widen the grant.
+    condition     = alltrue(flatten([for bucket, routes in var.routes : [for r in routes : !can(regex("[*?]", "${r.prefix}${r.suffix}")) && !startswith(r.prefix, "/")]]))
+    error_message = "Route prefixes and suffixes must not contain '*' or '?', and a prefix must not start with '/' (S3 keys have no leading slash)."
+  }
+}
+
+variable "create_bucket_notifications" {
+  description = "Create the aws_s3_bucket_notification of every bucket in routes. Set to false when another stack owns a bucket's notification configuration; merge the `bucket_notification_queue_configurations` output into it instead (a second aws_s3_bucket_notification on a bucket overwrites the first)."
+  type        = bool
+  default     = true
+}
+
+variable "source_account_id" {
+  description = "Account that owns the source buckets, used in the aws:SourceAccount conditions of the queue and key policies. Null means the account Terraform runs in."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.source_account_id == null || can(regex("^[0-9]{12}$", var.source_account_id))
+    error_message = "source_account_id must be a 12-digit AWS account ID or null."
+  }
+}
+
+variable "source_bucket_kms_key_arns" {
+  description = "ARNs of the KMS keys that encrypt objects in the source buckets (SSE-KMS). The worker role gets kms:Decrypt on them, only through S3 (kms:ViaService). Empty when the buckets use SSE-S3."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for arn in var.source_bucket_kms_key_arns : can(regex("^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/.+$", arn))])
+    error_message = "source_bucket_kms_key_arns must hold KMS key ARNs (arn:aws:kms:REGION:ACCOUNT:key/ID)."
+  }
+}
+
+################################################################################
+# Queue and dead-letter queue
+################################################################################
+
+variable "visibility_timeout_seconds" {
+  description = "Visibility timeout of the queue. It must exceed the time a worker holds a message before acking it (batch wait + Spark commit); the worker's ICEFEED_SQS_VISIBILITY_TIMEOUT_S should be the same value."
+  type        = number
+  default     = 300
+
+  validation {
+    condition     = var.visibility_timeout_seconds >= 0 && var.visibility_timeout_seconds <= 43200 && floor(var.visibility_timeout_seconds) == var.visibility_timeout_seconds
+    error_message = "visibility_timeout_seconds must be a whole number of seconds from 0 to 43200 (12 hours)."
+  }
+}
+
+variable "message_retention_seconds" {
+  description = "Message retention of the source queue. Default 4 days."
+  type        = number
+  default     = 345600
+
+  validation {
+    condition     = var.message_retention_seconds >= 60 && var.message_retention_seconds <= 1209600 && floor(var.message_retention_seconds) == var.message_retention_seconds
+    error_message = "message_retention_seconds must be a whole number of seconds from 60 to 1209600 (14 days)."
+  }
+}
+
+variable "dlq_message_retention_seconds" {
+  description = "Message retention of the DLQ. Must be longer than message_retention_seconds: a dead-lettered message keeps its original enqueue time, so an equal retention would expire it as soon as it arrives. Default 14 days (the SQS maximum)."
+  type        = number
+  default     = 1209600
+
+  validation {
+    condition     = var.dlq_message_retention_seconds >= 60 && var.dlq_message_retention_seconds <= 1209600 && floor(var.dlq_message_retention_seconds) == var.dlq_message_retention_seconds
+    error_message = "dlq_message_retention_seconds must be a whole number of seconds from 60 to 1209600 (14 days)."
+  }
+}
+
+variable "max_receive_count" {
+  description = "Receives after which SQS moves a message to the DLQ (redrive policy maxReceiveCount). Each receive that ends without a delete counts, including redeliveries after a worker crash."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.max_receive_count >= 1 && var.max_receive_count <= 1000 && floor(var.max_receive_count) == var.max_receive_count
+    error_message = "max_receive_count must be a whole number from 1 to 1000."
+  }
+}
+
+variable "receive_wait_time_seconds" {
+  description = "Default long-poll wait of ReceiveMessage. 20 s (the maximum) keeps idle workers from paying for empty receives."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.receive_wait_time_seconds >= 0 && var.receive_wait_time_seconds <= 20 && floor(var.receive_wait_time_seconds) == var.receive_wait_time_seconds
+    error_message = "receive_wait_time_seconds must be a whole number from 0 to 20."
+  }
+}
+
+variable "kms_data_key_reuse_period_seconds" {
+  description = "How long SQS may reuse a data key before calling KMS again (60-86400). Longer means fewer KMS calls, and KMS cost scales with this."
+  type        = number
+  default     = 300
+
+  validation {
+    condition     = var.kms_data_key_reuse_period_seconds >= 60 && var.kms_data_key_reuse_period_seconds <= 86400 && floor(var.kms_data_key_reuse_period_seconds) == var.kms_data_key_reuse_period_seconds
+    error_message = "kms_data_key_reuse_period_seconds must be a whole number from 60 to 86400."
+  }
+}
+
+variable "kms_key_user_arns" {
+  description = "IAM principals (operators, break-glass roles) allowed kms:Decrypt and kms:GenerateDataKey on the queue key, to read the DLQ and redrive it with StartMessageMoveTask. The key policy does not delegate key use to the account, so nobody else can read the messages."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for arn in var.kms_key_user_arns : can(regex("^arn:aws[a-z-]*:iam::[0-9]{12}:.+$", arn))])
+    error_message = "kms_key_user_arns must hold IAM principal ARNs."
+  }
+}
+
+variable "kms_deletion_window_in_days" {
+  description = "Waiting period before a deleted KMS key is destroyed (7-30 days). Messages still in the queues are unreadable once the key is gone."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.kms_deletion_window_in_days >= 7 && var.kms_deletion_window_in_days <= 30 && floor(var.kms_deletion_window_in_days) == var.kms_deletion_window_in_days
+    error_message = "kms_deletion_window_in_days must be a whole number from 7 to 30."
+  }
+}
+
+################################################################################
+# Worker identity (IRSA)
+################################################################################
+
+variable "oidc_provider_arn" {
+  description = "ARN of the cluster's IAM OIDC identity provider (IRSA), e.g. arn:aws:iam::111122223333:oidc-provider/oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLE."
+  type        = string
+
+  validation {
+    condition     = can(regex("^arn:aws[a-z-]*:iam::[0-9]{12}:oidc-provider/.+$", var.oidc_provider_arn))
+    error_message = "oidc_provider_arn must look like arn:aws:iam::ACCOUNT:oidc-provider/ISSUER."
+  }
+}
+
+variable "oidc_provider_url" {
+  description = "Issuer URL of the cluster's OIDC provider, with or without the https:// scheme, e.g. oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLE. It prefixes the :sub and :aud condition keys of the trust policies."
+  type        = string
+
+  validation {
+    condition     = can(regex("^(https://)?[^/\\s]+(/[^\\s]*)?$", var.oidc_provider_url)) && !endswith(var.oidc_provider_url, "/")
+    error_message = "oidc_provider_url must be an issuer host/path such as oidc.eks.REGION.amazonaws.com/id/ID, without a trailing slash."
+  }
+}
+
+variable "namespace" {
+  description = "Kubernetes namespace the workers run in."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", var.namespace))
+    error_message = "namespace must be a DNS-1123 label."
+  }
+}
+
+variable "service_account" {
+  description = "Name of the workers' Kubernetes ServiceAccount (annotated with the worker role ARN)."
+  type        = string
+  default     = "icefeed"
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", var.service_account))
+    error_message = "service_account must be a DNS-1123 subdomain."
+  }
+}
+
+variable "worker_role_permissions_boundary" {
+  description = "ARN of a permissions boundary policy for the IAM roles this module creates, or null."
+  type        = string
+  default     = null
+}
+
+################################################################################
+# KEDA scaler identity
+################################################################################
+
+variable "create_keda_scaler_role" {
+  description = "Create a role that only allows sqs:GetQueueAttributes on the queue, for the KEDA TriggerAuthentication `podIdentity: {provider: aws, roleArn: ...}`. The KEDA operator assumes it with its own IRSA web identity."
+  type        = bool
+  default     = true
+}
+
+variable "keda_namespace" {
+  description = "Namespace of the KEDA operator (used in the scaler role's trust policy)."
+  type        = string
+  default     = "keda"
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", var.keda_namespace))
+    error_message = "keda_namespace must be a DNS-1123 label."
+  }
+}
+
+variable "keda_service_account" {
+  description = "ServiceAccount of the KEDA operator (used in the scaler role's trust policy)."
+  type        = string
+  default     = "keda-operator"
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", var.keda_service_account))
+    error_message = "keda_service_account must be a DNS-1123 subdomain."
+  }
+}

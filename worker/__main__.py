@@ -1,0 +1,143 @@
+"""The ``icefeed`` command line: the only place that wires adapters together."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+
+from worker.domain.errors import ConfigError, IcefeedError
+from worker.observability.logging import configure, settings_secrets
+from worker.settings import Settings, load_settings, require_queues
+
+log = structlog.get_logger("icefeed")
+
+
+async def run_worker(settings: Settings) -> None:
+    from worker.adapters.aws import AwsClients, S3Store, SqsSource
+    from worker.adapters.pg_ledger import PgLedger, connect_pool
+    from worker.adapters.spark_sink import SparkSink
+    from worker.faults import Faults
+    from worker.pipeline import Pipeline
+    from worker.routes import load_routes
+    from worker.runner import Runner
+
+    require_queues(settings)
+    routes = load_routes(settings.routes_file)
+    faults = Faults(settings.faults)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    pool = await connect_pool(settings.pg)
+    sink = SparkSink(settings.spark)
+    try:
+        async with AwsClients(settings.aws, max_pool=max(50, 4 * settings.sqs.receivers)) as aws:
+            pipeline = Pipeline(settings, routes, PgLedger(pool), S3Store(aws), sink, faults)
+            runner = Runner(settings, pipeline, SqsSource(aws))
+            await runner.run(stop)
+    finally:
+        await asyncio.to_thread(sink.close)
+        await pool.close()
+
+
+async def run_migrate(settings: Settings) -> list[str]:
+    from worker.adapters.pg_ledger import migrate
+
+    return await migrate(settings.pg, settings.migrations_dir)
+
+
+def cmd_stack_up(args: argparse.Namespace) -> int:
+    from worker.localstack import Stack
+    from worker.routes import load_routes
+
+    routes = load_routes(Path(args.routes))
+    stack = Stack(Path(args.workdir)).start()
+    try:
+        prov = stack.provision(routes)
+        env = stack.worker_env(prov.queue_url, Path(args.routes).resolve())
+        env_file = Path(args.workdir) / "stack.env"
+        env_file.write_text("".join(f"export {k}='{v}'\n" for k, v in env.items()))
+        print("icefeed local stack is up (Ctrl-C stops it)")
+        print(f"  moto (S3, SQS, Glue): {stack.moto_url}")
+        print(f"  Spark Connect (Sail): {stack.spark_url}")
+        print(f"  PostgreSQL:           {'embedded ' if stack.pg_embedded else ''}{stack.pg_dsn}")
+        print(f"  queue:                {prov.queue_url}")
+        print(f"  dead-letter queue:    {prov.dlq_url}")
+        print(f"  landing bucket(s):    {', '.join(prov.buckets)}")
+        print(f"\nIn another shell:\n  source {env_file}\n  icefeed migrate && icefeed run\n")
+        sys.stdout.flush()
+        stopped = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stopped.set())
+        stopped.wait()
+    finally:
+        print("stopping the local stack …")
+        stack.stop()
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="icefeed", description="S3 files into Iceberg tables, exactly once.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run a worker (configured by ICEFEED_* variables)")
+    sub.add_parser("migrate", help="apply pending ledger migrations (idempotent, safe to run concurrently)")
+    stack = sub.add_parser("stack", help="the local stack (moto + Sail + PostgreSQL)")
+    stack_sub = stack.add_subparsers(dest="stack_command", required=True)
+    up = stack_sub.add_parser("up", help="start it in the foreground and print the environment to use")
+    up.add_argument("--routes", default=os.environ.get("ICEFEED_ROUTES_FILE", "routes.toml"))
+    up.add_argument("--workdir", default=".icefeed/stack")
+    demo = sub.add_parser("demo", help="load the sample files end to end on the local stack and show the result")
+    demo.add_argument("--workdir", default=".icefeed/demo")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        print(f"icefeed: {error}", file=sys.stderr)
+        return 2
+    configure(settings.log_format, settings.log_level, settings_secrets(settings))
+    try:
+        if args.command == "run":
+            asyncio.run(run_worker(settings))
+            _exit_abandoning_threads()
+        elif args.command == "migrate":
+            applied = asyncio.run(run_migrate(settings))
+            print(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
+        elif args.command == "stack":
+            return cmd_stack_up(args)
+        elif args.command == "demo":
+            from worker.demo import run_demo
+
+            return run_demo(Path(args.workdir))
+    except ConfigError as error:
+        print(f"icefeed: {error}", file=sys.stderr)
+        return 2
+    except IcefeedError as error:
+        print(f"icefeed: {error.error_class}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _exit_abandoning_threads() -> None:
+    """A Spark call that outlived the shutdown grace must not hold the process open."""
+    stuck = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    if stuck:
+        log.warning("threads_abandoned", count=len(stuck))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

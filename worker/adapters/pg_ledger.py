@@ -1,0 +1,272 @@
+"""The ledger in PostgreSQL (asyncpg): file identities, claims, batches, migrations."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+from uuid import UUID
+
+import asyncpg
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from worker.domain.batching import FileWork
+from worker.domain.errors import ConfigError, TransientError
+from worker.domain.outcomes import FileResult
+from worker.ports import ExpiredBatch, FileState, Message, Registration
+from worker.settings import IDENTIFIER, PgSettings
+from worker.sql import queries
+
+T = TypeVar("T")
+MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+# Connection-level failures: the statement may be retried on a fresh connection.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.ConnectionFailureError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.InterfaceError,
+)
+
+
+async def connect_pool(settings: PgSettings) -> asyncpg.Pool:
+    if not IDENTIFIER.match(settings.ledger_schema):
+        raise ConfigError("ICEFEED_PG_LEDGER_SCHEMA: invalid identifier")
+    try:
+        pool = await asyncpg.create_pool(
+            settings.dsn.get_secret_value(),
+            min_size=settings.pool_min,
+            max_size=settings.pool_max,
+            timeout=settings.connect_timeout_s,
+            server_settings={"search_path": settings.ledger_schema, "application_name": "icefeed"},
+        )
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise TransientError(
+            f"PostgreSQL unreachable: {type(exc).__name__}: {exc}", error_class="PgUnavailable"
+        ) from None
+    assert pool is not None
+    return pool
+
+
+class PgLedger:
+    def __init__(self, pool: asyncpg.Pool, attempts: int = 5) -> None:
+        self._pool = pool
+        self._q = queries("ledger.sql")
+        self._attempts = attempts
+
+    async def _retry(self, op: Callable[[], Awaitable[T]]) -> T:
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(CONNECTION_ERRORS),
+                stop=stop_after_attempt(self._attempts),
+                wait=wait_exponential(multiplier=0.1, max=3),
+                reraise=True,
+            ):
+                with attempt:
+                    return await op()
+        except CONNECTION_ERRORS as exc:
+            raise TransientError(f"PostgreSQL: {type(exc).__name__}: {exc}", error_class="PgConnectionLost") from None
+        raise AssertionError("unreachable")
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[asyncpg.Connection]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            yield conn
+
+    async def register(self, items: list[Registration]) -> list[FileState]:
+        if not items:
+            return []
+        cols: list[list[Any]] = [[] for _ in range(8)]
+        for item in items:
+            ev = item.event
+            for col, value in zip(
+                cols,
+                (item.ingestion, ev.bucket, ev.key, item.etag, ev.version_id, ev.sequencer, item.size, ev.event_time),
+                strict=True,
+            ):
+                col.append(value)
+
+        async def op() -> list[FileState]:
+            rows = await self._pool.fetch(self._q["register_files"], *cols)
+            return [_state(r) for r in rows]
+
+        return await self._retry(op)
+
+    async def record_terminal(self, file_ids: list[int], status: str, error_class: str, message: str) -> None:
+        if file_ids:
+            await self._retry(
+                lambda: self._pool.execute(self._q["record_terminal"], file_ids, status, error_class, message)
+            )
+
+    async def claim(
+        self, batch_id: UUID, ingestion: str, table: str, files: list[FileWork], owner: str, ttl_s: int
+    ) -> list[FileWork]:
+        by_id = {f.file_id: f for f in files}
+
+        async def op() -> list[FileWork]:
+            async with self._tx() as conn:
+                rows = await conn.fetch(self._q["claim_files"], list(by_id), batch_id)
+                if not rows:
+                    return []
+                claimed = [by_id[r["id"]] for r in rows]
+                size = sum(f.size for f in claimed)
+                await conn.execute(self._q["open_batch"], batch_id, ingestion, table, owner, ttl_s, len(claimed), size)
+                return sorted(claimed, key=lambda f: f.file_id)
+
+        return await self._retry(op)
+
+    async def finalize(self, batch_id: UUID, owner: str, results: list[FileResult]) -> bool:
+        rows = sum(r.rows or 0 for r in results)
+
+        async def op() -> bool:
+            async with self._tx() as conn:
+                won = await conn.fetchval(self._q["commit_batch"], batch_id, owner, rows)
+                if won is None:
+                    return False
+                await conn.execute(self._q["finish_files"], batch_id, *_columns(results, with_rows=True))
+                return True
+
+        return await self._retry(op)
+
+    async def abort(
+        self, batch_id: UUID, owner: str, error_class: str, message: str, results: list[FileResult]
+    ) -> bool:
+        async def op() -> bool:
+            async with self._tx() as conn:
+                won = await conn.fetchval(self._q["abort_batch"], batch_id, owner, error_class, message)
+                if won is None:
+                    return False
+                await conn.execute(self._q["release_files"], batch_id, *_columns(results, with_rows=False))
+                return True
+
+        return await self._retry(op)
+
+    async def states(self, file_ids: list[int]) -> list[FileState]:
+        if not file_ids:
+            return []
+        rows = await self._retry(lambda: self._pool.fetch(self._q["file_states"], file_ids))
+        return [FileState(r["id"], "", "", "", r["status"], r["batch_id"], r["error_message"]) for r in rows]
+
+    async def extend(self, batch_ids: list[UUID], owner: str, ttl_s: int) -> None:
+        if batch_ids:
+            await self._retry(lambda: self._pool.execute(self._q["extend_batches"], batch_ids, owner, ttl_s))
+
+    async def expire(self, batch_ids: list[UUID], owner: str, grace_s: int) -> None:
+        if batch_ids:
+            await self._retry(lambda: self._pool.execute(self._q["expire_batches"], batch_ids, owner, grace_s))
+
+    async def take_expired(self, owner: str, ttl_s: int, grace_s: int, limit: int) -> list[ExpiredBatch]:
+        rows = await self._retry(
+            lambda: self._pool.fetch(self._q["take_expired_batches"], owner, ttl_s, grace_s, limit)
+        )
+        return [ExpiredBatch(r["id"], r["ingestion"], r["table_name"]) for r in rows]
+
+    async def batch_files(self, batch_id: UUID) -> list[FileWork]:
+        rows = await self._retry(lambda: self._pool.fetch(self._q["batch_files"], batch_id))
+        return [FileWork(r["id"], "", r["bucket"], r["key"], r["etag"], r["size_bytes"] or 0) for r in rows]
+
+    async def reject_message(self, message: Message, reason: str) -> None:
+        await self._retry(
+            lambda: self._pool.execute(
+                self._q["reject_message"],
+                message.queue_url,
+                message.message_id,
+                message.receive_count,
+                reason,
+                message.body,
+            )
+        )
+
+
+def _state(r: asyncpg.Record) -> FileState:
+    return FileState(r["id"], r["bucket"], r["key"], r["etag"], r["status"], r["batch_id"], r["error_message"])
+
+
+def _columns(results: list[FileResult], *, with_rows: bool) -> list[list[Any]]:
+    ids = [r.file_id for r in results]
+    statuses = [r.status for r in results]
+    classes = [r.error_class for r in results]
+    messages = [r.error_message for r in results]
+    if with_rows:
+        return [ids, statuses, [r.rows for r in results], classes, messages]
+    return [ids, statuses, classes, messages]
+
+
+# --- migrations -------------------------------------------------------------------------------
+
+
+def discover_migrations(directory: Path) -> list[tuple[int, str, str]]:
+    """(version, name, sql) for every NNNN_name.sql, in order; gaps and duplicates are errors."""
+    if not directory.is_dir():
+        raise ConfigError(f"migrations directory not found: {directory} (set ICEFEED_MIGRATIONS_DIR)")
+    found: list[tuple[int, str, str]] = []
+    for path in sorted(directory.iterdir()):
+        match = MIGRATION_FILE.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path.stem, path.read_text(encoding="utf-8")))
+        elif path.suffix == ".sql":
+            raise ConfigError(f"migration file name must be NNNN_verb_noun.sql: {path.name}")
+    versions = [v for v, _, _ in found]
+    if versions != list(range(1, len(versions) + 1)):
+        raise ConfigError(f"migration versions must be 1..N without gaps, found {versions}")
+    return found
+
+
+def checksum(sql: str) -> str:
+    return hashlib.sha256(sql.encode()).hexdigest()
+
+
+async def migrate(settings: PgSettings, directory: Path) -> list[str]:
+    """Apply pending migrations under an advisory lock (safe when replicas start together).
+    Returns the names applied now; an edited, already-applied migration is an error."""
+    migrations = discover_migrations(directory)
+    q = queries("migrate.sql")
+    schema = settings.ledger_schema
+    if not IDENTIFIER.match(schema):
+        raise ConfigError("ICEFEED_PG_LEDGER_SCHEMA: invalid identifier")
+    try:
+        conn = await asyncpg.connect(
+            settings.dsn.get_secret_value(),
+            timeout=settings.connect_timeout_s,
+            server_settings={"search_path": schema, "application_name": "icefeed-migrate"},
+        )
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise TransientError(
+            f"PostgreSQL unreachable: {type(exc).__name__}: {exc}", error_class="PgUnavailable"
+        ) from None
+    applied_now: list[str] = []
+    try:
+        await conn.fetchval(q["lock"], schema)
+        try:
+            await conn.execute(await conn.fetchval(q["schema_create_statement"], schema))
+            await conn.execute(q["create_history"])
+            done = {r["version"]: (r["name"], r["checksum"]) for r in await conn.fetch(q["applied"])}
+            for version, name, sql in migrations:
+                if version in done:
+                    if done[version][1] != checksum(sql):
+                        raise ConfigError(
+                            f"migration {name} was changed after it was applied; migrations are "
+                            "forward-only: add a new one instead"
+                        )
+                    continue
+                async with conn.transaction():
+                    await conn.execute(sql)
+                    await conn.execute(q["record"], version, name, checksum(sql))
+                applied_now.append(name)
+        finally:
+            await conn.fetchval(q["unlock"], schema)
+    finally:
+        await conn.close()
+    return applied_now
+
+
+async def applied_migrations(conn: asyncpg.Connection) -> list[str]:
+    return [r["name"] for r in await conn.fetch(queries("migrate.sql")["applied"])]

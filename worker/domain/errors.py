@@ -1,0 +1,98 @@
+"""Error taxonomy shared by every layer: what failed, and whether trying again can help."""
+
+from __future__ import annotations
+
+
+class IcefeedError(Exception):
+    """Base of the product's own errors. ``error_class`` is what the ledger records."""
+
+    error_class = "Error"
+
+    def __init__(self, message: str, *, error_class: str | None = None) -> None:
+        super().__init__(message)
+        if error_class is not None:
+            self.error_class = error_class
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class ConfigError(IcefeedError):
+    """Settings or routes are invalid: the worker refuses to start."""
+
+    error_class = "ConfigError"
+
+
+class TransientError(IcefeedError):
+    """Infrastructure hiccup (server unavailable, connection lost, throttled, commit conflict).
+    Retrying the same work later can succeed; never the file's fault."""
+
+    error_class = "Transient"
+
+
+class DataError(IcefeedError):
+    """The file itself cannot be loaded (corrupt, unparsable, schema conflict, too large).
+    Retrying cannot help: the file is recorded FAILED and its message acked."""
+
+    error_class = "DataError"
+
+
+class BatchError(IcefeedError):
+    """A write failed for a reason that is neither known-transient nor known-bad-data.
+    Batches are bisected to find the culprit; a lone file is retried until the DLQ takes it."""
+
+    error_class = "Unknown"
+
+
+# Engine error messages that mean "this file's data cannot be loaded as it is".
+_DATA_PATTERNS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("SchemaConflict", ("in the table but", "cannot be cast", "incompatible type", "cannot safely cast")),
+    (
+        "ParseError",
+        (
+            "json error",
+            "csv error",
+            "parquet error",
+            "not valid json",
+            "malformed",
+            "unexpected end of file",
+            "invalid gzip",
+            "corrupt deflate",
+            "invalid utf-8",
+            "invalid utf8",
+            "stream did not contain valid utf-8",
+            "arrow error",
+            "incorrect number of fields",
+            "unequal lengths",
+            "encountered unequal",
+        ),
+    ),
+)
+_TRANSIENT_PATTERNS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("CommitConflict", ("concurrent metadata", "commit failed", "commitfailedexception", "concurrent update")),
+    (
+        "SparkUnavailable",
+        ("unavailable", "connection refused", "failed to connect", "deadline exceeded", "socket closed"),
+    ),
+    ("SparkSessionLost", ("session_not_found", "session_closed", "invalid_handle")),
+)
+
+
+def classify_engine_error(kind: str, message: str, grpc_code: str | None = None) -> IcefeedError:
+    """Map an engine failure (exception class name, message, gRPC status) to the taxonomy.
+
+    The one place where Spark Connect errors get their meaning; the ledger stores the result.
+    """
+    text = f"{kind}: {message}".lower()
+    if grpc_code in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "ABORTED", "RESOURCE_EXHAUSTED"):
+        return TransientError(f"Spark Connect {grpc_code.lower()}: {message}", error_class="SparkUnavailable")
+    if grpc_code == "UNAUTHENTICATED":
+        return TransientError(f"Spark Connect token rejected or expired: {message}", error_class="SparkUnauthenticated")
+    for error_class, needles in _TRANSIENT_PATTERNS:
+        if any(n in text for n in needles):
+            return TransientError(f"{kind}: {message}", error_class=error_class)
+    for error_class, needles in _DATA_PATTERNS:
+        if any(n in text for n in needles):
+            return DataError(f"{kind}: {message}", error_class=error_class)
+    return BatchError(f"{kind}: {message}", error_class=kind or "Unknown")

@@ -1,0 +1,315 @@
+"""The work itself, free of queues and timers: admit messages, write batches, recover batches.
+
+``admit`` turns received messages into outcomes or files to batch; ``run_batch`` carries one
+batch through the exactly-once protocol (claim + batch row → one Iceberg commit → finalize);
+``recover`` settles a batch whose owner vanished; ``settle`` maps ledger states to outcomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from uuid import UUID, uuid4
+
+import structlog
+
+from worker.domain.batching import FileWork, halves
+from worker.domain.errors import DataError, IcefeedError, TransientError
+from worker.domain.events import FileEvent, Ignored, Malformed, parse_message
+from worker.domain.outcomes import (
+    CLAIMED,
+    FAILED,
+    GONE,
+    LOADED,
+    PENDING,
+    SKIPPED,
+    TERMINAL,
+    Ack,
+    FileResult,
+    Outcome,
+    Retry,
+    backoff_delay,
+)
+from worker.domain.routing import match_route
+from worker.faults import Faults
+from worker.ports import (
+    FileState,
+    Ledger,
+    Message,
+    ObjectInfo,
+    ObjectStore,
+    Reader,
+    Registration,
+    TableSink,
+    WriteRequest,
+)
+from worker.routes import AnyIngestion, Routes
+from worker.settings import Settings
+
+log = structlog.get_logger("icefeed.pipeline")
+
+
+@dataclass
+class Admission:
+    """What became of one message at intake."""
+
+    message: Message
+    outcomes: list[Outcome] = field(default_factory=list)
+    waiting: dict[int, FileWork] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    admission: Admission
+    event: FileEvent
+    ingestion: AnyIngestion
+
+
+class Pipeline:
+    def __init__(
+        self,
+        settings: Settings,
+        routes: Routes,
+        ledger: Ledger,
+        store: ObjectStore,
+        sink: TableSink,
+        faults: Faults | None = None,
+    ) -> None:
+        self.settings = settings
+        self.routes = routes
+        self.ledger = ledger
+        self.store = store
+        self.sink = sink
+        self.faults = faults or Faults()
+        self.owner = settings.worker_id
+        self.active_batches: set[UUID] = set()
+        self._heads = asyncio.Semaphore(32)
+
+    # -- intake ------------------------------------------------------------------------------
+
+    async def admit(self, messages: list[Message]) -> list[Admission]:
+        admissions = [Admission(m) for m in messages]
+        candidates: list[_Candidate] = []
+        for adm in admissions:
+            mlog = log.bind(message_id=adm.message.message_id)
+            results = parse_message(adm.message.body)
+            malformed = [r for r in results if isinstance(r, Malformed)]
+            if malformed:
+                reason = "; ".join(r.reason for r in malformed)
+                await self.ledger.reject_message(adm.message, reason)
+                mlog.warning("message_rejected", reason=reason)
+                adm.outcomes.append(Ack(f"malformed: {reason}"))
+            for r in results:
+                if isinstance(r, Ignored):
+                    mlog.info("record_ignored", reason=r.reason)
+                    adm.outcomes.append(Ack(r.reason))
+                elif isinstance(r, FileEvent):
+                    rule = match_route(self.routes.rules, r.bucket, r.key)
+                    if rule is None:
+                        mlog.info("file_unrouted", bucket=r.bucket, key=r.key)
+                        adm.outcomes.append(Ack("unrouted"))
+                    else:
+                        candidates.append(_Candidate(adm, r, self.routes.by_name(rule.name)))
+        if candidates:
+            await self._register(candidates)
+        return admissions
+
+    async def _head(self, bucket: str, key: str) -> ObjectInfo | None:
+        async with self._heads:
+            return await self.store.head(bucket, key)
+
+    async def _register(self, candidates: list[_Candidate]) -> None:
+        heads = await asyncio.gather(
+            *(self._head(c.event.bucket, c.event.key) for c in candidates), return_exceptions=True
+        )
+        registrations: list[Registration] = []
+        verdicts: list[tuple[str, str, str] | None] = []  # (status, error_class, message) or None
+        kept: list[_Candidate] = []
+        for cand, head in zip(candidates, heads, strict=True):
+            ev = cand.event
+            if isinstance(head, BaseException):
+                error = head if isinstance(head, IcefeedError) else TransientError(str(head))
+                log.warning("head_failed", bucket=ev.bucket, key=ev.key, error=str(error))
+                cand.admission.outcomes.append(self._retry(cand.admission.message, f"HEAD failed: {error}"))
+                continue
+            etag = ev.etag or (head.etag if head else "") or "unknown"
+            size = ev.size if ev.size is not None else (head.size if head else None)
+            verdict: tuple[str, str, str] | None = None
+            if head is None:
+                verdict = (GONE, "ObjectGone", "object no longer exists (deleted before it was loaded)")
+            elif ev.etag and head.etag != ev.etag:
+                verdict = (SKIPPED, "Superseded", f"object was overwritten: its etag is now {head.etag}")
+            elif (size or 0) > self.settings.batch.max_file_bytes:
+                limit = self.settings.batch.max_file_bytes
+                verdict = (FAILED, "FileTooLarge", f"{size} bytes is over ICEFEED_BATCH_MAX_FILE_BYTES={limit}")
+            registrations.append(Registration(cand.ingestion.name, ev, etag, size))
+            verdicts.append(verdict)
+            kept.append(cand)
+        states = await self.ledger.register(registrations)
+        by_identity = {(s.bucket, s.key, s.etag): s for s in states}
+        terminal: dict[tuple[str, str, str], list[int]] = {}
+        for cand, reg, verdict in zip(kept, registrations, verdicts, strict=True):
+            state = by_identity[(cand.event.bucket, cand.event.key, reg.etag)]
+            flog = log.bind(message_id=cand.admission.message.message_id, bucket=state.bucket, key=state.key)
+            if state.status == PENDING and verdict is not None:
+                terminal.setdefault(verdict, []).append(state.file_id)
+                flog.warning("file_not_loadable", status=verdict[0], reason=verdict[2])
+                cand.admission.outcomes.append(Ack(f"{verdict[0].lower()}: {verdict[2]}"))
+            elif state.status == PENDING:
+                cand.admission.waiting[state.file_id] = FileWork(
+                    state.file_id,
+                    cand.ingestion.name,
+                    state.bucket,
+                    state.key,
+                    state.etag,
+                    reg.size or 0,
+                    cand.event.event_time,
+                )
+                flog.debug("file_registered", file_id=state.file_id)
+            else:
+                outcome = self.outcome_for(cand.admission.message, state)
+                flog.info("file_already_known", status=state.status, outcome=type(outcome).__name__)
+                cand.admission.outcomes.append(outcome)
+        for (status, error_class, message), ids in terminal.items():
+            await self.ledger.record_terminal(ids, status, error_class, message)
+
+    # -- outcomes ------------------------------------------------------------------------------
+
+    def _retry(self, message: Message, reason: str) -> Retry:
+        s = self.settings.sqs
+        return Retry(backoff_delay(message.receive_count, s.backoff_base_s, s.backoff_max_s), reason)
+
+    def outcome_for(self, message: Message, state: FileState) -> Outcome:
+        if state.status in TERMINAL:
+            return Ack(state.status.lower())
+        if state.status == CLAIMED:
+            return self._retry(message, "file is being loaded by a batch in flight")
+        return self._retry(message, f"file pending retry: {state.error_message or 'not loaded yet'}")
+
+    async def settle(self, message: Message, file_ids: list[int]) -> list[Outcome]:
+        states = await self.ledger.states(file_ids)
+        return [self.outcome_for(message, s) for s in states]
+
+    # -- batches -------------------------------------------------------------------------------
+
+    async def run_batch(self, table: str, files: list[FileWork]) -> None:
+        """Claim, write once, finalize. Failing batches are bisected to isolate bad files.
+
+        A batch holds files of one destination table, possibly from several ingestions (say
+        ``.json`` and ``.json.gz`` routes into one table): each file is read with its own route's
+        format and options, and the whole batch is one commit."""
+        batch_id = uuid4()
+        names = ",".join(sorted({f.ingestion for f in files}))
+        ingestion = self.routes.by_name(files[0].ingestion)
+        blog = log.bind(batch_id=str(batch_id), ingestion=names, table=table)
+        claimed = await self.ledger.claim(batch_id, names, table, files, self.owner, self.settings.lease.ttl_s)
+        if not claimed:
+            blog.info("batch_empty", offered=len(files))
+            return
+        self.active_batches.add(batch_id)
+        try:
+            blog.info("batch_claimed", files=len(claimed), offered=len(files))
+            await self.faults.hit("after_claim")
+            readers = {f.ingestion for f in claimed}
+            request = WriteRequest(
+                batch_id=batch_id,
+                table=table,
+                location=ingestion.location,
+                readers={name: self._reader(name) for name in readers},
+                files=claimed,
+                output_files=self.settings.batch.output_files,
+            )
+            try:
+                write = asyncio.ensure_future(self.sink.write(request))
+                if self.faults:
+                    await self.faults.hit("after_write_start")
+                counts = await write
+            except IcefeedError as error:
+                await self._after_failed_write(table, batch_id, claimed, error, blog)
+                return
+            await self.faults.hit("after_commit")
+            await self._finalize(batch_id, claimed, counts, blog)
+            await self.faults.hit("after_finalize")
+        finally:
+            self.active_batches.discard(batch_id)
+
+    def _reader(self, name: str) -> Reader:
+        ing = self.routes.by_name(name)
+        return Reader(ing.format, ing.reader_options())
+
+    async def _after_failed_write(
+        self,
+        table: str,
+        batch_id: UUID,
+        files: list[FileWork],
+        error: IcefeedError,
+        blog: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        # The commit may have landed even though the call failed (a lost response): ask the table.
+        try:
+            counts = await self.sink.batch_counts(table, batch_id)
+        except IcefeedError as probe_error:
+            blog.warning("batch_unresolved", error=str(error), probe_error=str(probe_error))
+            return  # stays WRITING; the lease runs out and a sweeper settles it
+        if counts:
+            blog.warning("batch_committed_despite_error", error=str(error))
+            await self._finalize(batch_id, files, counts, blog)
+            return
+        blog.warning("batch_failed", error_class=error.error_class, error=str(error), files=len(files))
+        if isinstance(error, TransientError) or len(files) == 1:
+            status = FAILED if isinstance(error, DataError) else PENDING
+            results = [FileResult(f.file_id, status, None, error.error_class, error.message) for f in files]
+            await self.ledger.abort(batch_id, self.owner, error.error_class, error.message, results)
+            if status == FAILED:
+                log.warning("file_failed", bucket=files[0].bucket, key=files[0].key, error_class=error.error_class)
+            return
+        # Several files and not an infrastructure error: find the culprit(s) by halving.
+        results = [
+            FileResult(f.file_id, PENDING, None, error.error_class, "batch split to isolate a bad file") for f in files
+        ]
+        if await self.ledger.abort(batch_id, self.owner, error.error_class, error.message, results):
+            for half in halves(files):
+                await self.run_batch(table, half)
+
+    async def _results(self, files: list[FileWork], counts: dict[str, int]) -> list[FileResult]:
+        async def one(f: FileWork) -> FileResult:
+            rows = counts.get(f.source_file, 0)
+            if rows == 0 and await self._head(f.bucket, f.key) is None:
+                return FileResult(f.file_id, GONE, 0, "ObjectGone", "object disappeared before it was read")
+            return FileResult(f.file_id, LOADED, rows)
+
+        return list(await asyncio.gather(*(one(f) for f in files)))
+
+    async def _finalize(
+        self, batch_id: UUID, files: list[FileWork], counts: dict[str, int], blog: structlog.typing.FilteringBoundLogger
+    ) -> None:
+        known = {f.source_file for f in files}
+        strangers = set(counts) - known
+        if strangers:
+            blog.error("batch_lineage_mismatch", unexpected=sorted(strangers)[:5])
+        results = await self._results(files, counts)
+        if await self.ledger.finalize(batch_id, self.owner, results):
+            blog.info("batch_committed", files=len(files), rows=sum(r.rows or 0 for r in results))
+        else:
+            blog.warning("batch_finalize_lost", reason="lease taken over; the sweeper settles it")
+
+    # -- recovery --------------------------------------------------------------------------
+
+    async def recover(self, batch_id: UUID, table: str) -> None:
+        """A batch whose owner stopped renewing its lease: committed rows → finalize; none → release."""
+        blog = log.bind(batch_id=str(batch_id), table=table)
+        files = await self.ledger.batch_files(batch_id)
+        try:
+            counts = await self.sink.batch_counts(table, batch_id)
+        except IcefeedError as error:
+            blog.warning("batch_recovery_deferred", error=str(error))
+            return
+        if counts:
+            await self._finalize(batch_id, files, counts, blog)
+            blog.info("batch_recovered", outcome="committed", files=len(files))
+        else:
+            results = [
+                FileResult(f.file_id, PENDING, None, "Recovered", "batch owner vanished before commit") for f in files
+            ]
+            await self.ledger.abort(batch_id, self.owner, "Recovered", "owner vanished before commit", results)
+            blog.info("batch_recovered", outcome="released", files=len(files))

@@ -1,0 +1,105 @@
+"""The seams between the pipeline and the outside world (SQS, S3, PostgreSQL, Spark)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+from uuid import UUID
+
+from worker.domain.batching import FileWork
+from worker.domain.events import FileEvent
+from worker.domain.outcomes import FileResult
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    queue_url: str
+    message_id: str
+    receipt_handle: str
+    body: str
+    receive_count: int
+    sent_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    size: int
+    etag: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileState:
+    file_id: int
+    bucket: str
+    key: str
+    etag: str
+    status: str
+    batch_id: UUID | None
+    error_message: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    ingestion: str
+    event: FileEvent
+    etag: str
+    size: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredBatch:
+    batch_id: UUID
+    ingestion: str
+    table: str
+
+
+class MessageSource(Protocol):
+    async def receive(self, queue_url: str, max_messages: int, wait_s: int, visibility_s: int) -> list[Message]: ...
+    async def delete(self, messages: list[Message]) -> list[Message]: ...
+    async def change_visibility(self, entries: list[tuple[Message, int]]) -> list[Message]: ...
+
+
+class ObjectStore(Protocol):
+    async def head(self, bucket: str, key: str) -> ObjectInfo | None: ...
+
+
+class Ledger(Protocol):
+    async def register(self, items: list[Registration]) -> list[FileState]: ...
+    async def record_terminal(self, file_ids: list[int], status: str, error_class: str, message: str) -> None: ...
+    async def claim(
+        self, batch_id: UUID, ingestion: str, table: str, files: list[FileWork], owner: str, ttl_s: int
+    ) -> list[FileWork]: ...
+    async def finalize(self, batch_id: UUID, owner: str, results: list[FileResult]) -> bool: ...
+    async def abort(
+        self, batch_id: UUID, owner: str, error_class: str, message: str, results: list[FileResult]
+    ) -> bool: ...
+    async def states(self, file_ids: list[int]) -> list[FileState]: ...
+    async def extend(self, batch_ids: list[UUID], owner: str, ttl_s: int) -> None: ...
+    async def expire(self, batch_ids: list[UUID], owner: str, grace_s: int) -> None: ...
+    async def take_expired(self, owner: str, ttl_s: int, grace_s: int, limit: int) -> list[ExpiredBatch]: ...
+    async def batch_files(self, batch_id: UUID) -> list[FileWork]: ...
+    async def reject_message(self, message: Message, reason: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Reader:
+    """How to read a file of one ingestion: Spark data source format and its options."""
+
+    format: str
+    options: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRequest:
+    batch_id: UUID
+    table: str
+    location: str
+    readers: dict[str, Reader]  # by ingestion name
+    files: list[FileWork]
+    output_files: int
+
+
+class TableSink(Protocol):
+    async def write(self, request: WriteRequest) -> dict[str, int]: ...
+    async def batch_counts(self, table: str, batch_id: UUID) -> dict[str, int]: ...

@@ -1,0 +1,195 @@
+"""The routes file: which S3 prefixes feed which Iceberg tables, and how to read the files.
+
+A TOML file with one ``[[ingestion]]`` table per route; see README "Configuration".
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from worker.domain.errors import ConfigError
+from worker.domain.routing import RouteRule, overlapping_pairs
+
+NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+# Table locations end up inside a SQL string literal: allow only plain URL characters.
+LOCATION = re.compile(r"^(s3|s3a|gs|abfss|file)://[A-Za-z0-9._\-/=]+$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class JsonOptions(_Model):
+    multiline: bool = Field(False, description="whole-file JSON (array or pretty-printed) instead of JSON lines")
+
+
+class CsvOptions(_Model):
+    header: bool = True
+    delimiter: Annotated[str, Field(min_length=1, max_length=1)] = ","
+    quote: Annotated[str, Field(min_length=1, max_length=1)] = '"'
+    escape: Annotated[str, Field(min_length=1, max_length=1)] = "\\"
+    infer_schema: bool = True
+    multiline: bool = False
+
+
+class ParquetOptions(_Model):
+    pass
+
+
+class _IngestionBase(_Model):
+    name: str
+    bucket: str
+    prefix: str = ""
+    suffix: str = ""
+    table: str
+    location: str
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME.match(value):
+            raise ValueError("must match [a-z][a-z0-9_]* (lower case, at most 63 characters)")
+        return value
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        if not BUCKET.match(value):
+            raise ValueError("not a valid S3 bucket name")
+        return value
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, value: str) -> str:
+        parts = value.split(".")
+        if len(parts) != 3 or not all(PART.match(p) for p in parts):
+            raise ValueError("must be catalog.database.table, each part [A-Za-z_][A-Za-z0-9_]*")
+        return value
+
+    @field_validator("location")
+    @classmethod
+    def _location(cls, value: str) -> str:
+        if not LOCATION.match(value):
+            raise ValueError("must be a URL like s3://bucket/path (letters, digits, . _ - / = only)")
+        return value.rstrip("/")
+
+    @property
+    def rule(self) -> RouteRule:
+        return RouteRule(self.name, self.bucket, self.prefix, self.suffix)
+
+    @property
+    def database(self) -> str:
+        return self.table.split(".")[1]
+
+    def reader_options(self) -> dict[str, str]:
+        """Spark DataFrameReader options for this format (gzip is detected from a .gz suffix)."""
+        opts = self.options
+        if isinstance(opts, JsonOptions):
+            return {"multiLine": str(opts.multiline).lower()}
+        if isinstance(opts, CsvOptions):
+            return {
+                "header": str(opts.header).lower(),
+                "sep": opts.delimiter,
+                "quote": opts.quote,
+                "escape": opts.escape,
+                "inferSchema": str(opts.infer_schema).lower(),
+                "multiLine": str(opts.multiline).lower(),
+            }
+        return {}
+
+
+class JsonIngestion(_IngestionBase):
+    format: Literal["json"]
+    options: JsonOptions = JsonOptions()
+
+
+class CsvIngestion(_IngestionBase):
+    format: Literal["csv"]
+    options: CsvOptions = CsvOptions()
+
+
+class ParquetIngestion(_IngestionBase):
+    format: Literal["parquet"]
+    options: ParquetOptions = ParquetOptions()
+
+
+AnyIngestion = JsonIngestion | CsvIngestion | ParquetIngestion
+Ingestion = Annotated[JsonIngestion | CsvIngestion | ParquetIngestion, Field(discriminator="format")]
+
+
+class Routes(_Model):
+    ingestion: list[Ingestion] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Routes:
+        names = [i.name for i in self.ingestion]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate ingestion names: {', '.join(dupes)}")
+        locations: dict[str, str] = {}
+        for ing in self.ingestion:
+            if locations.setdefault(ing.table, ing.location) != ing.location:
+                raise ValueError(f"table {ing.table} is given two locations: {locations[ing.table]} and {ing.location}")
+        clashes = overlapping_pairs([i.rule for i in self.ingestion])
+        if clashes:
+            a, b = clashes[0]
+            raise ValueError(
+                f"ingestions {a.name!r} and {b.name!r} overlap on bucket {a.bucket!r}: a key could "
+                "match both prefix/suffix filters (S3 rejects overlapping notification filters)"
+            )
+        return self
+
+    def by_name(self, name: str) -> AnyIngestion:
+        for ing in self.ingestion:
+            if ing.name == name:
+                return ing
+        raise KeyError(name)
+
+    @property
+    def rules(self) -> list[RouteRule]:
+        return [i.rule for i in self.ingestion]
+
+
+def _where(loc: tuple[int | str, ...], raw: dict[str, object]) -> str:
+    parts: list[str] = []
+    items = raw.get("ingestion")
+    for i, part in enumerate(loc):
+        if isinstance(part, int) and i > 0 and loc[i - 1] == "ingestion":
+            label = f"ingestion[{part}]"
+            if isinstance(items, list) and part < len(items) and isinstance(items[part], dict):
+                name = items[part].get("name")
+                if name:
+                    label += f" ({name})"
+            parts[-1] = label
+        elif i > 0 and isinstance(loc[i - 1], int) and part in ("json", "csv", "parquet"):
+            continue
+        else:
+            parts.append(str(part))
+    return ".".join(parts) or "(top level)"
+
+
+def parse_routes(text: str, source: str = "routes") -> Routes:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    try:
+        return Routes.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"{_where(err['loc'], raw)}: {err['msg']}" for err in exc.errors()]
+        raise ConfigError(f"{source}: invalid routes:\n  " + "\n  ".join(lines)) from None
+
+
+def load_routes(path: Path) -> Routes:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"routes file {path}: cannot read it ({exc.strerror}); set ICEFEED_ROUTES_FILE") from None
+    return parse_routes(text, str(path))

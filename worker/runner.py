@@ -1,0 +1,357 @@
+"""The long-running worker: receivers, per-table committers, heartbeats, sweeper, shutdown.
+
+Only this module turns outcomes into SQS calls. Lifetimes: the caller owns the clients; ``run``
+owns the tasks, and returns once everything it held is finished or released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from uuid import UUID
+
+import structlog
+
+from worker.domain.batching import BatchBuffer, BatchLimits, FileWork
+from worker.domain.errors import IcefeedError
+from worker.domain.outcomes import Ack, Outcome, combine
+from worker.pipeline import Pipeline
+from worker.ports import Message, MessageSource
+from worker.settings import Settings
+
+log = structlog.get_logger("icefeed.runner")
+SQS_MAX_VISIBILITY_S = 43200
+
+
+@dataclass(eq=False)
+class Tracked:
+    message: Message
+    received_at: float
+    visible_until: float
+    waiting: set[int] = field(default_factory=set)
+    outcomes: list[Outcome] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class TableLane:
+    """Files waiting for one destination table, and the committer that drains them."""
+
+    table: str
+    buffer: BatchBuffer
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    busy: bool = False
+
+
+class Runner:
+    def __init__(self, settings: Settings, pipeline: Pipeline, source: MessageSource) -> None:
+        self.s = settings
+        self.pipeline = pipeline
+        self.source = source
+        self._tracked: dict[tuple[str, str], Tracked] = {}
+        self._waiters: dict[int, list[Tracked]] = {}
+        self._lanes: dict[str, TableLane] = {}
+        self._room = asyncio.Condition()
+        self._draining = False
+        self._idle = asyncio.Event()
+        self._committer_tasks: list[asyncio.Task[None]] = []
+        self.stats = {"received": 0, "acked": 0, "requeued": 0}
+
+    # -- capacity (backpressure) ---------------------------------------------------------------
+
+    async def _wait_for_room(self, stop: asyncio.Event) -> None:
+        async with self._room:
+            await self._room.wait_for(
+                lambda: stop.is_set() or len(self._tracked) + self.s.sqs.max_messages <= self.s.sqs.max_in_flight
+            )
+
+    async def _notify_room(self) -> None:
+        async with self._room:
+            self._room.notify_all()
+
+    # -- receiving -----------------------------------------------------------------------------
+
+    async def _receive_loop(self, queue_url: str, stop: asyncio.Event) -> None:
+        sqs = self.s.sqs
+        failures = 0
+        stop_wait = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                await self._wait_for_room(stop)
+                if stop.is_set():
+                    break
+                receive = asyncio.ensure_future(
+                    self.source.receive(queue_url, sqs.max_messages, sqs.wait_time_s, sqs.visibility_timeout_s)
+                )
+                # A long poll is never abandoned mid-flight (its messages would stay invisible):
+                # on stop we let it return and hand its messages straight back.
+                await asyncio.wait({receive, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                try:
+                    messages = await receive
+                    failures = 0
+                except IcefeedError as error:
+                    failures += 1
+                    delay = min(30.0, 0.5 * 2**failures)
+                    log.warning("receive_failed", queue=queue_url, error=str(error), retry_in_s=delay)
+                    await _wait(stop, delay)
+                    continue
+                if not messages:
+                    continue
+                self.stats["received"] += len(messages)
+                if stop.is_set():
+                    await self._release(messages)
+                    break
+                await self._admit(messages)
+        finally:
+            stop_wait.cancel()
+
+    async def _admit(self, messages: list[Message]) -> None:
+        now = time.monotonic()
+        for m in messages:
+            self._tracked[(m.queue_url, m.message_id)] = Tracked(m, now, now + self.s.sqs.visibility_timeout_s)
+        try:
+            admissions = await self.pipeline.admit(messages)
+        except IcefeedError as error:
+            log.warning("admit_failed", error=str(error), messages=len(messages))
+            await self._finish(
+                [(self._tracked[(m.queue_url, m.message_id)], [self.pipeline._retry(m, str(error))]) for m in messages]
+            )
+            return
+        ready: list[tuple[Tracked, list[Outcome]]] = []
+        for adm in admissions:
+            tracked = self._tracked[(adm.message.queue_url, adm.message.message_id)]
+            tracked.outcomes.extend(adm.outcomes)
+            if not adm.waiting:
+                ready.append((tracked, []))
+                continue
+            tracked.waiting.update(adm.waiting)
+            for file_id, work in adm.waiting.items():
+                self._waiters.setdefault(file_id, []).append(tracked)
+                self._enqueue(work)
+        await self._finish(ready)
+
+    # -- batching ------------------------------------------------------------------------------
+
+    def _enqueue(self, work: FileWork) -> None:
+        table = self.pipeline.routes.by_name(work.ingestion).table
+        lane = self._lanes.get(table)
+        if lane is None:
+            b = self.s.batch
+            lane = TableLane(table, BatchBuffer(BatchLimits(b.max_files, b.max_bytes, b.max_wait_s)))
+            self._lanes[table] = lane
+            self._committer_tasks.append(self._committers.create_task(self._committer(lane)))
+        lane.buffer.add(work, time.monotonic())
+        self._idle.clear()
+        lane.wake.set()
+
+    async def _committer(self, lane: TableLane) -> None:
+        while True:
+            now = time.monotonic()
+            if lane.buffer.ready(now) or (self._draining and len(lane.buffer)):
+                files = lane.buffer.take(now)
+                lane.busy = True
+                try:
+                    await self.pipeline.run_batch(lane.table, files)
+                except IcefeedError as error:
+                    log.warning("batch_aborted", table=lane.table, error=str(error), files=len(files))
+                finally:
+                    lane.busy = False
+                await self._settle_files([f.file_id for f in files])
+                continue
+            self._check_idle()
+            deadline = lane.buffer.deadline()
+            lane.wake.clear()
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(lane.wake.wait(), timeout)
+
+    def _check_idle(self) -> None:
+        if all(not lane.busy and not len(lane.buffer) for lane in self._lanes.values()):
+            self._idle.set()
+
+    async def _settle_files(self, file_ids: list[int]) -> None:
+        affected: dict[int, Tracked] = {}
+        for file_id in file_ids:
+            for tracked in self._waiters.pop(file_id, []):
+                affected[id(tracked)] = tracked
+        if not affected:
+            return
+        ready: list[tuple[Tracked, list[Outcome]]] = []
+        try:
+            states = {s.file_id: s for s in await self.pipeline.ledger.states(file_ids)}
+        except IcefeedError as error:
+            log.warning("settle_failed", error=str(error))
+            states = {}
+        for tracked in affected.values():
+            done = tracked.waiting & set(file_ids)
+            tracked.waiting -= done
+            for file_id in done:
+                state = states.get(file_id)
+                tracked.outcomes.append(
+                    self.pipeline.outcome_for(tracked.message, state)
+                    if state
+                    else self.pipeline._retry(tracked.message, "ledger unreachable")
+                )
+            if not tracked.waiting:
+                ready.append((tracked, []))
+        await self._finish(ready)
+
+    # -- turning outcomes into SQS calls ---------------------------------------------------------
+
+    async def _finish(self, items: list[tuple[Tracked, list[Outcome]]]) -> None:
+        deletes: list[Message] = []
+        delays: list[tuple[Message, int]] = []
+        for tracked, extra in items:
+            outcome = combine(tracked.outcomes + extra)
+            m = tracked.message
+            mlog = log.bind(message_id=m.message_id)
+            if isinstance(outcome, Ack):
+                deletes.append(m)
+                mlog.debug("message_acked", reason=outcome.reason)
+            else:
+                delays.append((m, outcome.delay_s))
+                mlog.info(
+                    "message_requeued", delay_s=outcome.delay_s, reason=outcome.reason, receive_count=m.receive_count
+                )
+            self._tracked.pop((m.queue_url, m.message_id), None)
+        try:
+            if deletes:
+                failed = await self.source.delete(deletes)
+                self.stats["acked"] += len(deletes) - len(failed)
+                for m in failed:
+                    log.warning("message_delete_failed", message_id=m.message_id)
+            if delays:
+                await self.source.change_visibility(delays)
+                self.stats["requeued"] += len(delays)
+        except IcefeedError as error:
+            # The messages come back when their visibility runs out; the ledger makes that safe.
+            log.warning("sqs_settle_failed", error=str(error), deletes=len(deletes), requeues=len(delays))
+        if items:
+            await self._notify_room()
+
+    async def _release(self, messages: list[Message]) -> None:
+        """Hand messages straight back to the queue (visibility 0)."""
+        if not messages:
+            return
+        try:
+            await self.source.change_visibility([(m, 0) for m in messages])
+        except IcefeedError as error:
+            log.warning("release_failed", error=str(error), messages=len(messages))
+        for m in messages:
+            self._tracked.pop((m.queue_url, m.message_id), None)
+        log.info("messages_released", count=len(messages))
+
+    # -- side tasks ------------------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        vis = self.s.sqs.visibility_timeout_s
+        interval = max(1.0, min(vis, self.s.lease.ttl_s) / 3)
+        while True:
+            await asyncio.sleep(interval)
+            await self.heartbeat()
+
+    async def heartbeat(self) -> None:
+        try:
+            await self.pipeline.ledger.extend(
+                list(self.pipeline.active_batches), self.pipeline.owner, self.s.lease.ttl_s
+            )
+        except IcefeedError as error:
+            log.warning("lease_extend_failed", error=str(error))
+        vis = self.s.sqs.visibility_timeout_s
+        now = time.monotonic()
+        due = [
+            t
+            for t in self._tracked.values()
+            if t.visible_until - now < vis / 2 and (now - t.received_at) + vis < SQS_MAX_VISIBILITY_S - 60
+        ]
+        if not due:
+            return
+        try:
+            failed = {id(m) for m in await self.source.change_visibility([(t.message, vis) for t in due])}
+        except IcefeedError as error:
+            log.warning("visibility_extend_failed", error=str(error))
+            return
+        for t in due:
+            if id(t.message) not in failed:
+                t.visible_until = now + vis
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.s.lease.sweep_interval_s)
+            await self.sweep()
+
+    async def sweep(self) -> int:
+        try:
+            expired = await self.pipeline.ledger.take_expired(
+                self.pipeline.owner, self.s.lease.ttl_s, self.s.lease.orphan_grace_s, 20
+            )
+        except IcefeedError as error:
+            log.warning("sweep_failed", error=str(error))
+            return 0
+        for batch in expired:
+            self.pipeline.active_batches.add(batch.batch_id)
+            try:
+                await self.pipeline.recover(batch.batch_id, batch.table)
+            except IcefeedError as error:
+                log.warning("batch_recovery_failed", batch_id=str(batch.batch_id), error=str(error))
+            finally:
+                self.pipeline.active_batches.discard(batch.batch_id)
+        return len(expired)
+
+    # -- lifetime --------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("worker_started", worker_id=self.pipeline.owner, queues=len(self.s.sqs.queue_urls))
+        async with asyncio.TaskGroup() as side, asyncio.TaskGroup() as committers:
+            self._committers = committers
+            heartbeat = side.create_task(self._heartbeat_loop())
+            sweeper = side.create_task(self._sweep_loop())
+            receivers = [
+                side.create_task(self._receive_loop(q, stop))
+                for q in self.s.sqs.queue_urls
+                for _ in range(self.s.sqs.receivers)
+            ]
+            await stop.wait()
+            log.info("worker_stopping", grace_s=self.s.shutdown_grace_s, in_flight=len(self._tracked))
+            async with self._room:
+                self._room.notify_all()
+            await asyncio.gather(*receivers)
+            self._draining = True
+            for lane in self._lanes.values():
+                lane.wake.set()
+            self._check_idle()
+            try:
+                await asyncio.wait_for(self._idle.wait(), self.s.shutdown_grace_s)
+                log.info("worker_drained")
+            except TimeoutError:
+                log.warning("drain_timed_out", batches=len(self.pipeline.active_batches))
+            await self._abandon()
+            sweeper.cancel()
+            heartbeat.cancel()
+            for task in self._committer_tasks:
+                task.cancel()
+        log.info("worker_stopped", **self.stats)
+
+    async def _abandon(self) -> None:
+        """After the grace: stop Spark work, hand batches to the sweepers, release messages."""
+        batches: list[UUID] = list(self.pipeline.active_batches)
+        interrupt = getattr(self.pipeline.sink, "interrupt", None)
+        for batch_id in batches:
+            if interrupt is not None:
+                await interrupt(batch_id)
+        if batches:
+            try:
+                await self.pipeline.ledger.expire(
+                    batches, self.pipeline.owner, self.s.lease.ttl_s + self.s.lease.orphan_grace_s
+                )
+            except IcefeedError as error:
+                log.warning("lease_release_failed", error=str(error))
+        for lane in self._lanes.values():
+            lane.buffer.drain()
+        await self._release([t.message for t in list(self._tracked.values())])
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

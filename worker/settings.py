@@ -1,0 +1,156 @@
+"""Worker settings: environment variables with the ICEFEED_ prefix, nested one level.
+
+``ICEFEED_PG_DSN`` sets ``pg.dsn``, ``ICEFEED_SQS_QUEUE_URLS`` sets ``sqs.queue_urls``; the part
+after the first underscore names the field. Settings are built once in ``__main__`` and passed down.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from worker.domain.errors import ConfigError
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AwsSettings(_Section):
+    region: str = "us-east-1"
+    # Endpoint override for S3/SQS/Glue emulators (moto); empty on AWS. Credentials come from the
+    # standard AWS chain (environment, IRSA web identity, instance profile), never from here.
+    endpoint_url: str | None = None
+
+
+class SqsSettings(_Section):
+    queue_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    receivers: int = Field(2, ge=1, le=64, description="long-poll loops per queue")
+    wait_time_s: int = Field(20, ge=0, le=20)
+    max_messages: int = Field(10, ge=1, le=10)
+    visibility_timeout_s: int = Field(300, ge=10, le=43200)
+    backoff_base_s: int = Field(10, ge=0, le=43200)
+    backoff_max_s: int = Field(900, ge=0, le=43200)
+    max_in_flight: int = Field(2000, ge=10, le=100000, description="messages held at once")
+
+    @field_validator("queue_urls", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("queue_urls")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not re.match(r"^https?://[^\s]+$", url):
+                raise ValueError(f"not a queue URL: {url!r}")
+        return value
+
+
+class SparkSettings(_Section):
+    # sc://host:port/;token=…;use_ssl=true;user_id=… — may carry a token: a secret.
+    url: SecretStr = SecretStr("sc://127.0.0.1:15002")
+    concurrency: int = Field(2, ge=1, le=64, description="Spark jobs in flight per worker")
+    session_timezone: str = "UTC"
+    client_retries: int = Field(6, ge=0, le=30, description="gRPC retries before a call fails")
+
+    @field_validator("url")
+    @classmethod
+    def _sc(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith("sc://"):
+            raise ValueError("must start with sc:// (a Spark Connect URL)")
+        return value
+
+
+class PgSettings(_Section):
+    dsn: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/postgres")
+    ledger_schema: str = "icefeed"
+    pool_min: int = Field(1, ge=0, le=100)
+    pool_max: int = Field(8, ge=1, le=100)
+    connect_timeout_s: float = Field(10.0, gt=0)
+
+    @field_validator("ledger_schema")
+    @classmethod
+    def _ident(cls, value: str) -> str:
+        if not IDENTIFIER.match(value):
+            raise ValueError("must match [A-Za-z_][A-Za-z0-9_]* (at most 63 characters)")
+        return value
+
+
+class BatchSettings(_Section):
+    max_files: int = Field(500, ge=1, le=100000)
+    max_bytes: int = Field(512 * 1024 * 1024, ge=1)
+    max_wait_s: float = Field(1.0, ge=0, le=3600)
+    output_files: int = Field(1, ge=1, le=1000, description="data files written per commit")
+    max_file_bytes: int = Field(5 * 1024**3, ge=1, description="larger files are FAILED")
+
+
+class LeaseSettings(_Section):
+    ttl_s: int = Field(120, ge=5, le=86400)
+    sweep_interval_s: float = Field(15.0, gt=0)
+    orphan_grace_s: int = Field(
+        30, ge=0, le=86400, description="extra wait after a lease expires before its batch is probed"
+    )
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ICEFEED_",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        extra="ignore",
+        frozen=True,
+    )
+
+    aws: AwsSettings = AwsSettings()
+    sqs: SqsSettings = SqsSettings()
+    spark: SparkSettings = SparkSettings()
+    pg: PgSettings = PgSettings()
+    batch: BatchSettings = BatchSettings()
+    lease: LeaseSettings = LeaseSettings()
+    routes_file: Path = Path("routes.toml")
+    migrations_dir: Path = REPO_ROOT / "migrations"
+    worker_id: str = Field(default_factory=_default_worker_id)
+    shutdown_grace_s: float = Field(30.0, ge=0, le=3600)
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    faults: str = Field("", description="test-only fault points, see worker/faults.py")
+
+
+def env_name(loc: tuple[int | str, ...]) -> str:
+    """The environment variable that sets the field at ``loc``."""
+    return "ICEFEED_" + "_".join(str(part) for part in loc if isinstance(part, str)).upper()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings or raise ConfigError naming every bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = [f"{env_name(err['loc'])}: {err['msg']}" for err in exc.errors()]
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(lines)) from None
+
+
+def require_queues(settings: Settings) -> None:
+    if not settings.sqs.queue_urls:
+        raise ConfigError("invalid settings:\n  ICEFEED_SQS_QUEUE_URLS: at least one queue URL is required")
