@@ -14,6 +14,8 @@ import pytest
 from tests.harness import Env, make_env
 from worker.localstack import Stack
 
+collect_ignore = ["infra"]  # checked by infra/check.sh in its own environment
+
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:

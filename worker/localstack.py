@@ -115,7 +115,7 @@ class Stack:
         return self
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
+        log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop()
         self._logs.append(log)
         proc = subprocess.Popen(  # noqa: S603 - fixed argv
             argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env}, start_new_session=True

@@ -220,10 +220,11 @@ class Pipeline:
                 output_files=self.settings.batch.output_files,
             )
             try:
-                write = asyncio.ensure_future(self.sink.write(request))
-                if self.faults:
-                    await self.faults.hit("after_write_start")
-                counts = await write
+                async with self.ledger.table_lock(table, self.settings.lease.ttl_s):
+                    write = asyncio.ensure_future(self.sink.write(request))
+                    if self.faults:
+                        await self.faults.hit("after_write_start")
+                    counts = await write
             except IcefeedError as error:
                 await self._after_failed_write(table, batch_id, claimed, error, blog)
                 return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -80,6 +81,7 @@ class Ledger(Protocol):
     async def take_expired(self, owner: str, ttl_s: int, grace_s: int, limit: int) -> list[ExpiredBatch]: ...
     async def batch_files(self, batch_id: UUID) -> list[FileWork]: ...
     async def reject_message(self, message: Message, reason: str) -> None: ...
+    def table_lock(self, table: str, timeout_s: float) -> AbstractAsyncContextManager[None]: ...
 
 
 @dataclass(frozen=True, slots=True)

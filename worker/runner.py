@@ -112,8 +112,8 @@ class Runner:
             self._tracked[(m.queue_url, m.message_id)] = Tracked(m, now, now + self.s.sqs.visibility_timeout_s)
         try:
             admissions = await self.pipeline.admit(messages)
-        except IcefeedError as error:
-            log.warning("admit_failed", error=str(error), messages=len(messages))
+        except Exception as error:  # a poison message must not stop the worker
+            log.exception("admit_failed", error=str(error), messages=len(messages))
             await self._finish(
                 [(self._tracked[(m.queue_url, m.message_id)], [self.pipeline._retry(m, str(error))]) for m in messages]
             )
@@ -155,6 +155,8 @@ class Runner:
                     await self.pipeline.run_batch(lane.table, files)
                 except IcefeedError as error:
                     log.warning("batch_aborted", table=lane.table, error=str(error), files=len(files))
+                except Exception as error:  # the lease runs out; a sweeper settles it
+                    log.exception("batch_crashed", table=lane.table, error=str(error), files=len(files))
                 finally:
                     lane.busy = False
                 await self._settle_files([f.file_id for f in files])

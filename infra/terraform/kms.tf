@@ -34,12 +34,8 @@ locals {
 }
 
 data "aws_iam_policy_document" "kms" {
-  # In a KEY policy, "Resource": "*" means "this key" and is the only accepted form; AWS requires
+  # In a KEY policy, "Resource": "*" means "this key" and is the only accepted form: AWS requires
   # it. The statements below are scoped by principal (and, for S3, by source conditions).
-  #checkov:skip=CKV_AWS_109:Key policy: "*" is this key only, and PutKeyPolicy is granted to the account root so IAM admins can manage the key (AWS's lockout safety check requires it).
-  #checkov:skip=CKV_AWS_111:Key policy: "*" is this key only; the write actions are key administration for the account root principal.
-  #checkov:skip=CKV_AWS_356:Key policy: AWS requires "Resource": "*" in key policies, where it means this key only.
-
   statement {
     sid       = "KeyAdministrationByAccount"
     effect    = "Allow"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -81,11 +83,37 @@ class PgLedger:
         async with self._pool.acquire() as conn, conn.transaction():
             yield conn
 
+    @asynccontextmanager
+    async def table_lock(self, table: str, timeout_s: float) -> AsyncIterator[None]:
+        """Hold the fleet-wide commit lock of ``table``; TransientError if busy past ``timeout_s``.
+
+        Catalogs differ in how safely they resolve concurrent commits (with Sail on a Glue
+        catalog, concurrent appends were seen to overwrite each other), so icefeed never lets two
+        of its writers commit to one table at once."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        async with self._pool.acquire() as conn:
+            delay = 0.02
+            while not await conn.fetchval(self._q["try_table_lock"], table):
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise TransientError(
+                        f"table {table} is busy: another writer holds its commit lock", error_class="TableBusy"
+                    )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.25)
+            try:
+                yield
+            finally:
+                with contextlib.suppress(*CONNECTION_ERRORS):
+                    await conn.fetchval(self._q["table_unlock"], table)
+
     async def register(self, items: list[Registration]) -> list[FileState]:
         if not items:
             return []
+        unique: dict[tuple[str, str, str], Registration] = {}
+        for item in items:  # one row may not be upserted twice in one statement
+            unique.setdefault((item.event.bucket, item.event.key, item.etag), item)
         cols: list[list[Any]] = [[] for _ in range(8)]
-        for item in items:
+        for item in unique.values():
             ev = item.event
             for col, value in zip(
                 cols,

@@ -70,7 +70,10 @@ _DATA_PATTERNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
 )
 _TRANSIENT_PATTERNS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("CommitConflict", ("concurrent metadata", "commit failed", "commitfailedexception", "concurrent update")),
+    (
+        "CommitConflict",
+        ("concurrent metadata", "commit failed", "commitfailedexception", "concurrent update", "cannot commit"),
+    ),
     (
         "SparkUnavailable",
         ("unavailable", "connection refused", "failed to connect", "deadline exceeded", "socket closed"),

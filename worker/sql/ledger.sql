@@ -105,3 +105,11 @@ SELECT ingestion, bucket, key, etag, status, rows_loaded, attempts, batch_id, er
   FROM files
  WHERE ($1::text IS NULL OR ingestion = $1)
  ORDER BY id;
+
+-- name: try_table_lock
+-- One committer per table across the fleet (session-level advisory lock, held on a dedicated
+-- connection during the Spark write; released on unlock or when the connection drops).
+SELECT pg_try_advisory_lock(hashtext('icefeed-table'), hashtext($1::text));
+
+-- name: table_unlock
+SELECT pg_advisory_unlock(hashtext('icefeed-table'), hashtext($1::text));

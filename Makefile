@@ -1,0 +1,47 @@
+# icefeed — two commands for a newcomer: `make demo` and `make test`. Each sets itself up.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo test lint unit integration infra-check stack clean
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## make demo: start the embedded stack, load the sample files, show the result, stop everything
+demo: install
+	$(PY) -m worker demo
+
+## make test: lint + the whole suite (unit, integration on the real local stack, infra checks)
+test: install lint
+	$(PY) -m pytest -q -p no:cacheprovider
+	bash infra/check.sh
+
+lint: install
+	$(VENV)/bin/ruff check worker tests load
+	$(VENV)/bin/ruff format --check worker tests load
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+unit: install
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+
+integration: install
+	$(PY) -m pytest -q -p no:cacheprovider tests/integration
+
+infra-check:
+	bash infra/check.sh
+
+## make stack: the local stack in the foreground (Ctrl-C stops it)
+stack: install
+	$(PY) -m worker stack up --routes worker/samples/routes.toml
+
+clean:
+	rm -rf .icefeed build .pytest_cache .mypy_cache .ruff_cache

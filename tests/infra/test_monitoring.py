@@ -1,0 +1,202 @@
+"""Alerts (PrometheusRule) and the Grafana dashboard against the metrics the workers expose."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+
+from conftest import K8S, one
+
+COUNTERS = {
+    "icefeed_messages_received_total",
+    "icefeed_messages_acked_total",
+    "icefeed_messages_requeued_total",
+    "icefeed_files_total",
+    "icefeed_rows_loaded_total",
+    "icefeed_bytes_loaded_total",
+}
+HISTOGRAMS = {"icefeed_batch_files", "icefeed_commit_duration_seconds", "icefeed_upload_to_loaded_seconds"}
+GAUGES = {
+    "icefeed_inflight_files",
+    "icefeed_queue_messages",
+    "icefeed_queue_oldest_message_age_seconds",
+    "icefeed_quarantined_files",
+}
+# Series names a query may use: histograms are queried through their _bucket/_sum/_count series.
+SERIES = COUNTERS | GAUGES | {f"{h}{s}" for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")}
+LABEL_VALUES = {
+    ("icefeed_files_total", "outcome"): {"loaded", "failed", "quarantined", "gone", "ignored"},
+    ("icefeed_queue_messages", "kind"): {"visible", "inflight", "delayed"},
+}
+PROMQL_KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring",
+                   "group_left", "group_right", "inf", "nan"}
+REQUIRED_ALERTS = {
+    "IcefeedDLQNotEmpty",
+    "IcefeedOldestMessageOverSLO",
+    "IcefeedHighErrorRatio",
+    "IcefeedQuarantinedFilesWaiting",
+    "IcefeedNoProgress",
+    "IcefeedReplicasAtMax",
+}
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric names used by a PromQL expression (a small lexer, enough for these queries)."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # string literals (label values, $variables)
+    text = re.sub(r"\{[^{}]*\}", "", text)  # label matchers
+    text = re.sub(r"\[[^\]]*\]", "", text)  # range and subquery selectors
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    text = re.sub(r"\b\d+(\.\d+)?([eE][-+]?\d+)?\b", " ", text)  # numbers
+    names = set()
+    for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", text):
+        name = match.group(0)
+        after = text[match.end():].lstrip()
+        if after.startswith("(") or name.lower() in PROMQL_KEYWORDS:
+            continue  # a function or aggregation, or an operator keyword
+        names.add(name)
+    return names
+
+
+def label_matchers(expr: str) -> list[tuple[str, str, str, str]]:
+    """(metric, label, operator, value) of every equality matcher written as metric{label="v"}."""
+    found = []
+    for selector in re.finditer(r"([A-Za-z_:][A-Za-z0-9_:]*)\{([^{}]*)\}", expr):
+        for m in re.finditer(r'(\w+)\s*(=~|!=|!~|=)\s*"([^"]*)"', selector.group(2)):
+            found.append((selector.group(1), m.group(1), m.group(2), m.group(3)))
+    return found
+
+
+def github_anchors(markdown: str) -> set[str]:
+    anchors = set(re.findall(r'<a\s+(?:id|name)="([^"]+)"', markdown))
+    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*$", markdown, flags=re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        anchors.add(slug)
+    return anchors
+
+
+@pytest.fixture(scope="module")
+def alerts(by_kind) -> list[dict[str, Any]]:
+    rule = one(by_kind, "PrometheusRule")
+    return [r for group in rule["spec"]["groups"] for r in group["rules"] if "alert" in r]
+
+
+@pytest.fixture(scope="module")
+def dashboard() -> dict[str, Any]:
+    return json.loads((K8S / "dashboard.json").read_text(encoding="utf-8"))
+
+
+def _panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    found = []
+    for panel in dashboard["panels"]:
+        found.append(panel)
+        found.extend(panel.get("panels", []))  # collapsed rows
+    return found
+
+
+# --- the lexer itself ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expr", "names"),
+    [
+        ('sum by (le) (rate(a_bucket{x="y"}[5m]))', {"a_bucket"}),
+        ("histogram_quantile(0.95, sum by (le) (rate(b_bucket[$__rate_interval])))", {"b_bucket"}),
+        ('(x > 0) unless on (namespace) (sum(increase(y[15m])) > 0)', {"x", "y"}),
+        ("absent(z) or vector(0)", {"z"}),
+        ('a / clamp_min(b, 1e-9) > 0.05', {"a", "b"}),
+    ],
+)
+def test_metric_name_lexer(expr: str, names: set[str]) -> None:
+    assert metric_names(expr) == names
+
+
+# --- alerts --------------------------------------------------------------------------------------
+
+
+def test_required_alerts_exist(alerts) -> None:
+    names = {a["alert"] for a in alerts}
+    assert REQUIRED_ALERTS <= names, f"missing {REQUIRED_ALERTS - names}"
+    assert len(names) == len(alerts), "alert names are unique"
+
+
+def test_every_alert_links_a_runbook_section_that_exists(alerts) -> None:
+    anchors = github_anchors((K8S / "README.md").read_text(encoding="utf-8"))
+    for alert in alerts:
+        url = alert["annotations"].get("runbook_url", "")
+        parsed = urlparse(url)
+        assert parsed.path.endswith("infra/k8s/README.md"), f"{alert['alert']}: {url}"
+        assert parsed.fragment in anchors, f"{alert['alert']}: no README anchor #{parsed.fragment}"
+        assert parsed.fragment == alert["alert"].lower(), "one runbook section per alert, named after it"
+
+
+def test_every_alert_is_actionable(alerts) -> None:
+    for alert in alerts:
+        assert alert["labels"]["severity"] in {"warning", "critical"}, alert["alert"]
+        assert alert["annotations"]["summary"] and alert["annotations"]["description"]
+        assert re.fullmatch(r"\d+[smh]", alert["for"]), "a pending period avoids flapping pages"
+
+
+def test_alerts_use_only_known_icefeed_metrics(alerts) -> None:
+    for alert in alerts:
+        names = metric_names(alert["expr"])
+        assert names, alert["alert"]
+        for name in names:
+            if name.startswith("icefeed_"):
+                assert name in SERIES, f"{alert['alert']}: unknown metric {name}"
+            else:
+                assert name.startswith("kube_horizontalpodautoscaler_"), f"{alert['alert']}: {name}"
+
+
+def test_dlq_alert_documents_the_cloudwatch_alternative() -> None:
+    text = (K8S / "prometheusrule.yaml").read_text(encoding="utf-8")
+    assert "aws_sqs_approximate_number_of_messages_visible_average" in text
+
+
+# --- dashboard -------------------------------------------------------------------------------------
+
+
+def test_dashboard_is_valid_grafana_json(dashboard) -> None:
+    assert dashboard["uid"] and dashboard["title"]
+    assert isinstance(dashboard["schemaVersion"], int)
+    ids = [p["id"] for p in _panels(dashboard)]
+    assert len(ids) == len(set(ids)), "panel ids are unique"
+    for panel in _panels(dashboard):
+        assert {"x", "y", "w", "h"} <= set(panel["gridPos"])
+
+
+def test_every_dashboard_query_uses_only_the_workers_metrics(dashboard) -> None:
+    queries = 0
+    for panel in _panels(dashboard):
+        for target in panel.get("targets", []):
+            names = metric_names(target["expr"])
+            assert names, f"{panel['title']}: no metric in {target['expr']}"
+            assert names <= SERIES, f"{panel['title']}: unknown {names - SERIES}"
+            queries += 1
+    assert queries >= 10
+
+
+@pytest.mark.parametrize("source", ["dashboard", "alerts"])
+def test_label_values_are_the_documented_ones(dashboard, alerts, source: str) -> None:
+    exprs = (
+        [t["expr"] for p in _panels(dashboard) for t in p.get("targets", [])]
+        if source == "dashboard"
+        else [a["expr"] for a in alerts]
+    )
+    for expr in exprs:
+        for metric, label, op, value in label_matchers(expr):
+            allowed = LABEL_VALUES.get((metric, label))
+            if allowed and op == "=":
+                assert value in allowed, f"{metric}{{{label}={value!r}}}"
+
+
+def test_dashboard_covers_the_main_signals(dashboard) -> None:
+    used = set()
+    for panel in _panels(dashboard):
+        for target in panel.get("targets", []):
+            used |= metric_names(target["expr"])
+    base = {re.sub(r"_(bucket|sum|count)$", "", n) if re.sub(r"_(bucket|sum|count)$", "", n) in HISTOGRAMS else n for n in used}
+    assert (COUNTERS | GAUGES | HISTOGRAMS) <= base, f"not on the dashboard: {(COUNTERS | GAUGES | HISTOGRAMS) - base}"
