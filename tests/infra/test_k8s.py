@@ -8,7 +8,6 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-
 from conftest import K8S, load_manifests, load_schema, one
 
 MANIFESTS = load_manifests()
@@ -46,10 +45,21 @@ def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
 
 def test_every_manifest_parses_and_is_namespace_agnostic() -> None:
     kinds = sorted(doc["kind"] for _, doc in MANIFESTS)
-    assert kinds == sorted([
-        "ServiceAccount", "ConfigMap", "ConfigMap", "Deployment", "Service", "PodDisruptionBudget",
-        "NetworkPolicy", "TriggerAuthentication", "ScaledObject", "ServiceMonitor", "PrometheusRule",
-    ])
+    assert kinds == sorted(
+        [
+            "ServiceAccount",
+            "ConfigMap",
+            "ConfigMap",
+            "Deployment",
+            "Service",
+            "PodDisruptionBudget",
+            "NetworkPolicy",
+            "TriggerAuthentication",
+            "ScaledObject",
+            "ServiceMonitor",
+            "PrometheusRule",
+        ]
+    )
     for path, doc in MANIFESTS:
         assert "namespace" not in doc["metadata"], f"{path.name}: namespace is chosen at apply time"
 
@@ -124,11 +134,15 @@ def test_probes_on_healthz_and_readyz_via_the_http_port(by_kind) -> None:
 def test_environment(by_kind) -> None:
     deployment = one(by_kind, "Deployment")
     env = _env(deployment, by_kind)
-    assert re.fullmatch(r"https://sqs\.[a-z0-9-]+\.amazonaws\.com/\d{12}/[\w-]+(,https://\S+)*", env["ICEFEED_SQS_QUEUE_URLS"])
+    assert re.fullmatch(
+        r"https://sqs\.[a-z0-9-]+\.amazonaws\.com/\d{12}/[\w-]+(,https://\S+)*", env["ICEFEED_SQS_QUEUE_URLS"]
+    )
     assert re.fullmatch(r"[a-z]{2}-[a-z]+-\d", env["ICEFEED_AWS_REGION"])
     assert env["ICEFEED_LOG_FORMAT"] == "json"
     for name, key in (("ICEFEED_SPARK_URL", "spark-url"), ("ICEFEED_PG_DSN", "pg-dsn")):
-        assert env[name] == {"secretKeyRef": {"name": "icefeed-secrets", "key": key}}, f"{name} must come from the Secret"
+        assert env[name] == {"secretKeyRef": {"name": "icefeed-secrets", "key": key}}, (
+            f"{name} must come from the Secret"
+        )
     assert env["ICEFEED_ROUTES_FILE"] == "/etc/icefeed/routes.toml"
 
 
@@ -154,7 +168,9 @@ def test_no_secret_values_in_the_manifests(manifests) -> None:
 
 def test_service_account_carries_the_irsa_role(by_kind) -> None:
     sa = one(by_kind, "ServiceAccount")
-    assert re.fullmatch(r"arn:aws:iam::\d{12}:role/[\w+=,.@-]+", sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"])
+    assert re.fullmatch(
+        r"arn:aws:iam::\d{12}:role/[\w+=,.@-]+", sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+    )
     assert one(by_kind, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == sa["metadata"]["name"]
 
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from conftest import EXAMPLE, K8S, TF, Module, conditions, load_hcl, squash, statements
 
 REQUIRED_OUTPUTS = {"queue_url", "queue_arn", "dlq_url", "dlq_arn", "kms_key_arn", "worker_role_arn"}
@@ -59,7 +58,11 @@ def test_every_tf_file_parses_and_is_in_canonical_layout(path) -> None:
 def test_versions(module: Module) -> None:
     terraform = module.blocks["terraform"][0]
     assert terraform["required_version"] == ">= 1.5"
-    aws = terraform["required_providers"][0]["aws"] if isinstance(terraform["required_providers"], list) else terraform["required_providers"]["aws"]
+    aws = (
+        terraform["required_providers"][0]["aws"]
+        if isinstance(terraform["required_providers"], list)
+        else terraform["required_providers"]["aws"]
+    )
     assert aws == {"source": "hashicorp/aws", "version": ">= 5.0"}
 
 
@@ -76,16 +79,24 @@ def test_every_variable_has_a_type_and_a_description(directory) -> None:
 def test_variables_are_validated_where_it_matters(module: Module) -> None:
     validated = {name for name, body in module.variables.items() if body.get("validation")}
     must = {
-        "name", "routes", "visibility_timeout_seconds", "message_retention_seconds",
-        "dlq_message_retention_seconds", "max_receive_count", "receive_wait_time_seconds",
-        "oidc_provider_arn", "oidc_provider_url", "namespace", "service_account",
+        "name",
+        "routes",
+        "visibility_timeout_seconds",
+        "message_retention_seconds",
+        "dlq_message_retention_seconds",
+        "max_receive_count",
+        "receive_wait_time_seconds",
+        "oidc_provider_arn",
+        "oidc_provider_url",
+        "namespace",
+        "service_account",
     }
     assert must <= validated, f"no validation on {sorted(must - validated)}"
 
 
 def test_outputs_present_and_described(module: Module) -> None:
     outputs = module.outputs
-    assert REQUIRED_OUTPUTS <= set(outputs), f"missing outputs {REQUIRED_OUTPUTS - set(outputs)}"
+    assert set(outputs) >= REQUIRED_OUTPUTS, f"missing outputs {REQUIRED_OUTPUTS - set(outputs)}"
     for name, body in outputs.items():
         assert body.get("description"), f"output {name} has no description"
         assert "value" in body
@@ -231,7 +242,9 @@ def test_worker_role_trusts_only_its_service_account(module: Module) -> None:
     assert _principals(trust) == [("Federated", ["${var.oidc_provider_arn}"])]
     conds = _condition_map(trust)
     assert conds["${local.oidc_issuer}:sub"] == (
-        "StringEquals", ["system:serviceaccount:${var.namespace}:${var.service_account}"])
+        "StringEquals",
+        ["system:serviceaccount:${var.namespace}:${var.service_account}"],
+    )
     assert conds["${local.oidc_issuer}:aud"] == ("StringEquals", ["sts.amazonaws.com"])
     role = module.resources("aws_iam_role")["worker"]
     assert role["assume_role_policy"] == "${data.aws_iam_policy_document.worker_assume.json}"
@@ -242,8 +255,11 @@ def test_worker_policy_is_least_privilege(module: Module) -> None:
     sids = _by_sid(module.data("aws_iam_policy_document")["worker"])
     consume = sids["ConsumeQueue"]
     assert set(consume["actions"]) == {
-        "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
-        "sqs:GetQueueAttributes", "sqs:GetQueueUrl",
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:ChangeMessageVisibility",
+        "sqs:GetQueueAttributes",
+        "sqs:GetQueueUrl",
     }
     assert consume["resources"] == ["${aws_sqs_queue.this.arn}"]
     dlq = sids["InspectDeadLetterQueue"]
@@ -261,7 +277,9 @@ def test_worker_policy_is_least_privilege(module: Module) -> None:
 
 
 def test_worker_may_list_only_the_routed_prefixes(module: Module) -> None:
-    listing = [s for s in statements(module.data("aws_iam_policy_document")["worker"]) if s["actions"] == ["s3:ListBucket"]]
+    listing = [
+        s for s in statements(module.data("aws_iam_policy_document")["worker"]) if s["actions"] == ["s3:ListBucket"]
+    ]
     assert len(listing) == 1
     (cond,) = conditions(listing[0])
     assert cond["test"] == "StringLike" and cond["variable"] == "s3:prefix"
@@ -274,7 +292,8 @@ def test_keda_scaler_role_reads_queue_depth_only(module: Module) -> None:
     assert statement["resources"] == ["${aws_sqs_queue.this.arn}"]
     (trust,) = statements(module.data("aws_iam_policy_document")["keda_scaler_assume"])
     assert _condition_map(trust)["${local.oidc_issuer}:sub"][1] == [
-        "system:serviceaccount:${var.keda_namespace}:${var.keda_service_account}"]
+        "system:serviceaccount:${var.keda_namespace}:${var.keda_service_account}"
+    ]
 
 
 # --- bucket notifications and routes -------------------------------------------------------------
@@ -341,7 +360,7 @@ def test_example_has_two_routes_on_one_bucket_that_do_not_overlap(example: Modul
     assert len(bucket_routes) == 2
     # Sufficient for "no overlap" under the module's rule: no prefix is a prefix of another.
     for i, a in enumerate(bucket_routes):
-        for b in bucket_routes[i + 1:]:
+        for b in bucket_routes[i + 1 :]:
             assert a["prefix"] and b["prefix"]
             assert not a["prefix"].startswith(b["prefix"]) and not b["prefix"].startswith(a["prefix"]), (a, b)
 
