@@ -41,6 +41,45 @@ table = "glue.{db}.events"
 location = "s3://{warehouse}/{db}/events"
 
 [[ingestion]]
+name = "typed"
+bucket = "{bucket}"
+prefix = "typed/"
+suffix = ".parquet"
+format = "parquet"
+table = "glue.{db}.typed"
+location = "s3://{warehouse}/{db}/typed"
+
+[[ingestion]]
+name = "rescued"
+bucket = "{bucket}"
+prefix = "rescue/"
+suffix = ".json"
+format = "json"
+table = "glue.{db}.rescued"
+location = "s3://{warehouse}/{db}/rescued"
+schema_policy = "rescue"
+
+[[ingestion]]
+name = "strict"
+bucket = "{bucket}"
+prefix = "strict/"
+suffix = ".json"
+format = "json"
+table = "glue.{db}.strict"
+location = "s3://{warehouse}/{db}/strict"
+schema_policy = "strict"
+
+[[ingestion]]
+name = "hinted"
+bucket = "{bucket}"
+prefix = "hinted/"
+suffix = ".json"
+format = "json"
+table = "glue.{db}.hinted"
+location = "s3://{warehouse}/{db}/hinted"
+schema_hints = {{ amount = "decimal(18,2)", ts = "timestamp" }}
+
+[[ingestion]]
 name = "people"
 bucket = "{bucket}"
 prefix = "people/"

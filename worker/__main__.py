@@ -84,6 +84,25 @@ def cmd_stack_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
+    import orjson
+
+    from worker import schema_admin
+    from worker.routes import load_routes
+
+    if args.schema_command == "pending":
+        result = asyncio.run(schema_admin.pending(settings, None if args.all else "PENDING"))
+    elif args.schema_command == "show":
+        routes = load_routes(settings.routes_file) if settings.routes_file.exists() else None
+        result = asyncio.run(schema_admin.show(settings, routes, args.name))
+    elif args.schema_command == "approve":
+        result = asyncio.run(schema_admin.approve(settings, args.proposal, args.resolution or "merge"))
+    else:
+        result = asyncio.run(schema_admin.reject(settings, args.proposal))
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() if args.json else schema_admin.render(result))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="icefeed", description="S3 files into Iceberg tables, exactly once.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -94,6 +113,25 @@ def _parser() -> argparse.ArgumentParser:
     up = stack_sub.add_parser("up", help="start it in the foreground and print the environment to use")
     up.add_argument("--routes", default=os.environ.get("ICEFEED_ROUTES_FILE", "routes.toml"))
     up.add_argument("--workdir", default=".icefeed/stack")
+    schema = sub.add_parser("schema", help="schema registry: history, quarantined files, approvals")
+    schema_sub = schema.add_subparsers(dest="schema_command", required=True)
+    pend = schema_sub.add_parser("pending", help="proposals opened by quarantined files")
+    pend.add_argument("--all", action="store_true", help="also approved and rejected ones")
+    show = schema_sub.add_parser("show", help="schema versions of a table (by ingestion or catalog.db.table)")
+    show.add_argument("name")
+    appr = schema_sub.add_parser("approve", help="accept a proposal and re-queue its files (they load once)")
+    appr.add_argument("proposal", type=int)
+    how = appr.add_mutually_exclusive_group()
+    how.add_argument(
+        "--merge", dest="resolution", action="store_const", const="merge", help="evolve the table (default)"
+    )
+    how.add_argument(
+        "--rescue", dest="resolution", action="store_const", const="rescue", help="offending columns → _rescued_data"
+    )
+    rej = schema_sub.add_parser("reject", help="mark the proposal's files REJECTED")
+    rej.add_argument("proposal", type=int)
+    for p in (pend, show, appr, rej):
+        p.add_argument("--json", action="store_true", help="machine-readable output")
     demo = sub.add_parser("demo", help="load the sample files end to end on the local stack and show the result")
     demo.add_argument("--workdir", default=".icefeed/demo")
     return parser
@@ -116,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
         elif args.command == "stack":
             return cmd_stack_up(args)
+        elif args.command == "schema":
+            return cmd_schema(args, settings)
         elif args.command == "demo":
             from worker.demo import run_demo
 

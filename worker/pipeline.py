@@ -22,6 +22,7 @@ from worker.domain.outcomes import (
     GONE,
     LOADED,
     PENDING,
+    QUARANTINED,
     SKIPPED,
     TERMINAL,
     Ack,
@@ -30,7 +31,9 @@ from worker.domain.outcomes import (
     Retry,
     backoff_delay,
 )
+from worker.domain.policy import Policy
 from worker.domain.routing import match_route
+from worker.domain.schema import Struct, diff, from_spark_json, to_spark_json
 from worker.faults import Faults
 from worker.ports import (
     FileState,
@@ -38,10 +41,14 @@ from worker.ports import (
     Message,
     ObjectInfo,
     ObjectStore,
+    Quarantine,
     Reader,
     Registration,
+    SchemaVersion,
     TableSink,
     WriteRequest,
+    WriteResult,
+    change_json,
 )
 from worker.routes import AnyIngestion, Routes
 from worker.settings import Settings
@@ -197,7 +204,8 @@ class Pipeline:
 
         A batch holds files of one destination table, possibly from several ingestions (say
         ``.json`` and ``.json.gz`` routes into one table): each file is read with its own route's
-        format and options, and the whole batch is one commit."""
+        format, options and schema hints, and the whole batch is one commit. The table's commit
+        lock is held from the write to the finalize, so the ledger records commits in order."""
         batch_id = uuid4()
         names = ",".join(sorted({f.ingestion for f in files}))
         ingestion = self.routes.by_name(files[0].ingestion)
@@ -207,36 +215,42 @@ class Pipeline:
             blog.info("batch_empty", offered=len(files))
             return
         self.active_batches.add(batch_id)
+        written = False
         try:
             blog.info("batch_claimed", files=len(claimed), offered=len(files))
             await self.faults.hit("after_claim")
-            readers = {f.ingestion for f in claimed}
             request = WriteRequest(
                 batch_id=batch_id,
                 table=table,
                 location=ingestion.location,
-                readers={name: self._reader(name) for name in readers},
+                readers={name: self._reader(name) for name in {f.ingestion for f in claimed}},
                 files=claimed,
                 output_files=self.settings.batch.output_files,
+                policy=Policy(ingestion.schema_policy),
+                approved=await self.ledger.approved_signatures(table),
             )
             try:
                 async with self.ledger.table_lock(table, self.settings.lease.ttl_s):
                     write = asyncio.ensure_future(self.sink.write(request))
                     if self.faults:
                         await self.faults.hit("after_write_start")
-                    counts = await write
+                    result = await write
+                    written = True
+                    await self.faults.hit("after_commit")
+                    await self._finalize(batch_id, table, claimed, result.counts, blog, result)
             except IcefeedError as error:
-                await self._after_failed_write(table, batch_id, claimed, error, blog)
+                if written:  # committed; the ledger failed: the sweeper settles the batch
+                    blog.warning("batch_finalize_failed", error=str(error))
+                else:
+                    await self._after_failed_write(table, batch_id, claimed, error, blog)
                 return
-            await self.faults.hit("after_commit")
-            await self._finalize(batch_id, claimed, counts, blog)
             await self.faults.hit("after_finalize")
         finally:
             self.active_batches.discard(batch_id)
 
     def _reader(self, name: str) -> Reader:
         ing = self.routes.by_name(name)
-        return Reader(ing.format, ing.reader_options())
+        return Reader(ing.format, ing.reader_options(), ing.hint_types())
 
     async def _after_failed_write(
         self,
@@ -254,7 +268,7 @@ class Pipeline:
             return  # stays WRITING; the lease runs out and a sweeper settles it
         if counts:
             blog.warning("batch_committed_despite_error", error=str(error))
-            await self._finalize(batch_id, files, counts, blog)
+            await self._finalize(batch_id, table, files, counts, blog, None)
             return
         blog.warning("batch_failed", error_class=error.error_class, error=str(error), files=len(files))
         if isinstance(error, TransientError) or len(files) == 1:
@@ -272,9 +286,22 @@ class Pipeline:
             for half in halves(files):
                 await self.run_batch(table, half)
 
-    async def _results(self, files: list[FileWork], counts: dict[str, int]) -> list[FileResult]:
+    async def _results(
+        self, files: list[FileWork], counts: dict[str, int], result: WriteResult | None
+    ) -> list[FileResult]:
+        """Per-file outcome of a committed batch. Without the write's plan (recovery), a file
+        that left no rows is released to load again: it may have been empty, quarantined or
+        gone, and loading it again cannot duplicate anything."""
+
         async def one(f: FileWork) -> FileResult:
             rows = counts.get(f.source_file, 0)
+            if result is not None:
+                decision = result.plan.decisions.get(f.file_id)
+                if decision is not None and not decision.load:
+                    error_class = "SchemaConflict" if any(c.breaking for c in decision.changes) else "SchemaChange"
+                    return FileResult(f.file_id, QUARANTINED, 0, error_class, decision.reason)
+            elif rows == 0:
+                return FileResult(f.file_id, PENDING, None, "Recovered", "committed batch left no rows: load again")
             if rows == 0 and await self._head(f.bucket, f.key) is None:
                 return FileResult(f.file_id, GONE, 0, "ObjectGone", "object disappeared before it was read")
             return FileResult(f.file_id, LOADED, rows)
@@ -282,17 +309,84 @@ class Pipeline:
         return list(await asyncio.gather(*(one(f) for f in files)))
 
     async def _finalize(
-        self, batch_id: UUID, files: list[FileWork], counts: dict[str, int], blog: structlog.typing.FilteringBoundLogger
+        self,
+        batch_id: UUID,
+        table: str,
+        files: list[FileWork],
+        counts: dict[str, int],
+        blog: structlog.typing.FilteringBoundLogger,
+        result: WriteResult | None,
     ) -> None:
         known = {f.source_file for f in files}
         strangers = set(counts) - known
         if strangers:
             blog.error("batch_lineage_mismatch", unexpected=sorted(strangers)[:5])
-        results = await self._results(files, counts)
-        if await self.ledger.finalize(batch_id, self.owner, results):
-            blog.info("batch_committed", files=len(files), rows=sum(r.rows or 0 for r in results))
+        results = await self._results(files, counts, result)
+        quarantines = self._quarantines(table, files, result) if result else []
+        version = await self._schema_version(batch_id, table, files, result, results)
+        if await self.ledger.finalize(batch_id, self.owner, results, quarantines, version):
+            blog.info(
+                "batch_committed",
+                files=len(files),
+                rows=sum(r.rows or 0 for r in results),
+                quarantined=len(quarantines),
+                schema_version=bool(version),
+            )
+            for q in quarantines:
+                f = next(f for f in files if f.file_id == q.file_id)
+                log.warning("file_quarantined", bucket=f.bucket, key=f.key, table=table, diff=q.reason)
         else:
             blog.warning("batch_finalize_lost", reason="lease taken over; the sweeper settles it")
+
+    def _quarantines(self, table: str, files: list[FileWork], result: WriteResult) -> list[Quarantine]:
+        plan = result.plan
+        out = []
+        for decision in plan.quarantined:
+            f = next(f for f in files if f.file_id == decision.file_id)
+            out.append(
+                Quarantine(
+                    file_id=decision.file_id,
+                    table=table,
+                    ingestion=f.ingestion,
+                    policy=plan.policy.value,
+                    signature=decision.signature,
+                    table_schema=to_spark_json(plan.table) if plan.table is not None else None,
+                    incoming_schema=to_spark_json(result.file_schemas[decision.file_id]),
+                    changes=[change_json(c) for c in decision.changes],
+                    reason=decision.reason,
+                )
+            )
+        return out
+
+    async def _schema_version(
+        self,
+        batch_id: UUID,
+        table: str,
+        files: list[FileWork],
+        result: WriteResult | None,
+        results: list[FileResult],
+    ) -> SchemaVersion | None:
+        """A new registry entry when the table's schema differs from the last one recorded."""
+        loaded = [r.file_id for r in results if r.status == LOADED]
+        if not loaded:
+            return None
+        current = result.plan.target if result is not None else await self.sink.table_schema(table)
+        if current is None:
+            return None
+        latest = await self.ledger.latest_schema(table)
+        before = from_spark_json(latest) if latest is not None else Struct(())
+        if latest is not None and before == current:
+            return None
+        first = next(f for f in files if f.file_id == loaded[0])
+        changes = [c for c in diff(before, current) if c.requires_table_change]
+        return SchemaVersion(
+            table=table,
+            schema=to_spark_json(current),
+            changes=[change_json(c) for c in changes],
+            ingestion=first.ingestion,
+            first_file=first.source_file,
+            batch_id=batch_id,
+        )
 
     # -- recovery --------------------------------------------------------------------------
 
@@ -306,7 +400,7 @@ class Pipeline:
             blog.warning("batch_recovery_deferred", error=str(error))
             return
         if counts:
-            await self._finalize(batch_id, files, counts, blog)
+            await self._finalize(batch_id, table, files, counts, blog, None)
             blog.info("batch_recovered", outcome="committed", files=len(files))
         else:
             results = [

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 from uuid import UUID
 
 from worker.domain.batching import FileWork
 from worker.domain.events import FileEvent
 from worker.domain.outcomes import FileResult
+from worker.domain.policy import BatchPlan, Policy
+from worker.domain.schema import Change, DataType, Struct
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +73,16 @@ class Ledger(Protocol):
     async def claim(
         self, batch_id: UUID, ingestion: str, table: str, files: list[FileWork], owner: str, ttl_s: int
     ) -> list[FileWork]: ...
-    async def finalize(self, batch_id: UUID, owner: str, results: list[FileResult]) -> bool: ...
+    async def finalize(
+        self,
+        batch_id: UUID,
+        owner: str,
+        results: list[FileResult],
+        quarantines: list[Quarantine] = ...,
+        version: SchemaVersion | None = None,
+    ) -> bool: ...
+    async def approved_signatures(self, table: str) -> dict[str, str]: ...
+    async def latest_schema(self, table: str) -> dict[str, Any] | None: ...
     async def abort(
         self, batch_id: UUID, owner: str, error_class: str, message: str, results: list[FileResult]
     ) -> bool: ...
@@ -86,10 +97,11 @@ class Ledger(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Reader:
-    """How to read a file of one ingestion: Spark data source format and its options."""
+    """How to read a file of one ingestion: Spark data source format, options, type hints."""
 
     format: str
     options: dict[str, str]
+    hints: dict[str, DataType] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +112,55 @@ class WriteRequest:
     readers: dict[str, Reader]  # by ingestion name
     files: list[FileWork]
     output_files: int
+    policy: Policy = Policy.EVOLVE
+    approved: dict[str, str] = field(default_factory=dict)  # proposal signature → resolution
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    counts: dict[str, int]  # rows per _source_file read back from the table
+    plan: BatchPlan
+    file_schemas: dict[int, Struct]
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantine:
+    """A file parked by its schema, and the proposal it opens or joins."""
+
+    file_id: int
+    table: str
+    ingestion: str
+    policy: str
+    signature: str
+    table_schema: dict[str, Any] | None
+    incoming_schema: dict[str, Any]
+    changes: list[dict[str, Any]]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaVersion:
+    table: str
+    schema: dict[str, Any]
+    changes: list[dict[str, Any]]
+    ingestion: str
+    first_file: str
+    batch_id: UUID
+
+
+def change_json(change: Change) -> dict[str, Any]:
+    return {
+        "kind": str(change.kind),
+        "path": change.path,
+        "table_type": change.table_type,
+        "incoming_type": change.incoming_type,
+        "breaking": change.breaking,
+        "requires_table_change": change.requires_table_change,
+        "text": str(change),
+    }
 
 
 class TableSink(Protocol):
-    async def write(self, request: WriteRequest) -> dict[str, int]: ...
+    async def write(self, request: WriteRequest) -> WriteResult: ...
     async def batch_counts(self, table: str, batch_id: UUID) -> dict[str, int]: ...
+    async def table_schema(self, table: str) -> Struct | None: ...

@@ -13,7 +13,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from worker.domain.errors import ConfigError
+from worker.domain.policy import RESERVED_COLUMNS
 from worker.domain.routing import RouteRule, overlapping_pairs
+from worker.domain.schema import DataType, SchemaError, parse_type
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -50,6 +52,23 @@ class _IngestionBase(_Model):
     suffix: str = ""
     table: str
     location: str
+    schema_policy: Literal["evolve", "rescue", "strict"] = "evolve"
+    schema_hints: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("schema_hints")
+    @classmethod
+    def _hints(cls, value: dict[str, str]) -> dict[str, str]:
+        for column, text in value.items():
+            if not column or column in RESERVED_COLUMNS:
+                raise ValueError(f"cannot hint the reserved column {column!r}")
+            try:
+                parse_type(text)
+            except SchemaError as exc:
+                raise ValueError(f"{column}: {exc}") from None
+        return value
+
+    def hint_types(self) -> dict[str, DataType]:
+        return {column: parse_type(text) for column, text in self.schema_hints.items()}
 
     @field_validator("name")
     @classmethod
@@ -134,9 +153,14 @@ class Routes(_Model):
         if dupes:
             raise ValueError(f"duplicate ingestion names: {', '.join(dupes)}")
         locations: dict[str, str] = {}
+        policies: dict[str, str] = {}
         for ing in self.ingestion:
             if locations.setdefault(ing.table, ing.location) != ing.location:
                 raise ValueError(f"table {ing.table} is given two locations: {locations[ing.table]} and {ing.location}")
+            if policies.setdefault(ing.table, ing.schema_policy) != ing.schema_policy:
+                raise ValueError(
+                    f"table {ing.table} is given two schema policies: {policies[ing.table]} and {ing.schema_policy}"
+                )
         clashes = overlapping_pairs([i.rule for i in self.ingestion])
         if clashes:
             a, b = clashes[0]

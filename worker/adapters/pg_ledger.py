@@ -13,12 +13,13 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 import asyncpg
+import orjson
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from worker.domain.batching import FileWork
 from worker.domain.errors import ConfigError, TransientError
 from worker.domain.outcomes import FileResult
-from worker.ports import ExpiredBatch, FileState, Message, Registration
+from worker.ports import ExpiredBatch, FileState, Message, Quarantine, Registration, SchemaVersion
 from worker.settings import IDENTIFIER, PgSettings
 from worker.sql import queries
 
@@ -151,7 +152,16 @@ class PgLedger:
 
         return await self._retry(op)
 
-    async def finalize(self, batch_id: UUID, owner: str, results: list[FileResult]) -> bool:
+    async def finalize(
+        self,
+        batch_id: UUID,
+        owner: str,
+        results: list[FileResult],
+        quarantines: list[Quarantine] | None = None,
+        version: SchemaVersion | None = None,
+    ) -> bool:
+        """One transaction: batch COMMITTED, files final, quarantined files attached to their
+        proposals, and the table's new schema version recorded."""
         rows = sum(r.rows or 0 for r in results)
 
         async def op() -> bool:
@@ -160,9 +170,42 @@ class PgLedger:
                 if won is None:
                     return False
                 await conn.execute(self._q["finish_files"], batch_id, *_columns(results, with_rows=True))
+                for q in quarantines or []:
+                    proposal = await conn.fetchval(
+                        self._q["open_proposal"],
+                        q.table,
+                        q.ingestion,
+                        q.policy,
+                        q.signature,
+                        _json(q.table_schema),
+                        _json(q.incoming_schema),
+                        _json(q.changes),
+                    )
+                    await conn.execute(self._q["quarantine_file"], q.file_id, proposal)
+                if version is not None:
+                    await conn.fetchval(
+                        self._q["record_schema_version"],
+                        version.table,
+                        _json(version.schema),
+                        _json(version.changes),
+                        version.ingestion,
+                        version.first_file,
+                        version.batch_id,
+                    )
                 return True
 
         return await self._retry(op)
+
+    async def approved_signatures(self, table: str) -> dict[str, str]:
+        rows = await self._retry(lambda: self._pool.fetch(self._q["approved_signatures"], table))
+        return {r["signature"]: r["resolution"] for r in rows}
+
+    async def latest_schema(self, table: str) -> dict[str, Any] | None:
+        text = await self._retry(lambda: self._pool.fetchval(self._q["latest_schema"], table))
+        if text is None:
+            return None
+        value: dict[str, Any] = orjson.loads(text)
+        return value
 
     async def abort(
         self, batch_id: UUID, owner: str, error_class: str, message: str, results: list[FileResult]
@@ -212,6 +255,10 @@ class PgLedger:
                 message.body,
             )
         )
+
+
+def _json(value: object) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
 
 
 def _state(r: asyncpg.Record) -> FileState:

@@ -14,13 +14,14 @@ from functools import reduce
 from typing import Any
 from uuid import UUID
 
+from worker.domain.batching import FileWork
 from worker.domain.errors import IcefeedError, classify_engine_error
-from worker.ports import WriteRequest
+from worker.domain.policy import RESCUED_COLUMN, Policy, data_columns, plan_batch
+from worker.domain.schema import Array, DataType, Map, Struct, from_spark_json, to_ddl, type_string
+from worker.ports import Reader, WriteRequest, WriteResult
 from worker.routes import LOCATION, PART
 from worker.settings import SparkSettings
 from worker.sql import queries
-
-LINEAGE_COLUMNS = ("_source_file", "_batch_id", "_ingested_at")
 
 
 def read_path(bucket: str, key: str) -> str:
@@ -34,6 +35,58 @@ def quote_table(table: str) -> str:
     if len(parts) != 3 or not all(PART.match(p) for p in parts):
         raise ValueError(f"invalid table name {table!r}")
     return ".".join(f"`{p}`" for p in parts)
+
+
+def quote_column(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def conform(expr: Any, have: DataType, want: DataType) -> Any:
+    """An expression turning a value of type ``have`` into type ``want`` field by field, by NAME.
+
+    Engines cast structs by position when the field counts match (observed on Sail), which
+    would silently swap same-typed fields; so structs are rebuilt by name, arrays and maps
+    element-wise, and only primitives are cast."""
+    from pyspark.sql import functions as F  # noqa: N812
+
+    if have == want:
+        return expr
+    if isinstance(want, Struct):
+        fields = []
+        for wf in want.fields:
+            hf = have.field(wf.name) if isinstance(have, Struct) else None
+            if hf is None:
+                fields.append(F.lit(None).cast(type_string(wf.type)).alias(wf.name))
+            else:
+                fields.append(conform(expr.getField(wf.name), hf.type, wf.type).alias(wf.name))
+        return F.when(expr.isNull(), F.lit(None).cast(type_string(want))).otherwise(F.struct(*fields))
+    if isinstance(want, Array) and isinstance(have, Array):
+        return F.transform(expr, lambda x: conform(x, have.element, want.element))
+    if isinstance(want, Map) and isinstance(have, Map):
+        return F.transform_values(expr, lambda _k, v: conform(v, have.value, want.value))
+    return expr.cast(type_string(want))
+
+
+def conform_frame(df: Any, have: Struct, want: Struct, rescued: tuple[str, ...], with_rescue: bool) -> Any:
+    """Select ``want``'s columns from ``df`` (missing ones as nulls); with ``with_rescue`` the
+    columns in ``rescued`` go, with their original values, into one JSON column."""
+    from pyspark.sql import functions as F  # noqa: N812
+
+    columns = []
+    for wf in want.fields:
+        hf = have.field(wf.name)
+        if hf is None or wf.name in rescued:
+            columns.append(F.lit(None).cast(type_string(wf.type)).alias(wf.name))
+        else:
+            columns.append(conform(F.col(quote_column(wf.name)), hf.type, wf.type).alias(wf.name))
+    if with_rescue:
+        if rescued:
+            text = F.to_json(F.struct(*(F.col(quote_column(c)).alias(c) for c in rescued)))
+            payload = F.when(text == F.lit("{}"), F.lit(None).cast("string")).otherwise(text)  # all null: none
+        else:
+            payload = F.lit(None).cast("string")
+        columns.append(payload.alias(RESCUED_COLUMN))
+    return df.select(*columns)
 
 
 def batch_tag(batch_id: UUID) -> str:
@@ -106,27 +159,74 @@ class SparkSink:
 
     # -- blocking work (worker threads) ------------------------------------------------------
 
-    def _ensure_table(self, spark: Any, table: str, location: str) -> None:
-        if table in self._tables:
-            return
-        if not LOCATION.match(location):
-            raise ValueError(f"invalid table location {location!r}")
-        spark.sql(self._sql["create_table"].format(table=quote_table(table), location=location))
-        self._tables.add(table)
+    def _table_schema(self, spark: Any, table: str) -> Struct | None:
+        if not spark.catalog.tableExists(table):
+            self._tables.discard(table)
+            return None
+        return data_columns(from_spark_json(spark.table(table).schema.json()))
 
-    def _write(self, req: WriteRequest) -> dict[str, int]:
+    def _create_table(self, spark: Any, req: WriteRequest, target: Struct) -> None:
+        if not LOCATION.match(req.location):
+            raise ValueError(f"invalid table location {req.location!r}")
+        columns = to_ddl(target)
+        extra = f", `{RESCUED_COLUMN}` STRING" if req.policy is Policy.RESCUE else ""
+        spark.sql(
+            self._sql["create_table"].format(
+                table=quote_table(req.table),
+                columns=(columns + ", ") if columns else "",
+                extra=extra,
+                location=req.location,
+            )
+        )
+
+    def _read(self, spark: Any, reader: Reader, f: FileWork) -> Any:
+        from pyspark.sql import functions as F  # noqa: N812
+
+        path = read_path(f.bucket, f.key)
+        df = spark.read.format(reader.format).options(**reader.options).load(path)
+        if not reader.hints:
+            return df
+        if reader.format == "csv":
+            # Cast from the text, not from an inferred type (a hinted zip code keeps its zeros).
+            inferred = {c: t for c, t in df.dtypes}
+            raw = spark.read.format("csv").options(**{**reader.options, "inferSchema": "false"}).load(path)
+            return raw.select(
+                *(
+                    F.col(quote_column(c))
+                    .cast(type_string(reader.hints[c]) if c in reader.hints else inferred[c])
+                    .alias(c)
+                    for c in raw.columns
+                )
+            )
+        return df.select(
+            *(
+                F.col(quote_column(c)).cast(type_string(reader.hints[c])).alias(c)
+                if c in reader.hints
+                else F.col(quote_column(c))
+                for c in df.columns
+            )
+        )
+
+    def _write(self, req: WriteRequest) -> WriteResult:
         from pyspark.sql import functions as F  # noqa: N812
 
         spark = self._spark()
-        self._ensure_table(spark, req.table, req.location)
-        frames = [
-            spark.read.format(req.readers[f.ingestion].format)
-            .options(**req.readers[f.ingestion].options)
-            .load(read_path(f.bucket, f.key))
-            .withColumn("_source_file", F.lit(f.source_file))
-            for f in req.files
-        ]
-        union = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
+        table = self._table_schema(spark, req.table)
+        frames = {f.file_id: self._read(spark, req.readers[f.ingestion], f) for f in req.files}
+        schemas = {fid: data_columns(from_spark_json(df.schema.json())) for fid, df in frames.items()}
+        plan = plan_batch(req.policy, table, [(f.file_id, schemas[f.file_id]) for f in req.files], req.approved)
+        if not plan.loaded:
+            return WriteResult({}, plan, schemas)
+        if table is None:
+            self._create_table(spark, req, plan.target)
+        aligned = []
+        for f in req.files:
+            decision = plan.decisions[f.file_id]
+            if not decision.load:
+                continue
+            df = conform_frame(frames[f.file_id], schemas[f.file_id], plan.target, decision.rescued, plan.rescues)
+            aligned.append(df.withColumn("_source_file", F.lit(f.source_file)))
+        union = reduce(lambda a, b: a.unionByName(b), aligned)
         out = (
             union.withColumn("_batch_id", F.lit(str(req.batch_id)))
             .withColumn("_ingested_at", F.current_timestamp())
@@ -138,7 +238,7 @@ class SparkSink:
             out.writeTo(req.table).option("mergeSchema", "true").append()
         finally:
             spark.removeTag(tag)
-        return self._counts(spark, req.table, req.batch_id)
+        return WriteResult(self._counts(spark, req.table, req.batch_id), plan, schemas)
 
     def _counts(self, spark: Any, table: str, batch_id: UUID) -> dict[str, int]:
         from pyspark.sql import functions as F  # noqa: N812
@@ -158,6 +258,9 @@ class SparkSink:
             return {}
         return self._counts(spark, table, batch_id)
 
+    def _current_schema(self, table: str) -> Struct | None:
+        return self._table_schema(self._spark(), table)
+
     def _interrupt(self, batch_id: UUID) -> None:
         with self._lock:
             session = self._session
@@ -166,15 +269,21 @@ class SparkSink:
 
     # -- async API -------------------------------------------------------------------------
 
-    async def write(self, request: WriteRequest) -> dict[str, int]:
-        """Append the batch in ONE commit; returns rows per ``_source_file`` read back from the
-        table (files that produced no rows are absent)."""
-        result: dict[str, int] = await self._run(self._write, request)
+    async def write(self, request: WriteRequest) -> WriteResult:
+        """Infer each file's schema, plan the batch under the table's schema policy, create or
+        evolve the table, and append the loadable files in ONE commit. Returns the plan and the
+        rows per ``_source_file`` read back from the table (files with no rows are absent)."""
+        result: WriteResult = await self._run(self._write, request)
         return result
 
     async def batch_counts(self, table: str, batch_id: UUID) -> dict[str, int]:
         """Rows per ``_source_file`` carrying ``_batch_id``: empty means the batch never committed."""
         result: dict[str, int] = await self._run(self._probe, table, batch_id)
+        return result
+
+    async def table_schema(self, table: str) -> Struct | None:
+        """The table's data columns (without icefeed's own), or None if it does not exist."""
+        result: Struct | None = await self._run(self._current_schema, table)
         return result
 
     async def interrupt(self, batch_id: UUID) -> None:

@@ -113,3 +113,63 @@ SELECT pg_try_advisory_lock(hashtext('icefeed-table'), hashtext($1::text));
 
 -- name: table_unlock
 SELECT pg_advisory_unlock(hashtext('icefeed-table'), hashtext($1::text));
+
+-- name: record_schema_version
+INSERT INTO schema_versions (table_name, version, schema, changes, ingestion, first_file, batch_id)
+SELECT $1, COALESCE(max(version), 0) + 1, $2::jsonb, $3::jsonb, $4, $5, $6
+  FROM schema_versions WHERE table_name = $1
+RETURNING version;
+
+-- name: open_proposal
+-- One open proposal per (table, signature); later files with the same conflict join it.
+WITH created AS (
+    INSERT INTO schema_proposals (table_name, ingestion, policy, signature, table_schema, incoming_schema, changes)
+    VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7::jsonb)
+    ON CONFLICT (table_name, signature) WHERE status = 'PENDING' DO NOTHING
+    RETURNING id
+)
+SELECT id FROM created
+UNION ALL
+SELECT id FROM schema_proposals WHERE table_name = $1 AND signature = $4 AND status = 'PENDING'
+LIMIT 1;
+
+-- name: quarantine_file
+UPDATE files SET proposal_id = $2 WHERE id = $1;
+
+-- name: approved_signatures
+SELECT signature, resolution FROM schema_proposals WHERE table_name = $1 AND status = 'APPROVED';
+
+-- name: proposals
+SELECT p.id, p.table_name, p.ingestion, p.policy, p.signature, p.status, p.changes,
+       p.table_schema, p.incoming_schema, p.resolution, p.created_at, p.resolved_at,
+       count(f.id) AS files,
+       COALESCE(array_agg(f.key ORDER BY f.id) FILTER (WHERE f.id IS NOT NULL), '{}') AS keys
+  FROM schema_proposals p LEFT JOIN files f ON f.proposal_id = p.id
+ WHERE ($1::text IS NULL OR p.status = $1) AND ($2::bigint IS NULL OR p.id = $2)
+ GROUP BY p.id
+ ORDER BY p.id;
+
+-- name: schema_history
+SELECT table_name, version, schema, changes, ingestion, first_file, batch_id, created_at
+  FROM schema_versions
+ WHERE table_name = $1
+ ORDER BY version;
+
+-- name: resolve_proposal
+UPDATE schema_proposals SET status = $2, resolution = $3, resolved_at = now()
+ WHERE id = $1 AND status = 'PENDING'
+RETURNING id;
+
+-- name: requeue_proposal_files
+-- Approval: the quarantined files go back to PENDING; the caller sends them to the queue again.
+UPDATE files SET status = 'PENDING', finished_at = NULL, error_class = NULL, error_message = NULL
+ WHERE proposal_id = $1 AND status = 'QUARANTINED'
+RETURNING id, bucket, key, etag, size_bytes;
+
+-- name: reject_proposal_files
+UPDATE files SET status = 'REJECTED', finished_at = now()
+ WHERE proposal_id = $1 AND status = 'QUARANTINED'
+RETURNING id;
+
+-- name: latest_schema
+SELECT schema FROM schema_versions WHERE table_name = $1 ORDER BY version DESC LIMIT 1;

@@ -1,0 +1,117 @@
+"""Unit tests for worker.domain.outcomes: backoff and combining per-file outcomes per message."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from worker.domain.outcomes import (
+    CLAIMED,
+    FAILED,
+    GONE,
+    LOADED,
+    PENDING,
+    QUARANTINED,
+    REJECTED,
+    SKIPPED,
+    TERMINAL,
+    Ack,
+    Outcome,
+    Retry,
+    backoff_delay,
+    combine,
+)
+
+PROPERTY = settings(max_examples=300, deadline=None, database=None)
+
+
+# --------------------------------------------------------------------------- backoff_delay
+
+
+@pytest.mark.parametrize(
+    ("count", "expected"),
+    [(0, 10), (1, 10), (2, 20), (3, 40), (4, 80), (5, 160), (6, 320), (7, 640), (8, 900), (50, 900), (10**6, 900)],
+)
+def test_backoff_delay_doubles_and_caps(count: int, expected: int) -> None:
+    assert backoff_delay(count, base_s=10, max_s=900) == expected
+
+
+def test_backoff_delay_base_zero_is_always_zero() -> None:
+    assert [backoff_delay(n, 0, 900) for n in range(0, 40)] == [0] * 40
+
+
+def test_backoff_delay_cap_below_base() -> None:
+    assert backoff_delay(1, base_s=100, max_s=30) == 30
+
+
+def test_backoff_delay_huge_count_does_not_overflow() -> None:
+    assert backoff_delay(10**9, base_s=43200, max_s=43200) == 43200
+    assert isinstance(backoff_delay(10**9, 43200, 43200), int)
+
+
+@PROPERTY
+@given(
+    count=st.integers(min_value=-5, max_value=200),
+    base=st.integers(min_value=0, max_value=43200),
+    cap=st.integers(min_value=0, max_value=43200),
+)
+def test_backoff_delay_monotone_and_capped(count: int, base: int, cap: int) -> None:
+    here = backoff_delay(count, base, cap)
+    nxt = backoff_delay(count + 1, base, cap)
+    assert isinstance(here, int)
+    assert 0 <= here <= cap
+    assert here <= nxt
+    assert here >= min(base, cap)
+
+
+# --------------------------------------------------------------------------- combine
+
+
+def test_combine_all_ack() -> None:
+    out = combine([Ack("loaded"), Ack("gone"), Ack("loaded")])
+    assert out == Ack("gone; loaded")
+
+
+def test_combine_empty_is_ack() -> None:
+    assert combine([]) == Ack("no files")
+
+
+def test_combine_any_retry_wins_with_the_longest_delay() -> None:
+    out = combine([Ack("loaded"), Retry(30, "pending"), Retry(120, "claimed"), Retry(5, "pending")])
+    assert isinstance(out, Retry)
+    assert out.delay_s == 120
+    assert out.reason == "claimed; pending"
+
+
+def test_combine_single_retry() -> None:
+    assert combine([Retry(0, "x")]) == Retry(0, "x")
+
+
+@PROPERTY
+@given(
+    st.lists(
+        st.one_of(
+            st.builds(Ack, st.sampled_from(["loaded", "gone", "failed"])),
+            st.builds(Retry, st.integers(min_value=0, max_value=43200), st.sampled_from(["pending", "claimed"])),
+        ),
+        max_size=10,
+    )
+)
+def test_combine_property(outcomes: list[Outcome]) -> None:
+    out = combine(outcomes)
+    retries = [o for o in outcomes if isinstance(o, Retry)]
+    if retries:
+        assert isinstance(out, Retry)
+        assert out.delay_s == max(r.delay_s for r in retries)
+        assert set(out.reason.split("; ")) == {r.reason for r in retries}
+    else:
+        assert isinstance(out, Ack)
+    # order does not matter
+    assert combine(list(reversed(outcomes))) == out
+
+
+def test_terminal_statuses() -> None:
+    assert {LOADED, FAILED, GONE, SKIPPED, QUARANTINED, REJECTED} == TERMINAL
+    assert PENDING not in TERMINAL
+    assert CLAIMED not in TERMINAL

@@ -1,0 +1,153 @@
+"""Schema policies: given the table's schema and each file's inferred schema, decide per file
+whether it loads (and how) or is quarantined, and what the table becomes. Pure.
+
+- ``evolve``: compatible changes (new columns, new nested fields, legal widenings) are applied
+  to the table in the same commit; a file with a breaking change is quarantined. Files of one
+  batch are merged in order: a file that conflicts with an earlier file of the batch is
+  quarantined as it would be after that file's commit.
+- ``rescue``: the table's schema never changes after creation; a file's top-level columns that
+  are new or do not fit the table's type go, with their original values, into ``_rescued_data``
+  (a JSON object per row); nothing is dropped.
+- ``strict``: any change that would alter the table, and any breaking change, quarantines the file
+  (columns missing from the file, and narrower values that fit, are fine).
+
+Quarantined files open a proposal; an operator resolves it (``icefeed schema approve``). An
+approved proposal's signature maps to its resolution in ``approved``: ``merge`` accepts the
+changes as if compatible (the table takes the merged schema), ``rescue`` loads the file with its
+offending top-level columns in ``_rescued_data``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Final
+
+from worker.domain.schema import Change, Struct, diff, is_compatible, merge, needs_table_change
+
+LINEAGE_COLUMNS: Final = ("_source_file", "_batch_id", "_ingested_at")
+RESCUED_COLUMN: Final = "_rescued_data"
+RESERVED_COLUMNS: Final = frozenset((*LINEAGE_COLUMNS, RESCUED_COLUMN))
+
+
+class Policy(StrEnum):
+    EVOLVE = "evolve"
+    RESCUE = "rescue"
+    STRICT = "strict"
+
+
+@dataclass(frozen=True, slots=True)
+class FileDecision:
+    file_id: int
+    load: bool
+    changes: tuple[Change, ...] = ()  # against the schema the file was judged by
+    rescued: tuple[str, ...] = ()  # rescue: top-level columns moved into _rescued_data
+    signature: str = ""  # identifies the set of offending changes (quarantine / approval)
+
+    @property
+    def reason(self) -> str:
+        offending = [c for c in self.changes if c.breaking or c.requires_table_change] or list(self.changes)
+        return "; ".join(str(c) for c in offending)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPlan:
+    policy: Policy
+    table: Struct | None  # data columns before the batch (None: the table does not exist yet)
+    target: Struct  # data columns after the batch
+    decisions: dict[int, FileDecision] = field(default_factory=dict)
+
+    @property
+    def loaded(self) -> list[int]:
+        return [fid for fid, d in self.decisions.items() if d.load]
+
+    @property
+    def quarantined(self) -> list[FileDecision]:
+        return [d for d in self.decisions.values() if not d.load]
+
+    @property
+    def table_changes(self) -> list[Change]:
+        """What this batch changes in the table (empty: the schema stays as it is)."""
+        if self.table is None:
+            return []
+        return [c for c in diff(self.table, self.target) if c.requires_table_change]
+
+    @property
+    def creates_table(self) -> bool:
+        return self.table is None and bool(self.loaded)
+
+    @property
+    def rescues(self) -> bool:
+        """Whether the written rows carry a ``_rescued_data`` column."""
+        return self.policy is Policy.RESCUE or any(d.rescued for d in self.decisions.values() if d.load)
+
+
+def data_columns(schema: Struct) -> Struct:
+    """A table's schema without icefeed's own columns."""
+    return Struct(tuple(f for f in schema.fields if f.name not in RESERVED_COLUMNS))
+
+
+def signature(changes: Iterable[Change]) -> str:
+    """A stable id for a set of changes: equal conflicts share one proposal."""
+    text = "\n".join(sorted(f"{c.kind}|{c.path}|{c.table_type}|{c.incoming_type}" for c in changes))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _offending(policy: Policy, changes: list[Change]) -> list[Change]:
+    if policy is Policy.STRICT:
+        return [c for c in changes if c.breaking or c.requires_table_change]
+    return [c for c in changes if c.breaking]
+
+
+def plan_batch(
+    policy: Policy,
+    table: Struct | None,
+    files: Sequence[tuple[int, Struct]],
+    approved: Mapping[str, str] | None = None,
+) -> BatchPlan:
+    """Decide every file of a batch (in the given order) and the table's schema after it."""
+    decisions: dict[int, FileDecision] = {}
+    target = table
+    for file_id, incoming in files:
+        incoming = data_columns(incoming)
+        if target is None:  # the first loadable file defines a new table
+            target = merge(Struct(()), incoming)
+            decisions[file_id] = FileDecision(file_id, True)
+            continue
+        changes = diff(target, incoming)
+        if policy is Policy.RESCUE:
+            rescued = _rescued_columns(target, incoming)
+            decisions[file_id] = FileDecision(file_id, True, tuple(changes), rescued)
+            continue
+        offending = _offending(policy, changes)
+        sig = signature(offending) if offending else ""
+        resolution = (approved or {}).get(sig) if sig else None
+        if offending and resolution is None:
+            decisions[file_id] = FileDecision(file_id, False, tuple(changes), signature=sig)
+            continue
+        if resolution == "rescue":
+            rescued = _rescued_columns(target, incoming)
+            decisions[file_id] = FileDecision(file_id, True, tuple(changes), rescued, signature=sig)
+            continue
+        if is_compatible(changes):
+            if policy is Policy.EVOLVE or sig:
+                target = merge(target, incoming)
+            decisions[file_id] = FileDecision(file_id, True, tuple(changes), signature=sig)
+        else:  # approved, yet still not mergeable: nothing sensible to load
+            decisions[file_id] = FileDecision(file_id, False, tuple(changes), signature=sig)
+    return BatchPlan(policy, table, target or Struct(()), decisions)
+
+
+def _rescued_columns(table: Struct, incoming: Struct) -> tuple[str, ...]:
+    rescued = []
+    for f in incoming.fields:
+        t = table.field(f.name)
+        if t is None:
+            rescued.append(f.name)
+            continue
+        changes = diff(Struct((t,)), Struct((f,)))
+        if not is_compatible(changes) or needs_table_change(c for c in changes if c.kind != "nullability_changed"):
+            rescued.append(f.name)
+    return tuple(rescued)

@@ -1,0 +1,192 @@
+"""``icefeed schema …``: the schema registry and the resolution of quarantined files.
+
+Every command returns a JSON-able dict; ``__main__`` prints it as text or, with ``--json``, as
+JSON. Approving re-queues the affected files by sending their S3 notifications again; rejecting
+marks them REJECTED."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote_plus
+
+import orjson
+
+from worker.adapters.aws import AwsClients
+from worker.adapters.pg_ledger import connect_pool
+from worker.domain.errors import ConfigError
+from worker.routes import Routes
+from worker.settings import Settings
+from worker.sql import queries
+
+RESOLUTIONS = ("merge", "rescue")
+
+
+class NotFound(ConfigError):
+    error_class = "NotFound"
+
+
+def _row(record: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in dict(record).items():
+        if key in ("changes", "schema", "table_schema", "incoming_schema") and isinstance(value, str):
+            value = orjson.loads(value)
+        elif isinstance(value, datetime):
+            value = value.isoformat()
+        elif value is not None and not isinstance(value, str | int | float | bool | list | dict):
+            value = str(value)
+        out[key] = value
+    return out
+
+
+async def pending(settings: Settings, status: str | None = "PENDING") -> dict[str, Any]:
+    pool = await connect_pool(settings.pg)
+    try:
+        rows = await pool.fetch(queries("ledger.sql")["proposals"], status, None)
+    finally:
+        await pool.close()
+    return {"proposals": [_row(r) for r in rows]}
+
+
+async def show(settings: Settings, routes: Routes | None, name: str) -> dict[str, Any]:
+    table = name
+    if routes is not None and "." not in name:
+        try:
+            table = routes.by_name(name).table
+        except KeyError:
+            raise NotFound(f"no ingestion named {name!r} in the routes file") from None
+    pool = await connect_pool(settings.pg)
+    try:
+        versions = await pool.fetch(queries("ledger.sql")["schema_history"], table)
+        proposals = await pool.fetch(queries("ledger.sql")["proposals"], None, None)
+    finally:
+        await pool.close()
+    return {
+        "table": table,
+        "versions": [_row(v) for v in versions],
+        "proposals": [_row(p) for p in proposals if p["table_name"] == table],
+    }
+
+
+def s3_notification(bucket: str, key: str, etag: str, size: int | None) -> str:
+    """The S3 event notification a PUT of this object produces (used to re-queue files)."""
+    record = {
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "eventTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "eventName": "ObjectCreated:Put",
+        "userIdentity": {"principalId": "icefeed"},
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "configurationId": "icefeed-requeue",
+            "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+            "object": {"key": quote_plus(key, safe="/"), "size": size or 0, "eTag": etag},
+        },
+    }
+    return orjson.dumps({"Records": [record]}).decode()
+
+
+async def _resolve(settings: Settings, proposal_id: int, status: str, resolution: str) -> dict[str, Any]:
+    q = queries("ledger.sql")
+    pool = await connect_pool(settings.pg)
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            found = await conn.fetch(q["proposals"], None, proposal_id)
+            if not found:
+                raise NotFound(f"no schema proposal #{proposal_id}")
+            if found[0]["status"] != "PENDING":
+                raise ConfigError(f"proposal #{proposal_id} is already {found[0]['status']}")
+            await conn.fetchval(q["resolve_proposal"], proposal_id, status, resolution)
+            if status == "REJECTED":
+                files = await conn.fetch(q["reject_proposal_files"], proposal_id)
+                keys = [k for k in found[0]["keys"]]
+            else:
+                files = await conn.fetch(q["requeue_proposal_files"], proposal_id)
+                keys = [f["key"] for f in files]
+                # Sent before the commit, delayed: a worker sees them only once the files are
+                # PENDING; if the commit fails the events find the files still quarantined.
+                await _send(settings, [(f["bucket"], f["key"], f["etag"], f["size_bytes"]) for f in files])
+    finally:
+        await pool.close()
+    return {
+        "proposal": proposal_id,
+        "table": found[0]["table_name"],
+        "status": status,
+        "resolution": resolution,
+        "files": len(files),
+        "keys": keys,
+    }
+
+
+async def _send(settings: Settings, files: list[tuple[str, str, str, int | None]]) -> None:
+    if not files:
+        return
+    if not settings.sqs.queue_urls:
+        raise ConfigError("ICEFEED_SQS_QUEUE_URLS is needed to re-queue the approved files")
+    queue = settings.sqs.queue_urls[0]
+    async with AwsClients(settings.aws) as aws:
+        for i in range(0, len(files), 10):
+            entries = [
+                {"Id": str(n), "MessageBody": s3_notification(*f), "DelaySeconds": 2}
+                for n, f in enumerate(files[i : i + 10])
+            ]
+            response = await aws.sqs.send_message_batch(QueueUrl=queue, Entries=entries)
+            if response.get("Failed"):
+                raise ConfigError(f"could not re-queue files: {response['Failed']}")
+
+
+async def approve(settings: Settings, proposal_id: int, resolution: str) -> dict[str, Any]:
+    if resolution not in RESOLUTIONS:
+        raise ConfigError(f"unknown resolution {resolution!r} (choose from {', '.join(RESOLUTIONS)})")
+    return await _resolve(settings, proposal_id, "APPROVED", resolution)
+
+
+async def reject(settings: Settings, proposal_id: int) -> dict[str, Any]:
+    return await _resolve(settings, proposal_id, "REJECTED", "rejected")
+
+
+# -- human output ------------------------------------------------------------------------------
+
+
+def render(result: dict[str, Any]) -> str:
+    lines: list[str] = []
+    if "versions" in result:
+        lines.append(f"schema history of {result['table']}:")
+        if not result["versions"]:
+            lines.append("  (no versions recorded yet: nothing loaded)")
+        for v in result["versions"]:
+            lines.append(f"  v{v['version']}  {v['created_at'][:19]}  first file {v['first_file']}")
+            for c in v["changes"] or []:
+                lines.append(f"      {c['text']}")
+            if not v["changes"]:
+                lines.append("      (initial schema)")
+        if result["proposals"]:
+            lines.append("proposals:")
+            lines += _proposals(result["proposals"])
+        return "\n".join(lines)
+    if "proposals" in result:
+        if not result["proposals"]:
+            return "no pending schema proposals"
+        return "\n".join(_proposals(result["proposals"]))
+    verb = "approved" if result["status"] == "APPROVED" else "rejected"
+    head = f"proposal #{result['proposal']} on {result['table']} {verb} ({result['resolution']})"
+    lines.append(f"{head}: {result['files']} file(s)")
+    action = "re-queued" if verb == "approved" else "marked REJECTED"
+    lines += [f"  {action}: {k}" for k in result["keys"]]
+    return "\n".join(lines)
+
+
+def _proposals(proposals: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for p in proposals:
+        lines.append(
+            f"#{p['id']}  {p['table_name']}  policy={p['policy']}  {p['status']}"
+            f"{' (' + p['resolution'] + ')' if p.get('resolution') else ''}  {p['files']} file(s)"
+            f"  since {p['created_at'][:19]}"
+        )
+        offending = [c for c in p["changes"] if c.get("breaking") or c.get("requires_table_change")]
+        lines += [f"    {c['text']}" for c in offending]
+        lines += [f"    file: {k}" for k in p["keys"][:10]]
+        if len(p["keys"]) > 10:
+            lines.append(f"    … and {len(p['keys']) - 10} more")
+    return lines
