@@ -21,7 +21,7 @@ NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 # Table locations end up inside a SQL string literal: allow only plain URL characters.
-LOCATION = re.compile(r"^(s3|s3a|gs|abfss|file)://[A-Za-z0-9._\-/=]+$")
+LOCATION = re.compile(r"^(s3|s3a|gs|abfss|file)://[A-Za-z0-9._\-/=@]+$")
 
 
 class _Model(BaseModel):
@@ -96,7 +96,7 @@ class _IngestionBase(_Model):
     @classmethod
     def _location(cls, value: str) -> str:
         if not LOCATION.match(value):
-            raise ValueError("must be a URL like s3://bucket/path (letters, digits, . _ - / = only)")
+            raise ValueError("must be a URL like s3://bucket/path (letters, digits, . _ - / = @ only)")
         return value.rstrip("/")
 
     @property
@@ -154,7 +154,13 @@ class Routes(_Model):
             raise ValueError(f"duplicate ingestion names: {', '.join(dupes)}")
         locations: dict[str, str] = {}
         policies: dict[str, str] = {}
+        spellings: dict[str, str] = {}
         for ing in self.ingestion:
+            if spellings.setdefault(ing.table.lower(), ing.table) != ing.table:
+                raise ValueError(
+                    f"tables {spellings[ing.table.lower()]} and {ing.table} differ only in case: catalogs treat "
+                    "them as one table; spell it one way"
+                )
             if locations.setdefault(ing.table, ing.location) != ing.location:
                 raise ValueError(f"table {ing.table} is given two locations: {locations[ing.table]} and {ing.location}")
             if policies.setdefault(ing.table, ing.schema_policy) != ing.schema_policy:
@@ -214,6 +220,8 @@ def parse_routes(text: str, source: str = "routes") -> Routes:
 def load_routes(path: Path) -> Routes:
     try:
         text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"routes file {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
         raise ConfigError(f"routes file {path}: cannot read it ({exc.strerror}); set ICEFEED_ROUTES_FILE") from None
     return parse_routes(text, str(path))

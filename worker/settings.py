@@ -12,8 +12,8 @@ import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from worker.domain.errors import ConfigError
 
@@ -85,6 +85,14 @@ class PgSettings(_Section):
     pool_max: int = Field(8, ge=1, le=100)
     connect_timeout_s: float = Field(10.0, gt=0)
 
+    @model_validator(mode="after")
+    def _pool(self) -> PgSettings:
+        if self.pool_min > self.pool_max:
+            raise ValueError(
+                f"ICEFEED_PG_POOL_MIN ({self.pool_min}) is greater than ICEFEED_PG_POOL_MAX ({self.pool_max})"
+            )
+        return self
+
     @field_validator("ledger_schema")
     @classmethod
     def _ident(cls, value: str) -> str:
@@ -149,6 +157,10 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         lines = [f"{env_name(err['loc'])}: {err['msg']}" for err in exc.errors()]
         raise ConfigError("invalid settings:\n  " + "\n  ".join(lines)) from None
+    except SettingsError as exc:  # e.g. ICEFEED_SQS='{bad' (a whole section as malformed JSON)
+        match = re.search(r'field "(\w+)"', str(exc))
+        name = f"ICEFEED_{match.group(1).upper()}" if match else "ICEFEED_*"
+        raise ConfigError(f"invalid settings:\n  {name}: not valid JSON ({exc})") from None
 
 
 def require_queues(settings: Settings) -> None:

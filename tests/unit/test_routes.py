@@ -153,11 +153,6 @@ def test_accepted_locations(location: str) -> None:
     assert route.location == location
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LOCATION allows the abfss scheme but not '@', and every ADLS Gen2 URL has the form "
-    "abfss://<container>@<account>.dfs.core.windows.net/<path>: no real abfss location validates",
-)
 def test_real_abfss_location_is_accepted() -> None:
     location = "abfss://lake@myaccount.dfs.core.windows.net/sales/orders"
     (route,) = parse_routes(toml(ing(location=location))).ingestion
@@ -338,13 +333,6 @@ def test_one_table_two_locations() -> None:
     assert "s3://warehouse/elsewhere" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the two-locations check compares table names case-sensitively, but Spark/Glue/Iceberg "
-    "identifiers are case-insensitive: glue.sales.Orders and glue.sales.orders are one table, so the "
-    "second location is silently ignored (and the two spellings get two commit lanes and two "
-    "per-table advisory locks)",
-)
 def test_one_table_two_locations_differing_in_case() -> None:
     invalid(ing(), ing(name="orders2", prefix="other/", table="glue.sales.Orders", location="s3://wh/elsewhere"))
 
@@ -418,11 +406,6 @@ def test_load_routes_valid_file(tmp_path: Path) -> None:
     assert load_routes(path).by_name("orders").table == "glue.sales.orders"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="load_routes only catches OSError: a routes file that is not UTF-8 raises a bare "
-    "UnicodeDecodeError instead of a ConfigError naming the file",
-)
 def test_load_routes_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "routes.toml"
     path.write_bytes(toml(ing()).encode() + b"# caf\xe9\n")

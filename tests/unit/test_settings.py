@@ -214,23 +214,12 @@ def test_env_name() -> None:
     assert env_name(("worker_id",)) == "ICEFEED_WORKER_ID"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="load_settings only converts pydantic ValidationError: a malformed JSON section variable "
-    "(ICEFEED_SQS='{bad') escapes as pydantic_settings.SettingsError, so `icefeed run` crashes "
-    "with a traceback instead of printing the variable and exiting 2",
-)
 def test_malformed_section_variable_is_a_config_error(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("ICEFEED_SQS", "{bad")
     with pytest.raises(ConfigError, match="ICEFEED_SQS"):
         load_settings()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pool_min > pool_max is accepted by Settings; asyncpg.create_pool then raises a bare "
-    "ValueError('min_size is greater than max_size') at start-up, which main() does not catch",
-)
 def test_pool_min_above_pool_max_is_a_config_error(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("ICEFEED_PG_POOL_MIN", "9")
     clean_env.setenv("ICEFEED_PG_POOL_MAX", "8")

@@ -10,8 +10,10 @@ import logging
 import re
 import sys
 from collections.abc import Iterable, MutableMapping
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import structlog
 
 MASK = "***"
@@ -45,9 +47,13 @@ class Redactor:
             return self.scrub(value)
         if isinstance(value, dict):
             return {k: self._value(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
+        if isinstance(value, list | tuple | set | frozenset):
             return type(value)(self._value(v) for v in value)
-        return value
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        text = str(value)  # exceptions, UUIDs, paths …: rendered later; scrub what they say now
+        scrubbed = self.scrub(text)
+        return value if scrubbed == text else scrubbed
 
     def __call__(self, _logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         for key in list(event):
@@ -79,6 +85,8 @@ def configure(fmt: str = "auto", level: str = "INFO", secrets: Iterable[str] = (
     )
     handler = logging.StreamHandler(stream)
     handler.addFilter(_StdlibRedaction(redactor))
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
@@ -93,7 +101,27 @@ class _StdlibRedaction(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = self._r.scrub(record.getMessage())
         record.args = None
+        if record.exc_info:
+            record.exc_text = self._r.scrub(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = self._r.scrub(record.exc_text)
         return True
+
+
+class _JsonFormatter(logging.Formatter):
+    """Library (stdlib) records as JSON lines, like structlog's own."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        event: dict[str, Any] = {
+            "event": record.getMessage(),
+            "logger": record.name,
+            "level": record.levelname.lower(),
+            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat().replace("+00:00", "Z"),
+        }
+        if record.exc_text:
+            event["exception"] = record.exc_text
+        return orjson.dumps(event).decode()
 
 
 def settings_secrets(settings: Any) -> list[str]:

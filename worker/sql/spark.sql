@@ -1,7 +1,7 @@
 -- Spark SQL templates. {table} is a validated, backtick-quoted catalog.db.table; {columns} the
 -- data columns as DDL with every name backtick-quoted (worker/domain/schema.py to_ddl); {extra}
 -- icefeed's optional _rescued_data column; {location} a validated URL (letters, digits,
--- . _ - / = only). Nothing else is ever substituted.
+-- . _ - / = @ only). Nothing else is ever substituted.
 
 -- name: create_table
 CREATE TABLE IF NOT EXISTS {table} (
