@@ -80,6 +80,16 @@ location = "s3://{warehouse}/{db}/hinted"
 schema_hints = {{ amount = "decimal(18,2)", ts = "timestamp" }}
 
 [[ingestion]]
+name = "snapshots"
+bucket = "{bucket}"
+prefix = "snap/"
+suffix = ".json"
+format = "json"
+table = "glue.{db}.snapshots"
+location = "s3://{warehouse}/{db}/snapshots"
+on_overwrite = "replace"
+
+[[ingestion]]
 name = "people"
 bucket = "{bucket}"
 prefix = "people/"

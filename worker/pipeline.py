@@ -15,7 +15,7 @@ import structlog
 
 from worker.domain.batching import FileWork, halves
 from worker.domain.errors import DataError, IcefeedError, TransientError
-from worker.domain.events import FileEvent, Ignored, Malformed, parse_message
+from worker.domain.events import FileEvent, Ignored, Malformed, parse_message, sequencer_newer
 from worker.domain.outcomes import (
     CLAIMED,
     FAILED,
@@ -154,6 +154,7 @@ class Pipeline:
             kept.append(cand)
         states = await self.ledger.register(registrations)
         by_identity = {(s.bucket, s.key, s.etag): s for s in states}
+        await self._older_sequencers(kept, registrations, verdicts)
         terminal: dict[tuple[str, str, str], list[int]] = {}
         for cand, reg, verdict in zip(kept, registrations, verdicts, strict=True):
             state = by_identity[(cand.event.bucket, cand.event.key, reg.etag)]
@@ -179,6 +180,27 @@ class Pipeline:
                 cand.admission.outcomes.append(outcome)
         for (status, error_class, message), ids in terminal.items():
             await self.ledger.record_terminal(ids, status, error_class, message)
+
+    async def _older_sequencers(
+        self,
+        kept: list[_Candidate],
+        registrations: list[Registration],
+        verdicts: list[tuple[str, str, str] | None],
+    ) -> None:
+        """An event older (by S3 sequencer, same key) than one already seen is stale: skip it."""
+        keys = sorted({(c.event.bucket, c.event.key) for c in kept if c.event.sequencer})
+        if not keys:
+            return
+        newest: dict[tuple[str, str], tuple[str, str]] = {}
+        for bucket, key, etag, seq in await self.ledger.key_sequencers(keys):
+            best = newest.get((bucket, key))
+            if best is None or sequencer_newer(seq, best[0]):
+                newest[(bucket, key)] = (seq, etag)
+        for i, (cand, reg) in enumerate(zip(kept, registrations, strict=True)):
+            best = newest.get((cand.event.bucket, cand.event.key))
+            seq = cand.event.sequencer
+            if verdicts[i] is None and seq and best and best[1] != reg.etag and sequencer_newer(best[0], seq):
+                verdicts[i] = (SKIPPED, "Superseded", f"a newer event for this key was seen (etag {best[1]})")
 
     # -- outcomes ------------------------------------------------------------------------------
 
@@ -228,6 +250,7 @@ class Pipeline:
                 output_files=self.settings.batch.output_files,
                 policy=Policy(ingestion.schema_policy),
                 approved=await self.ledger.approved_signatures(table),
+                replace=frozenset(await self._replacing(claimed)),
             )
             try:
                 async with self.ledger.table_lock(table, self.settings.lease.ttl_s):
@@ -247,6 +270,11 @@ class Pipeline:
             await self.faults.hit("after_finalize")
         finally:
             self.active_batches.discard(batch_id)
+
+    async def _replacing(self, files: list[FileWork]) -> set[int]:
+        """Files of ``on_overwrite = replace`` routes whose key already has loaded rows."""
+        ids = [f.file_id for f in files if self.routes.by_name(f.ingestion).on_overwrite == "replace"]
+        return await self.ledger.replaced_candidates(ids)
 
     def _reader(self, name: str) -> Reader:
         ing = self.routes.by_name(name)
@@ -324,7 +352,9 @@ class Pipeline:
         results = await self._results(files, counts, result)
         quarantines = self._quarantines(table, files, result) if result else []
         version = await self._schema_version(batch_id, table, files, result, results)
-        if await self.ledger.finalize(batch_id, self.owner, results, quarantines, version):
+        replacing = result.request_replace if result is not None else frozenset()
+        replaced = [r.file_id for r in results if r.status == LOADED and r.file_id in replacing]
+        if await self.ledger.finalize(batch_id, self.owner, results, quarantines, version, replaced):
             blog.info(
                 "batch_committed",
                 files=len(files),

@@ -80,8 +80,12 @@ class Ledger(Protocol):
         results: list[FileResult],
         quarantines: list[Quarantine] = ...,
         version: SchemaVersion | None = None,
+        replaced: list[int] = ...,
     ) -> bool: ...
     async def approved_signatures(self, table: str) -> dict[str, str]: ...
+    async def replaced_candidates(self, file_ids: list[int]) -> set[int]: ...
+    async def key_sequencers(self, keys: list[tuple[str, str]]) -> list[tuple[str, str, str, str]]: ...
+    async def note_dead_letter(self, file_ids: list[int], receives: int) -> None: ...
     async def latest_schema(self, table: str) -> dict[str, Any] | None: ...
     async def abort(
         self, batch_id: UUID, owner: str, error_class: str, message: str, results: list[FileResult]
@@ -113,6 +117,7 @@ class WriteRequest:
     files: list[FileWork]
     output_files: int
     policy: Policy = Policy.EVOLVE
+    replace: frozenset[int] = frozenset()  # file ids whose key's older rows are deleted first
     approved: dict[str, str] = field(default_factory=dict)  # proposal signature → resolution
 
 
@@ -121,6 +126,7 @@ class WriteResult:
     counts: dict[str, int]  # rows per _source_file read back from the table
     plan: BatchPlan
     file_schemas: dict[int, Struct]
+    request_replace: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,6 +53,7 @@ class _IngestionBase(_Model):
     table: str
     location: str
     schema_policy: Literal["evolve", "rescue", "strict"] = "evolve"
+    on_overwrite: Literal["append", "replace"] = "append"
     schema_hints: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("schema_hints")

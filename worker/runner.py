@@ -31,6 +31,7 @@ class Tracked:
     received_at: float
     visible_until: float
     waiting: set[int] = field(default_factory=set)
+    files: set[int] = field(default_factory=set)
     outcomes: list[Outcome] = field(default_factory=list)
 
 
@@ -56,6 +57,7 @@ class Runner:
         self._draining = False
         self._idle = asyncio.Event()
         self._committer_tasks: list[asyncio.Task[None]] = []
+        self._max_receives: dict[str, int | None] = {}
         self.stats = {"received": 0, "acked": 0, "requeued": 0}
 
     # -- capacity (backpressure) ---------------------------------------------------------------
@@ -126,6 +128,7 @@ class Runner:
                 ready.append((tracked, []))
                 continue
             tracked.waiting.update(adm.waiting)
+            tracked.files.update(adm.waiting)
             for file_id, work in adm.waiting.items():
                 self._waiters.setdefault(file_id, []).append(tracked)
                 self._enqueue(work)
@@ -204,6 +207,7 @@ class Runner:
     async def _finish(self, items: list[tuple[Tracked, list[Outcome]]]) -> None:
         deletes: list[Message] = []
         delays: list[tuple[Message, int]] = []
+        doomed: list[Tracked] = []
         for tracked, extra in items:
             outcome = combine(tracked.outcomes + extra)
             m = tracked.message
@@ -216,6 +220,10 @@ class Runner:
                 mlog.info(
                     "message_requeued", delay_s=outcome.delay_s, reason=outcome.reason, receive_count=m.receive_count
                 )
+                limit = self._max_receives.get(m.queue_url)
+                if limit is not None and m.receive_count >= limit:
+                    doomed.append(tracked)
+                    mlog.warning("message_dead_lettered", receive_count=m.receive_count, reason=outcome.reason)
             self._tracked.pop((m.queue_url, m.message_id), None)
         try:
             if deletes:
@@ -229,6 +237,13 @@ class Runner:
         except IcefeedError as error:
             # The messages come back when their visibility runs out; the ledger makes that safe.
             log.warning("sqs_settle_failed", error=str(error), deletes=len(deletes), requeues=len(delays))
+        if doomed:
+            # Its next receive moves it to the DLQ (the queue's redrive policy): say so in the ledger.
+            for tracked in doomed:
+                try:
+                    await self.pipeline.ledger.note_dead_letter(sorted(tracked.files), tracked.message.receive_count)
+                except IcefeedError as error:
+                    log.warning("dead_letter_note_failed", error=str(error))
         if items:
             await self._notify_room()
 
@@ -303,7 +318,18 @@ class Runner:
 
     # -- lifetime --------------------------------------------------------------------------
 
+    async def _load_redrive_limits(self) -> None:
+        lookup = getattr(self.source, "max_receive_count", None)
+        for queue in self.s.sqs.queue_urls:
+            try:
+                self._max_receives[queue] = await lookup(queue) if lookup else None
+            except IcefeedError as error:
+                log.warning("redrive_policy_unknown", queue=queue, error=str(error))
+            if self._max_receives.get(queue) is None:
+                log.warning("queue_without_dlq", queue=queue, hint="set a RedrivePolicy: poison messages loop forever")
+
     async def run(self, stop: asyncio.Event) -> None:
+        await self._load_redrive_limits()
         log.info("worker_started", worker_id=self.pipeline.owner, queues=len(self.s.sqs.queue_urls))
         async with asyncio.TaskGroup() as side, asyncio.TaskGroup() as committers:
             self._committers = committers

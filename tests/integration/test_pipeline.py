@@ -52,7 +52,9 @@ def test_uploaded_files_load_exactly_once_with_lineage(env: Env) -> None:
     assert env.queue_depth() == 0
 
 
-def s3_event(bucket: str, key: str, etag: str, size: int, name: str = "ObjectCreated:Put") -> str:
+def s3_event(
+    bucket: str, key: str, etag: str, size: int, name: str = "ObjectCreated:Put", sequencer: str = "0055AED6DCD90281E5"
+) -> str:
     from urllib.parse import quote_plus
 
     record = {
@@ -64,7 +66,7 @@ def s3_event(bucket: str, key: str, etag: str, size: int, name: str = "ObjectCre
         "s3": {
             "s3SchemaVersion": "1.0",
             "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
-            "object": {"key": quote_plus(key, safe="/"), "size": size, "eTag": etag, "sequencer": "0055AED6DCD90281E5"},
+            "object": {"key": quote_plus(key, safe="/"), "size": size, "eTag": etag, "sequencer": sequencer},
         },
     }
     return json.dumps({"Records": [record]})

@@ -159,6 +159,7 @@ class PgLedger:
         results: list[FileResult],
         quarantines: list[Quarantine] | None = None,
         version: SchemaVersion | None = None,
+        replaced: list[int] | None = None,
     ) -> bool:
         """One transaction: batch COMMITTED, files final, quarantined files attached to their
         proposals, and the table's new schema version recorded."""
@@ -182,6 +183,8 @@ class PgLedger:
                         _json(q.changes),
                     )
                     await conn.execute(self._q["quarantine_file"], q.file_id, proposal)
+                if replaced:
+                    await conn.execute(self._q["mark_replaced"], replaced)
                 if version is not None:
                     await conn.fetchval(
                         self._q["record_schema_version"],
@@ -199,6 +202,23 @@ class PgLedger:
     async def approved_signatures(self, table: str) -> dict[str, str]:
         rows = await self._retry(lambda: self._pool.fetch(self._q["approved_signatures"], table))
         return {r["signature"]: r["resolution"] for r in rows}
+
+    async def replaced_candidates(self, file_ids: list[int]) -> set[int]:
+        if not file_ids:
+            return set()
+        rows = await self._retry(lambda: self._pool.fetch(self._q["replaced_candidates"], file_ids))
+        return {r["id"] for r in rows}
+
+    async def key_sequencers(self, keys: list[tuple[str, str]]) -> list[tuple[str, str, str, str]]:
+        if not keys:
+            return []
+        buckets, names = [k[0] for k in keys], [k[1] for k in keys]
+        rows = await self._retry(lambda: self._pool.fetch(self._q["key_sequencers"], buckets, names))
+        return [(r["bucket"], r["key"], r["etag"], r["sequencer"]) for r in rows]
+
+    async def note_dead_letter(self, file_ids: list[int], receives: int) -> None:
+        if file_ids:
+            await self._retry(lambda: self._pool.execute(self._q["note_dead_letter"], file_ids, str(receives)))
 
     async def latest_schema(self, table: str) -> dict[str, Any] | None:
         text = await self._retry(lambda: self._pool.fetchval(self._q["latest_schema"], table))

@@ -37,6 +37,11 @@ def quote_table(table: str) -> str:
     return ".".join(f"`{p}`" for p in parts)
 
 
+def hex_literal(value: str) -> str:
+    """A Spark SQL expression for a string, safe for any content (engines lack bound parameters)."""
+    return f"decode(unhex('{value.encode().hex().upper()}'), 'UTF-8')"
+
+
 def quote_column(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
@@ -207,6 +212,17 @@ class SparkSink:
             )
         )
 
+    def _delete_rows(self, spark: Any, req: WriteRequest, sources: list[str]) -> None:
+        """on_overwrite = replace: remove the rows of older versions of these keys (every batch
+        but this one, so a retried batch never deletes its own rows). Values travel hex-encoded:
+        no key can break out of the statement."""
+        statement = self._sql["delete_sources"].format(
+            table=quote_table(req.table),
+            sources=", ".join(hex_literal(s) for s in sources),
+            batch=hex_literal(str(req.batch_id)),
+        )
+        spark.sql(statement)
+
     def _write(self, req: WriteRequest) -> WriteResult:
         from pyspark.sql import functions as F  # noqa: N812
 
@@ -219,6 +235,9 @@ class SparkSink:
             return WriteResult({}, plan, schemas)
         if table is None:
             self._create_table(spark, req, plan.target)
+        replaced = [f.source_file for f in req.files if f.file_id in req.replace and plan.decisions[f.file_id].load]
+        if replaced and table is not None:
+            self._delete_rows(spark, req, replaced)
         aligned = []
         for f in req.files:
             decision = plan.decisions[f.file_id]
@@ -238,7 +257,7 @@ class SparkSink:
             out.writeTo(req.table).option("mergeSchema", "true").append()
         finally:
             spark.removeTag(tag)
-        return WriteResult(self._counts(spark, req.table, req.batch_id), plan, schemas)
+        return WriteResult(self._counts(spark, req.table, req.batch_id), plan, schemas, req.replace)
 
     def _counts(self, spark: Any, table: str, batch_id: UUID) -> dict[str, int]:
         from pyspark.sql import functions as F  # noqa: N812

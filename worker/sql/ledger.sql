@@ -173,3 +173,31 @@ RETURNING id;
 
 -- name: latest_schema
 SELECT schema FROM schema_versions WHERE table_name = $1 ORDER BY version DESC LIMIT 1;
+
+-- name: replaced_candidates
+-- on_overwrite = replace: files of a batch whose key already has LOADED rows from another version.
+SELECT DISTINCT f.id
+  FROM files f
+  JOIN files p ON p.bucket = f.bucket AND p.key = f.key AND p.id <> f.id
+ WHERE f.id = ANY($1::bigint[]) AND p.status = 'LOADED';
+
+-- name: mark_replaced
+-- In the finalize transaction: older LOADED versions of the keys a batch replaced.
+UPDATE files p
+   SET status = 'REPLACED', replaced_by = f.id, finished_at = now(),
+       error_class = 'Replaced', error_message = 'rows replaced by a newer version of the object'
+  FROM files f
+ WHERE f.id = ANY($1::bigint[]) AND p.bucket = f.bucket AND p.key = f.key AND p.id <> f.id
+   AND p.status = 'LOADED';
+
+-- name: key_sequencers
+SELECT bucket, key, etag, sequencer
+  FROM files
+ WHERE (bucket, key) IN (SELECT * FROM unnest($1::text[], $2::text[])) AND sequencer IS NOT NULL;
+
+-- name: note_dead_letter
+UPDATE files
+   SET error_class = 'DeadLettered',
+       error_message = 'message moved to the dead-letter queue after ' || $2::text || ' receives; last error: '
+                       || COALESCE(error_message, 'none')
+ WHERE id = ANY($1::bigint[]) AND status IN ('PENDING', 'CLAIMED');

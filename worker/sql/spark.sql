@@ -1,7 +1,9 @@
 -- Spark SQL templates. {table} is a validated, backtick-quoted catalog.db.table; {columns} the
 -- data columns as DDL with every name backtick-quoted (worker/domain/schema.py to_ddl); {extra}
 -- icefeed's optional _rescued_data column; {location} a validated URL (letters, digits,
--- . _ - / = @ only). Nothing else is ever substituted.
+-- . _ - / = @ only); {sources} and {batch} hex-encoded string expressions
+-- (decode(unhex('…'), 'UTF-8'), worker/adapters/spark_sink.py hex_literal). Nothing else is
+-- ever substituted.
 
 -- name: create_table
 CREATE TABLE IF NOT EXISTS {table} (
@@ -9,3 +11,7 @@ CREATE TABLE IF NOT EXISTS {table} (
     _batch_id STRING,
     _ingested_at TIMESTAMP{extra}
 ) USING iceberg LOCATION '{location}'
+
+-- name: delete_sources
+-- {sources}: hex_literal(...) expressions; {batch}: hex_literal(batch id).
+DELETE FROM {table} WHERE _source_file IN ({sources}) AND _batch_id <> {batch}
