@@ -96,7 +96,8 @@ def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
         routes = load_routes(settings.routes_file) if settings.routes_file.exists() else None
         result = asyncio.run(schema_admin.show(settings, routes, args.name))
     elif args.schema_command == "approve":
-        result = asyncio.run(schema_admin.approve(settings, args.proposal, args.resolution or "merge"))
+        resolution = "as_string" if args.resolution == "string" else (args.resolution or "merge")
+        result = asyncio.run(schema_admin.approve(settings, args.proposal, resolution))
     else:
         result = asyncio.run(schema_admin.reject(settings, args.proposal))
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() if args.json else schema_admin.render(result))
@@ -127,6 +128,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     how.add_argument(
         "--rescue", dest="resolution", action="store_const", const="rescue", help="offending columns → _rescued_data"
+    )
+    how.add_argument(
+        "--as",
+        dest="resolution",
+        choices=["string"],
+        help="change the conflicting column(s) to string in place; later files' values become text",
     )
     rej = schema_sub.add_parser("reject", help="mark the proposal's files REJECTED")
     rej.add_argument("proposal", type=int)

@@ -217,6 +217,15 @@ class Stack:
             "ICEFEED_PG_DSN": self.pg_dsn,
             "ICEFEED_PG_LEDGER_SCHEMA": ledger_schema,
             "ICEFEED_ROUTES_FILE": str(routes_file),
+            "ICEFEED_ICEBERG_CATALOG": json.dumps(
+                {
+                    "type": "glue",
+                    "glue.endpoint": self.moto_url,
+                    "glue.region": REGION,
+                    "s3.endpoint": self.moto_url,
+                    "s3.region": REGION,
+                }
+            ),
         }
 
     # -- provisioning --------------------------------------------------------------------------

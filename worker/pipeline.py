@@ -33,7 +33,7 @@ from worker.domain.outcomes import (
 )
 from worker.domain.policy import Policy
 from worker.domain.routing import match_route
-from worker.domain.schema import Struct, diff, from_spark_json, to_spark_json
+from worker.domain.schema import Struct, diff, from_spark_json, parse_type, to_spark_json
 from worker.faults import Faults
 from worker.ports import (
     FileState,
@@ -245,7 +245,7 @@ class Pipeline:
                 batch_id=batch_id,
                 table=table,
                 location=ingestion.location,
-                readers={name: self._reader(name) for name in {f.ingestion for f in claimed}},
+                readers=await self._readers(table, claimed),
                 files=claimed,
                 output_files=self.settings.batch.output_files,
                 policy=Policy(ingestion.schema_policy),
@@ -276,9 +276,15 @@ class Pipeline:
         ids = [f.file_id for f in files if self.routes.by_name(f.ingestion).on_overwrite == "replace"]
         return await self.ledger.replaced_candidates(ids)
 
-    def _reader(self, name: str) -> Reader:
-        ing = self.routes.by_name(name)
-        return Reader(ing.format, ing.reader_options(), ing.hint_types())
+    async def _readers(self, table: str, files: list[FileWork]) -> dict[str, Reader]:
+        """How to read each ingestion's files: its format, options and hints, with the columns an
+        operator pinned on the table (``schema approve --as string``) on top."""
+        pinned = {c: parse_type(t) for c, t in (await self.ledger.table_hints(table)).items()}
+        readers = {}
+        for name in sorted({f.ingestion for f in files}):
+            ing = self.routes.by_name(name)
+            readers[name] = Reader(ing.format, ing.reader_options(), {**ing.hint_types(), **pinned})
+        return readers
 
     async def _after_failed_write(
         self,

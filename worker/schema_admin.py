@@ -6,6 +6,7 @@ marks them REJECTED."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote_plus
@@ -13,13 +14,16 @@ from urllib.parse import quote_plus
 import orjson
 
 from worker.adapters.aws import AwsClients
-from worker.adapters.pg_ledger import connect_pool
+from worker.adapters.pg_ledger import PgLedger, connect_pool
+from worker.adapters.spark_sink import SparkSink
+from worker.adapters.table_admin import TableAdmin
 from worker.domain.errors import ConfigError
+from worker.domain.schema import to_spark_json
 from worker.routes import Routes
 from worker.settings import Settings
 from worker.sql import queries
 
-RESOLUTIONS = ("merge", "rescue")
+RESOLUTIONS = ("merge", "rescue", "as_string")
 
 
 class NotFound(ConfigError):
@@ -86,17 +90,37 @@ def s3_notification(bucket: str, key: str, etag: str, size: int | None) -> str:
     return orjson.dumps({"Records": [record]}).decode()
 
 
-async def _resolve(settings: Settings, proposal_id: int, status: str, resolution: str) -> dict[str, Any]:
+async def _proposal(conn: Any, proposal_id: int) -> Any:
+    found = await conn.fetch(queries("ledger.sql")["proposals"], None, proposal_id)
+    if not found:
+        raise NotFound(f"no schema proposal #{proposal_id}")
+    if found[0]["status"] != "PENDING":
+        raise ConfigError(f"proposal #{proposal_id} is already {found[0]['status']}")
+    return found[0]
+
+
+async def _resolve(
+    settings: Settings, proposal_id: int, status: str, resolution: str, pinned: dict[str, Any] | None = None
+) -> dict[str, Any]:
     q = queries("ledger.sql")
     pool = await connect_pool(settings.pg)
     try:
         async with pool.acquire() as conn, conn.transaction():
-            found = await conn.fetch(q["proposals"], None, proposal_id)
-            if not found:
-                raise NotFound(f"no schema proposal #{proposal_id}")
-            if found[0]["status"] != "PENDING":
-                raise ConfigError(f"proposal #{proposal_id} is already {found[0]['status']}")
+            found = [await _proposal(conn, proposal_id)]
             await conn.fetchval(q["resolve_proposal"], proposal_id, status, resolution)
+            if pinned is not None:
+                table = found[0]["table_name"]
+                for column in pinned["columns"]:
+                    await conn.execute(q["pin_column"], table, column, "string", proposal_id)
+                await conn.fetchval(
+                    q["record_schema_version"],
+                    table,
+                    orjson.dumps(pinned["schema"]).decode(),
+                    orjson.dumps(pinned["changes"]).decode(),
+                    found[0]["ingestion"],
+                    None,
+                    None,
+                )
             if status == "REJECTED":
                 files = await conn.fetch(q["reject_proposal_files"], proposal_id)
                 keys = [k for k in found[0]["keys"]]
@@ -138,7 +162,56 @@ async def _send(settings: Settings, files: list[tuple[str, str, str, int | None]
 async def approve(settings: Settings, proposal_id: int, resolution: str) -> dict[str, Any]:
     if resolution not in RESOLUTIONS:
         raise ConfigError(f"unknown resolution {resolution!r} (choose from {', '.join(RESOLUTIONS)})")
+    if resolution == "as_string":
+        return await _approve_as_string(settings, proposal_id)
     return await _resolve(settings, proposal_id, "APPROVED", resolution)
+
+
+async def _approve_as_string(settings: Settings, proposal_id: int) -> dict[str, Any]:
+    """Turn the conflicting top-level columns into string columns (in place, see TableAdmin),
+    pin them as string for every later file, then approve and re-queue like any approval."""
+    pool = await connect_pool(settings.pg)
+    try:
+        async with pool.acquire() as conn:
+            proposal = await _proposal(conn, proposal_id)
+        changes = orjson.loads(proposal["changes"]) if isinstance(proposal["changes"], str) else proposal["changes"]
+        conflicts = [c for c in changes if c["kind"] == "type_conflict"]
+        if not conflicts:
+            raise ConfigError(f"proposal #{proposal_id} has no type conflict to settle as string; use --merge")
+        columns = sorted({c["path"] for c in conflicts})
+        nested = [p for p in columns if "." in p or "`" in p]
+        if nested:
+            raise ConfigError(f"--as string handles top-level columns only, not {', '.join(nested)}; use --rescue")
+        admin = TableAdmin(settings.iceberg)
+        table = proposal["table_name"]
+        sink = SparkSink(settings.spark)
+        try:
+            async with PgLedger(pool).table_lock(table, timeout_s=600):
+                for column in columns:
+                    await asyncio.to_thread(admin.widen_to_string, table, column, sink.run_sql_blocking)
+                schema = await sink.table_schema(table)
+        finally:
+            await asyncio.to_thread(sink.close)
+    finally:
+        await pool.close()
+    assert schema is not None
+    pinned = {
+        "columns": columns,
+        "schema": to_spark_json(schema),
+        "changes": [
+            {
+                "kind": "type_changed",
+                "path": c["path"],
+                "table_type": c["table_type"],
+                "incoming_type": "string",
+                "breaking": False,
+                "requires_table_change": True,
+                "text": f"type changed at {c['path']}: {c['table_type']} → string (approved proposal #{proposal_id})",
+            }
+            for c in conflicts
+        ],
+    }
+    return await _resolve(settings, proposal_id, "APPROVED", "as_string", pinned)
 
 
 async def reject(settings: Settings, proposal_id: int) -> dict[str, Any]:

@@ -109,6 +109,13 @@ class BatchSettings(_Section):
     max_file_bytes: int = Field(5 * 1024**3, ge=1, description="larger files are FAILED")
 
 
+class IcebergSettings(_Section):
+    # pyiceberg catalog properties for operations the SQL engine cannot do (changing a column's
+    # type on operator approval), e.g. {"type": "glue", "glue.region": "eu-west-1"}. Credentials
+    # come from the standard AWS chain. Empty: those operations are refused with an explanation.
+    catalog: dict[str, str] = Field(default_factory=dict)
+
+
 class LeaseSettings(_Section):
     ttl_s: int = Field(120, ge=5, le=86400)
     sweep_interval_s: float = Field(15.0, gt=0)
@@ -136,6 +143,7 @@ class Settings(BaseSettings):
     pg: PgSettings = PgSettings()
     batch: BatchSettings = BatchSettings()
     lease: LeaseSettings = LeaseSettings()
+    iceberg: IcebergSettings = IcebergSettings()
     routes_file: Path = Path("routes.toml")
     migrations_dir: Path = REPO_ROOT / "migrations"
     worker_id: str = Field(default_factory=_default_worker_id)

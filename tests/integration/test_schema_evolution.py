@@ -105,6 +105,27 @@ def test_a_type_conflict_quarantines_only_that_file_and_approval_loads_it_once(e
     assert env.stop_workers() == [0]
 
 
+def test_approve_as_string_changes_the_column_in_place_and_loads_the_file_once(env: Env) -> None:
+    env.migrate()
+    env.start_worker()
+    load_one(env, "events/a.json", jsonl({"id": 1, "price": 1.5}), 1)
+    bad = load_one(env, "events/b.json", jsonl({"id": 2, "price": {"amount": 2.5, "currency": "EUR"}}), 2)
+    assert bad["status"] == "QUARANTINED"
+    (proposal,) = json.loads(env.cli("schema", "pending", "--json").stdout)["proposals"]
+    approved = env.cli("schema", "approve", str(proposal["id"]), "--as", "string")
+    assert approved.returncode == 0, approved.stderr
+    assert "approved (as_string)" in approved.stdout and "re-queued: events/b.json" in approved.stdout
+    assert field_types(env, "events")["price"] == "string"
+    files = env.wait_files(2)
+    assert {f["key"]: f["status"] for f in files} == {"events/a.json": "LOADED", "events/b.json": "LOADED"}
+    load_one(env, "events/c.json", jsonl({"id": 3, "price": 3.5}), 3)  # later numbers: text too
+    rows = {r["id"]: r["price"] for r in env.table_rows("events")}
+    assert rows == {1: "1.5", 2: '{"amount":2.5,"currency":"EUR"}', 3: "3.5"}
+    versions = json.loads(env.cli("schema", "show", "events", "--json").stdout)["versions"]
+    assert versions[-1]["changes"][0]["text"].startswith("type changed at price: double → string")
+    assert env.stop_workers() == [0]
+
+
 def test_rejecting_a_proposal_marks_its_files_rejected(env: Env) -> None:
     env.migrate()
     env.start_worker()

@@ -203,6 +203,10 @@ class PgLedger:
         rows = await self._retry(lambda: self._pool.fetch(self._q["approved_signatures"], table))
         return {r["signature"]: r["resolution"] for r in rows}
 
+    async def table_hints(self, table: str) -> dict[str, str]:
+        rows = await self._retry(lambda: self._pool.fetch(self._q["table_hints"], table))
+        return {r["column_name"]: r["type"] for r in rows}
+
     async def replaced_candidates(self, file_ids: list[int]) -> set[int]:
         if not file_ids:
             return set()

@@ -17,7 +17,7 @@ from uuid import UUID
 from worker.domain.batching import FileWork
 from worker.domain.errors import IcefeedError, classify_engine_error
 from worker.domain.policy import RESCUED_COLUMN, Policy, data_columns, plan_batch
-from worker.domain.schema import Array, DataType, Map, Struct, from_spark_json, to_ddl, type_string
+from worker.domain.schema import STRING, Array, DataType, Map, Struct, from_spark_json, to_ddl, type_string
 from worker.ports import Reader, WriteRequest, WriteResult
 from worker.routes import LOCATION, PART
 from worker.settings import SparkSettings
@@ -40,6 +40,17 @@ def quote_table(table: str) -> str:
 def hex_literal(value: str) -> str:
     """A Spark SQL expression for a string, safe for any content (engines lack bound parameters)."""
     return f"decode(unhex('{value.encode().hex().upper()}'), 'UTF-8')"
+
+
+def hinted(column: Any, have: str, want: DataType | None) -> Any:
+    """A column cast to its hinted type; nested values hinted as string become their JSON text."""
+    from pyspark.sql import functions as F  # noqa: N812
+
+    if want is None:
+        return column
+    if want == STRING and have.startswith(("struct<", "array<", "map<")):
+        return F.to_json(column)
+    return column.cast(type_string(want))
 
 
 def quote_column(name: str) -> str:
@@ -203,14 +214,8 @@ class SparkSink:
                     for c in raw.columns
                 )
             )
-        return df.select(
-            *(
-                F.col(quote_column(c)).cast(type_string(reader.hints[c])).alias(c)
-                if c in reader.hints
-                else F.col(quote_column(c))
-                for c in df.columns
-            )
-        )
+        kinds = dict(df.dtypes)
+        return df.select(*(hinted(F.col(quote_column(c)), kinds[c], reader.hints.get(c)).alias(c) for c in df.columns))
 
     def _delete_rows(self, spark: Any, req: WriteRequest, sources: list[str]) -> None:
         """on_overwrite = replace: remove the rows of older versions of these keys (every batch
@@ -299,6 +304,13 @@ class SparkSink:
         """Rows per ``_source_file`` carrying ``_batch_id``: empty means the batch never committed."""
         result: dict[str, int] = await self._run(self._probe, table, batch_id)
         return result
+
+    async def run_sql(self, statement: str) -> None:
+        """One statement on the shared session (operator commands)."""
+        await self._run(lambda: self._spark().sql(statement).collect())
+
+    def run_sql_blocking(self, statement: str) -> None:
+        self._spark().sql(statement).collect()
 
     async def table_schema(self, table: str) -> Struct | None:
         """The table's data columns (without icefeed's own), or None if it does not exist."""

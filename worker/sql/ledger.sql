@@ -201,3 +201,10 @@ UPDATE files
        error_message = 'message moved to the dead-letter queue after ' || $2::text || ' receives; last error: '
                        || COALESCE(error_message, 'none')
  WHERE id = ANY($1::bigint[]) AND status IN ('PENDING', 'CLAIMED');
+
+-- name: table_hints
+SELECT column_name, type FROM table_hints WHERE table_name = $1;
+
+-- name: pin_column
+INSERT INTO table_hints (table_name, column_name, type, proposal_id) VALUES ($1, $2, $3, $4)
+ON CONFLICT (table_name, column_name) DO UPDATE SET type = EXCLUDED.type, proposal_id = EXCLUDED.proposal_id;

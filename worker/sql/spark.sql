@@ -2,8 +2,9 @@
 -- data columns as DDL with every name backtick-quoted (worker/domain/schema.py to_ddl); {extra}
 -- icefeed's optional _rescued_data column; {location} a validated URL (letters, digits,
 -- . _ - / = @ only); {sources} and {batch} hex-encoded string expressions
--- (decode(unhex('…'), 'UTF-8'), worker/adapters/spark_sink.py hex_literal). Nothing else is
--- ever substituted.
+-- (decode(unhex('…'), 'UTF-8'), worker/adapters/spark_sink.py hex_literal); {target},
+-- {source} backtick-quoted column names and {value} an expression over {source}
+-- (worker/adapters/table_admin.py). Nothing else is ever substituted.
 
 -- name: create_table
 CREATE TABLE IF NOT EXISTS {table} (
@@ -15,3 +16,7 @@ CREATE TABLE IF NOT EXISTS {table} (
 -- name: delete_sources
 -- {sources}: hex_literal(...) expressions; {batch}: hex_literal(batch id).
 DELETE FROM {table} WHERE _source_file IN ({sources}) AND _batch_id <> {batch}
+
+-- name: copy_column
+-- {target}/{source}: backtick-quoted column names; {value}: to_json({source}) or CAST({source} AS STRING).
+UPDATE {table} SET {target} = {value} WHERE {target} IS NULL AND {source} IS NOT NULL
