@@ -90,6 +90,16 @@ location = "s3://{warehouse}/{db}/snapshots"
 on_overwrite = "replace"
 
 [[ingestion]]
+name = "documents"
+bucket = "{bucket}"
+prefix = "docs/"
+suffix = ".json"
+format = "json"
+table = "glue.{db}.documents"
+location = "s3://{warehouse}/{db}/documents"
+options = {{ multiline = true }}
+
+[[ingestion]]
 name = "people"
 bucket = "{bucket}"
 prefix = "people/"

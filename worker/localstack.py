@@ -214,6 +214,7 @@ class Stack:
             "ICEFEED_AWS_ENDPOINT_URL": self.moto_url,
             "ICEFEED_SQS_QUEUE_URLS": queue_url,
             "ICEFEED_SPARK_URL": self.spark_url,
+            "ICEFEED_SPARK_DIALECT": "sail",
             "ICEFEED_PG_DSN": self.pg_dsn,
             "ICEFEED_PG_LEDGER_SCHEMA": ledger_schema,
             "ICEFEED_ROUTES_FILE": str(routes_file),

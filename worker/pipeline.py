@@ -146,6 +146,14 @@ class Pipeline:
                 verdict = (GONE, "ObjectGone", "object no longer exists (deleted before it was loaded)")
             elif ev.etag and head.etag != ev.etag:
                 verdict = (SKIPPED, "Superseded", f"object was overwritten: its etag is now {head.etag}")
+            elif self.parses_locally(cand.ingestion.name) and (size or 0) > self.settings.spark.local_parse_max_bytes:
+                limit = self.settings.spark.local_parse_max_bytes
+                verdict = (
+                    FAILED,
+                    "FileTooLarge",
+                    f"whole-file JSON of {size} bytes: this engine reads JSON lines only, and the worker parses "
+                    f"such files itself up to ICEFEED_SPARK_LOCAL_PARSE_MAX_BYTES={limit}",
+                )
             elif (size or 0) > self.settings.batch.max_file_bytes:
                 limit = self.settings.batch.max_file_bytes
                 verdict = (FAILED, "FileTooLarge", f"{size} bytes is over ICEFEED_BATCH_MAX_FILE_BYTES={limit}")
@@ -251,6 +259,7 @@ class Pipeline:
                 policy=Policy(ingestion.schema_policy),
                 approved=await self.ledger.approved_signatures(table),
                 replace=frozenset(await self._replacing(claimed)),
+                payloads=await self._payloads(claimed),
             )
             try:
                 async with self.ledger.table_lock(table, self.settings.lease.ttl_s):
@@ -270,6 +279,15 @@ class Pipeline:
             await self.faults.hit("after_finalize")
         finally:
             self.active_batches.discard(batch_id)
+
+    def parses_locally(self, ingestion: str) -> bool:
+        """Whole-file JSON on an engine whose reader knows only JSON lines (Sail)."""
+        return self.settings.spark.dialect == "sail" and self.routes.by_name(ingestion).whole_file_json
+
+    async def _payloads(self, files: list[FileWork]) -> dict[int, bytes]:
+        local = [f for f in files if self.parses_locally(f.ingestion)]
+        bodies = await asyncio.gather(*(self.store.get(f.bucket, f.key, f.etag) for f in local))
+        return {f.file_id: body for f, body in zip(local, bodies, strict=True) if body is not None}
 
     async def _replacing(self, files: list[FileWork]) -> set[int]:
         """Files of ``on_overwrite = replace`` routes whose key already has loaded rows."""

@@ -65,6 +65,7 @@ class MessageSource(Protocol):
 
 class ObjectStore(Protocol):
     async def head(self, bucket: str, key: str) -> ObjectInfo | None: ...
+    async def get(self, bucket: str, key: str, etag: str) -> bytes | None: ...
 
 
 class Ledger(Protocol):
@@ -119,6 +120,7 @@ class WriteRequest:
     output_files: int
     policy: Policy = Policy.EVOLVE
     replace: frozenset[int] = frozenset()  # file ids whose key's older rows are deleted first
+    payloads: dict[int, bytes] = field(default_factory=dict)  # files the worker parses itself
     approved: dict[str, str] = field(default_factory=dict)  # proposal signature → resolution
 
 

@@ -68,6 +68,10 @@ class _IngestionBase(_Model):
                 raise ValueError(f"{column}: {exc}") from None
         return value
 
+    @property
+    def whole_file_json(self) -> bool:
+        return self.format == "json" and isinstance(self.options, JsonOptions) and self.options.multiline
+
     def hint_types(self) -> dict[str, DataType]:
         return {column: parse_type(text) for column, text in self.schema_hints.items()}
 

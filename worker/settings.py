@@ -69,6 +69,11 @@ class SparkSettings(_Section):
     concurrency: int = Field(2, ge=1, le=64, description="Spark jobs in flight per worker")
     session_timezone: str = "UTC"
     client_retries: int = Field(6, ge=0, le=30, description="gRPC retries before a call fails")
+    # What the engine can do: "spark" (Apache Spark) or "sail". Sail's JSON reader knows only JSON
+    # lines, so whole-file JSON (multiline = true) is parsed by the worker for it, up to
+    # local_parse_max_bytes per file.
+    dialect: Literal["spark", "sail"] = "spark"
+    local_parse_max_bytes: int = Field(64 * 1024 * 1024, ge=1)
 
     @field_validator("url")
     @classmethod

@@ -213,6 +213,30 @@ def test_schema_hints_win_over_inference(env: Env) -> None:
     assert env.stop_workers() == [0]
 
 
+def test_whole_file_json_arrays_and_csv_are_inferred(env: Env) -> None:
+    env.migrate()
+    env.put("docs/array.json", json.dumps([{"id": 1, "tags": ["a", "b"]}, {"id": 2, "tags": []}], indent=2).encode())
+    env.put("docs/pretty.json", json.dumps({"id": 3, "tags": ["c"]}, indent=4).encode())
+    env.put("docs/sparse.json", json.dumps([{"id": 4}, {"id": 5, "late": {"k": 1}}]).encode())
+    env.put("docs/empty.json", b"[]")
+    env.put("people/p.csv", b"name,age,joined\nada,36,2026-01-02\nalan,41,2025-12-31\n")
+    env.start_worker()
+    files = {f["key"]: (f["status"], f["rows_loaded"]) for f in env.wait_files(5)}
+    assert files == {
+        "docs/array.json": ("LOADED", 2),
+        "docs/pretty.json": ("LOADED", 1),
+        "docs/sparse.json": ("LOADED", 2),
+        "docs/empty.json": ("LOADED", 0),
+        "people/p.csv": ("LOADED", 2),
+    }
+    rows = sorted((r["id"], r["tags"], r["late"]) for r in env.table_rows("documents"))
+    assert rows == [(1, ["a", "b"], None), (2, [], None), (3, ["c"], None), (4, None, None), (5, None, {"k": 1})]
+    types = field_types(env, "people")
+    assert (types["name"], types["age"]) == ("string", "int") or (types["name"], types["age"]) == ("string", "long")
+    assert types["joined"] == "date"
+    assert env.stop_workers() == [0]
+
+
 def test_one_batch_with_mixed_schemas_merges_and_splits_out_the_conflict(env: Env) -> None:
     env.migrate()
     env.put("events/m1.json", jsonl({"id": 1, "c": {"a": 1}}))

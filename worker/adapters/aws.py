@@ -180,6 +180,26 @@ class S3Store:
         except ClientError as exc:  # 403 and other permanent answers
             raise TransientError(f"S3 HeadObject s3://{bucket}/{key}: {exc}", error_class="S3Denied") from None
 
+    async def get(self, bucket: str, key: str, etag: str) -> bytes | None:
+        """The object's bytes if it still has ``etag`` (If-Match); None if it is gone or changed."""
+
+        async def op() -> bytes | None:
+            try:
+                response = await self._c.s3.get_object(Bucket=bucket, Key=key, IfMatch=f'"{etag}"')
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                if code in ("404", "NoSuchKey", "NotFound", "PreconditionFailed", "412"):
+                    return None
+                raise
+            async with response["Body"] as stream:
+                data: bytes = await stream.read()
+            return data
+
+        try:
+            return await _retry(op, f"S3 GetObject s3://{bucket}/{key}")
+        except ClientError as exc:
+            raise TransientError(f"S3 GetObject s3://{bucket}/{key}: {exc}", error_class="S3Denied") from None
+
 
 def normalize_etag(etag: str) -> str:
     return etag.strip().strip('"')

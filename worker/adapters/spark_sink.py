@@ -15,7 +15,7 @@ from typing import Any
 from uuid import UUID
 
 from worker.domain.batching import FileWork
-from worker.domain.errors import IcefeedError, classify_engine_error
+from worker.domain.errors import DataError, IcefeedError, classify_engine_error
 from worker.domain.policy import RESCUED_COLUMN, Policy, data_columns, plan_batch
 from worker.domain.schema import STRING, Array, DataType, Map, Struct, from_spark_json, to_ddl, type_string
 from worker.ports import Reader, WriteRequest, WriteResult
@@ -40,6 +40,27 @@ def quote_table(table: str) -> str:
 def hex_literal(value: str) -> str:
     """A Spark SQL expression for a string, safe for any content (engines lack bound parameters)."""
     return f"decode(unhex('{value.encode().hex().upper()}'), 'UTF-8')"
+
+
+def parse_json_document(payload: bytes) -> Any:
+    """A whole-file JSON document (an array of objects, or one object) as an Arrow table, for
+    engines whose reader knows only JSON lines. Bad input raises DataError(ParseError)."""
+    import gzip
+
+    import orjson
+    import pyarrow as pa
+
+    try:
+        if payload[:2] == b"\x1f\x8b":
+            payload = gzip.decompress(payload)
+        document = orjson.loads(payload)
+        rows = document if isinstance(document, list) else [document]
+        if not all(isinstance(r, dict) for r in rows):
+            raise ValueError("expected an object or an array of objects")
+        columns = list(dict.fromkeys(k for r in rows for k in r))  # every key of every row
+        return pa.Table.from_pydict({c: [r.get(c) for r in rows] for c in columns})
+    except (ValueError, TypeError, EOFError, OSError, pa.ArrowException) as exc:
+        raise DataError(f"whole-file JSON: {exc}", error_class="ParseError") from None
 
 
 def hinted(column: Any, have: str, want: DataType | None) -> Any:
@@ -195,11 +216,20 @@ class SparkSink:
             )
         )
 
-    def _read(self, spark: Any, reader: Reader, f: FileWork) -> Any:
+    def _read(self, spark: Any, reader: Reader, f: FileWork, payload: bytes | None = None) -> Any:
         from pyspark.sql import functions as F  # noqa: N812
 
         path = read_path(f.bucket, f.key)
-        df = spark.read.format(reader.format).options(**reader.options).load(path)
+        if payload is not None:
+            document = parse_json_document(payload)
+            if document.num_columns == 0:  # [] or {}: an empty file
+                from pyspark.sql.types import StructType
+
+                df = spark.createDataFrame([], StructType([]))
+            else:
+                df = spark.createDataFrame(document)
+        else:
+            df = spark.read.format(reader.format).options(**reader.options).load(path)
         if not reader.hints:
             return df
         if reader.format == "csv":
@@ -233,7 +263,9 @@ class SparkSink:
 
         spark = self._spark()
         table = self._table_schema(spark, req.table)
-        frames = {f.file_id: self._read(spark, req.readers[f.ingestion], f) for f in req.files}
+        frames = {
+            f.file_id: self._read(spark, req.readers[f.ingestion], f, req.payloads.get(f.file_id)) for f in req.files
+        }
         schemas = {fid: data_columns(from_spark_json(df.schema.json())) for fid, df in frames.items()}
         plan = plan_batch(req.policy, table, [(f.file_id, schemas[f.file_id]) for f in req.files], req.approved)
         if not plan.loaded:
