@@ -137,7 +137,7 @@ class Pipeline:
             if isinstance(head, BaseException):
                 error = head if isinstance(head, IcefeedError) else TransientError(str(head))
                 log.warning("head_failed", bucket=ev.bucket, key=ev.key, error=str(error))
-                cand.admission.outcomes.append(self._retry(cand.admission.message, f"HEAD failed: {error}"))
+                cand.admission.outcomes.append(self.retry(cand.admission.message, f"HEAD failed: {error}"))
                 continue
             etag = ev.etag or (head.etag if head else "") or "unknown"
             size = ev.size if ev.size is not None else (head.size if head else None)
@@ -212,7 +212,7 @@ class Pipeline:
 
     # -- outcomes ------------------------------------------------------------------------------
 
-    def _retry(self, message: Message, reason: str) -> Retry:
+    def retry(self, message: Message, reason: str) -> Retry:
         s = self.settings.sqs
         return Retry(backoff_delay(message.receive_count, s.backoff_base_s, s.backoff_max_s), reason)
 
@@ -220,8 +220,8 @@ class Pipeline:
         if state.status in TERMINAL:
             return Ack(state.status.lower())
         if state.status == CLAIMED:
-            return self._retry(message, "file is being loaded by a batch in flight")
-        return self._retry(message, f"file pending retry: {state.error_message or 'not loaded yet'}")
+            return self.retry(message, "file is being loaded by a batch in flight")
+        return self.retry(message, f"file pending retry: {state.error_message or 'not loaded yet'}")
 
     async def settle(self, message: Message, file_ids: list[int]) -> list[Outcome]:
         states = await self.ledger.states(file_ids)
@@ -347,6 +347,10 @@ class Pipeline:
 
         async def one(f: FileWork) -> FileResult:
             rows = counts.get(f.source_file, 0)
+            if result is not None and f.file_id in result.unreadable:
+                error = result.unreadable[f.file_id]
+                log.warning("file_failed", bucket=f.bucket, key=f.key, error_class=error.error_class)
+                return FileResult(f.file_id, FAILED, None, error.error_class, error.message)
             if result is not None:
                 decision = result.plan.decisions.get(f.file_id)
                 if decision is not None and not decision.load:

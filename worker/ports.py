@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from worker.domain.batching import FileWork
+from worker.domain.errors import IcefeedError
 from worker.domain.events import FileEvent
 from worker.domain.outcomes import FileResult
 from worker.domain.policy import BatchPlan, Policy
@@ -130,6 +131,7 @@ class WriteResult:
     plan: BatchPlan
     file_schemas: dict[int, Struct]
     request_replace: frozenset[int] = frozenset()
+    unreadable: dict[int, IcefeedError] = field(default_factory=dict)  # files the engine could not parse
 
 
 @dataclass(frozen=True, slots=True)

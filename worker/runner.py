@@ -117,7 +117,7 @@ class Runner:
         except Exception as error:  # a poison message must not stop the worker
             log.exception("admit_failed", error=str(error), messages=len(messages))
             await self._finish(
-                [(self._tracked[(m.queue_url, m.message_id)], [self.pipeline._retry(m, str(error))]) for m in messages]
+                [(self._tracked[(m.queue_url, m.message_id)], [self.pipeline.retry(m, str(error))]) for m in messages]
             )
             return
         ready: list[tuple[Tracked, list[Outcome]]] = []
@@ -196,7 +196,7 @@ class Runner:
                 tracked.outcomes.append(
                     self.pipeline.outcome_for(tracked.message, state)
                     if state
-                    else self.pipeline._retry(tracked.message, "ledger unreachable")
+                    else self.pipeline.retry(tracked.message, "ledger unreachable")
                 )
             if not tracked.waiting:
                 ready.append((tracked, []))
@@ -214,7 +214,6 @@ class Runner:
             mlog = log.bind(message_id=m.message_id)
             if isinstance(outcome, Ack):
                 deletes.append(m)
-                mlog.debug("message_acked", reason=outcome.reason)
             else:
                 delays.append((m, outcome.delay_s))
                 mlog.info(
@@ -229,8 +228,12 @@ class Runner:
             if deletes:
                 failed = await self.source.delete(deletes)
                 self.stats["acked"] += len(deletes) - len(failed)
-                for m in failed:
-                    log.warning("message_delete_failed", message_id=m.message_id)
+                lost = {id(m) for m in failed}
+                for m in deletes:
+                    if id(m) in lost:
+                        log.warning("message_delete_failed", message_id=m.message_id, hint="it comes back; acked then")
+                    else:
+                        log.debug("message_acked", message_id=m.message_id)
             if delays:
                 await self.source.change_visibility(delays)
                 self.stats["requeued"] += len(delays)
@@ -359,7 +362,8 @@ class Runner:
             heartbeat.cancel()
             for task in self._committer_tasks:
                 task.cancel()
-        log.info("worker_stopped", **self.stats)
+        calls = getattr(self.source, "calls", {})
+        log.info("worker_stopped", **self.stats, sqs_calls=dict(calls))
 
     async def _abandon(self) -> None:
         """After the grace: stop Spark work, hand batches to the sweepers, release messages."""

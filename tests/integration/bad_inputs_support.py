@@ -10,7 +10,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote_plus
+from urllib.parse import quote_plus, unquote_plus
 
 from tests.harness import Env, poll
 
@@ -35,6 +35,11 @@ def truncated_gzip() -> bytes:
     body = jsonl(*({"label": "truncated_gzip", "n": i, "pad": rng.random()} for i in range(200)))
     data = gzip.compress(body, mtime=0)
     return data[: len(data) // 2]
+
+
+def gzip_without_trailer() -> bytes:
+    """A .json.gz whose deflate stream is whole but whose 8-byte CRC32/ISIZE trailer is missing."""
+    return gzip.compress(jsonl(*({"label": "gzip_without_trailer", "n": i} for i in range(50))), mtime=0)[:-8]
 
 
 def binary_garbage() -> bytes:
@@ -145,6 +150,25 @@ def queue_counts(env: Env, url: str | None = None) -> tuple[int, int]:
     return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
 
+def peek(env: Env, url: str) -> list[str]:
+    """Bodies of the messages in a queue (received with a short visibility, not deleted)."""
+    bodies: dict[str, str] = {}
+    for _ in range(10):
+        got = env.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=5).get("Messages", [])
+        if not got:
+            break
+        bodies.update((m["MessageId"], m["Body"]) for m in got)
+    return list(bodies.values())
+
+
+def key_of(body: str) -> str | None:
+    """The decoded object key of a plain S3 notification body (None for anything else)."""
+    try:
+        return unquote_plus(json.loads(body)["Records"][0]["s3"]["object"]["key"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
 def settle(env: Env, min_files: int, timeout: float) -> bool:
     """Wait until the queue is empty (every message acked or dead-lettered), the ledger holds at
     least ``min_files`` rows and none is CLAIMED. Returns False at the deadline instead of raising,
@@ -192,6 +216,7 @@ class Snapshot:
     raw_logs: str
     depth: int
     dlq_depth: int
+    dlq_bodies: list[str]
     sent: dict[str, str] = field(default_factory=dict)  # case name -> MessageId of a crafted message
     etags: dict[str, str] = field(default_factory=dict)  # case name -> etag of an upload
 
@@ -257,5 +282,6 @@ def snapshot(env: Env, settled: bool, tables: tuple[str, ...], **extra: Any) -> 
         raw_logs=raw,
         depth=env.queue_depth(),
         dlq_depth=env.queue_depth(env.prov.dlq_url),
+        dlq_bodies=peek(env, env.prov.dlq_url),
         **extra,
     )

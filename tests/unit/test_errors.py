@@ -304,3 +304,14 @@ def test_quote_table_rejects_bad_names(table: str) -> None:
 def test_batch_tag() -> None:
     batch_id = UUID("12345678-1234-5678-1234-567812345678")
     assert batch_tag(batch_id) == "icefeed-batch-12345678-1234-5678-1234-567812345678"
+
+
+def test_an_undecodable_answer_about_one_file_is_that_files_fault() -> None:
+    error = classify_engine_error(
+        "SparkConnectGrpcException",
+        '<_InactiveRpcError of RPC that terminated with: status = StatusCode.INTERNAL details = "Exception '
+        'deserializing response!">',
+    )
+    assert isinstance(error, DataError) and error.error_class == "NestingTooDeep"
+    ambiguous = classify_engine_error("AnalysisException", 'ambiguous attribute: ObjectName([Identifier("a")])')
+    assert isinstance(ambiguous, DataError) and ambiguous.error_class == "SchemaConflict"

@@ -669,7 +669,7 @@ def test_diff_paths_quote_dotted_names() -> None:
 
 
 def test_change_kind_flags_and_aliases() -> None:
-    assert {k for k in K if k.breaking} == {K.TYPE_CONFLICT, K.CASE_CLASH}
+    assert {k for k in K if k.breaking} == {K.TYPE_CONFLICT, K.CASE_CLASH, K.DUPLICATE_NAME}
     assert {k for k in K if not k.requires_table_change} == {
         K.COLUMN_MISSING,
         K.NESTED_FIELD_MISSING,
@@ -939,3 +939,31 @@ def test_prop_pyspark_agrees_with_json(s: Struct) -> None:
 def test_prop_ddl_and_type_string_round_trip(s: Struct) -> None:
     assert parse_ddl(to_ddl(s)) == loosen(s, fields_too=False)
     assert parse_type(type_string(s)) == loosen(s, fields_too=True)
+
+
+def test_policy_quarantines_a_file_that_spells_one_field_twice() -> None:
+    from worker.domain.policy import Policy, duplicate_names, plan_batch
+
+    table = Struct((Field("a", LONG),))
+    clash = Struct((Field("a", LONG), Field("A", LONG), Field("s", Struct((Field("x", INT), Field("X", INT))))))
+    changes = duplicate_names(clash)
+    assert [(c.kind, c.path, c.table_path) for c in changes] == [
+        (K.DUPLICATE_NAME, "A", "a"),
+        (K.DUPLICATE_NAME, "s.X", "s.x"),
+    ]
+    assert str(changes[0]) == "duplicate name at A: the file also has a (names differ only in case)"
+    plan = plan_batch(Policy.EVOLVE, table, [(1, clash), (2, table)])
+    assert [d.load for d in plan.decisions.values()] == [False, True] and plan.target == table
+
+
+def test_policy_ignores_columns_in_which_only_nulls_were_seen() -> None:
+    from worker.domain.policy import Policy, drop_void, plan_batch
+
+    header_only = Struct((Field("name", VOID), Field("age", VOID)))
+    assert drop_void(header_only) == Struct(())
+    nested = Struct((Field("s", Struct((Field("v", VOID), Field("k", INT)))),))
+    assert drop_void(nested) == Struct((Field("s", Struct((Field("k", INT),))),))
+    first = plan_batch(Policy.EVOLVE, None, [(1, header_only)])
+    assert first.target == Struct(()) and first.decisions[1].load
+    later = plan_batch(Policy.EVOLVE, first.target, [(2, Struct((Field("name", STRING),)))])
+    assert later.target == Struct((Field("name", STRING),))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
@@ -83,9 +84,11 @@ class AwsClients:
 class SqsSource:
     def __init__(self, clients: AwsClients) -> None:
         self._c = clients
+        self.calls: Counter[str] = Counter()  # SQS API requests by operation (cost per file)
 
     async def receive(self, queue_url: str, max_messages: int, wait_s: int, visibility_s: int) -> list[Message]:
         async def op() -> dict[str, Any]:
+            self.calls["ReceiveMessage"] += 1
             result: dict[str, Any] = await self._c.sqs.receive_message(
                 QueueUrl=queue_url,
                 MaxNumberOfMessages=max_messages,
@@ -120,6 +123,7 @@ class SqsSource:
             entries = [{"Id": i, "ReceiptHandle": m.receipt_handle} for i, m in by_id.items()]
 
             async def op(q: str = queue_url, e: list[dict[str, str]] = entries) -> dict[str, Any]:
+                self.calls["DeleteMessageBatch"] += 1
                 result: dict[str, Any] = await self._c.sqs.delete_message_batch(QueueUrl=q, Entries=e)
                 return result
 
@@ -138,6 +142,7 @@ class SqsSource:
             ]
 
             async def op(q: str = queue_url, e: list[dict[str, Any]] = batch) -> dict[str, Any]:
+                self.calls["ChangeMessageVisibilityBatch"] += 1
                 result: dict[str, Any] = await self._c.sqs.change_message_visibility_batch(QueueUrl=q, Entries=e)
                 return result
 

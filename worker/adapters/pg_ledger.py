@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import re
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -111,14 +112,27 @@ class PgLedger:
         if not items:
             return []
         unique: dict[tuple[str, str, str], Registration] = {}
+        seen: Counter[tuple[str, str, str]] = Counter()
         for item in items:  # one row may not be upserted twice in one statement
-            unique.setdefault((item.event.bucket, item.event.key, item.etag), item)
-        cols: list[list[Any]] = [[] for _ in range(8)]
-        for item in unique.values():
+            ident = (item.event.bucket, item.event.key, item.etag)
+            unique.setdefault(ident, item)
+            seen[ident] += 1
+        cols: list[list[Any]] = [[] for _ in range(9)]
+        for ident, item in unique.items():
             ev = item.event
             for col, value in zip(
                 cols,
-                (item.ingestion, ev.bucket, ev.key, item.etag, ev.version_id, ev.sequencer, item.size, ev.event_time),
+                (
+                    item.ingestion,
+                    ev.bucket,
+                    ev.key,
+                    item.etag,
+                    ev.version_id,
+                    ev.sequencer,
+                    item.size,
+                    ev.event_time,
+                    seen[ident],
+                ),
                 strict=True,
             ):
                 col.append(value)

@@ -150,7 +150,6 @@ class SparkSink:
         self._settings = settings
         self._lock = threading.Lock()
         self._session: Any = None
-        self._tables: set[str] = set()
         self._limit = asyncio.Semaphore(settings.concurrency)
         self._sql = queries("spark.sql")
 
@@ -176,7 +175,6 @@ class SparkSink:
     def _forget_session(self) -> None:
         with self._lock:
             session, self._session = self._session, None
-            self._tables.clear()
         if session is not None:
             with contextlib.suppress(Exception):  # the server may already be gone
                 session.stop()
@@ -198,7 +196,6 @@ class SparkSink:
 
     def _table_schema(self, spark: Any, table: str) -> Struct | None:
         if not spark.catalog.tableExists(table):
-            self._tables.discard(table)
             return None
         return data_columns(from_spark_json(spark.table(table).schema.json()))
 
@@ -263,22 +260,34 @@ class SparkSink:
 
         spark = self._spark()
         table = self._table_schema(spark, req.table)
-        frames = {
-            f.file_id: self._read(spark, req.readers[f.ingestion], f, req.payloads.get(f.file_id)) for f in req.files
-        }
-        schemas = {fid: data_columns(from_spark_json(df.schema.json())) for fid, df in frames.items()}
-        plan = plan_batch(req.policy, table, [(f.file_id, schemas[f.file_id]) for f in req.files], req.approved)
+        frames: dict[int, Any] = {}
+        schemas: dict[int, Struct] = {}
+        unreadable: dict[int, IcefeedError] = {}
+        for f in req.files:
+            # Inference reads the file: a file that cannot be parsed is singled out here, by name,
+            # instead of failing (and bisecting) the whole batch.
+            try:
+                df = self._read(spark, req.readers[f.ingestion], f, req.payloads.get(f.file_id))
+                schemas[f.file_id] = data_columns(from_spark_json(df.schema.json()))
+                frames[f.file_id] = df
+            except Exception as exc:  # classified below; what is not the file's fault re-raises
+                error = to_icefeed_error(exc)
+                if not isinstance(error, DataError):
+                    raise
+                unreadable[f.file_id] = error
+        readable = [(f.file_id, schemas[f.file_id]) for f in req.files if f.file_id in schemas]
+        plan = plan_batch(req.policy, table, readable, req.approved)
         if not plan.loaded:
-            return WriteResult({}, plan, schemas)
+            return WriteResult({}, plan, schemas, req.replace, unreadable)
         if table is None:
             self._create_table(spark, req, plan.target)
-        replaced = [f.source_file for f in req.files if f.file_id in req.replace and plan.decisions[f.file_id].load]
+        replaced = [f.source_file for f in req.files if f.file_id in req.replace and f.file_id in plan.loaded]
         if replaced and table is not None:
             self._delete_rows(spark, req, replaced)
         aligned = []
         for f in req.files:
-            decision = plan.decisions[f.file_id]
-            if not decision.load:
+            decision = plan.decisions.get(f.file_id)
+            if decision is None or not decision.load:
                 continue
             df = conform_frame(frames[f.file_id], schemas[f.file_id], plan.target, decision.rescued, plan.rescues)
             aligned.append(df.withColumn("_source_file", F.lit(f.source_file)))
@@ -294,7 +303,7 @@ class SparkSink:
             out.writeTo(req.table).option("mergeSchema", "true").append()
         finally:
             spark.removeTag(tag)
-        return WriteResult(self._counts(spark, req.table, req.batch_id), plan, schemas, req.replace)
+        return WriteResult(self._counts(spark, req.table, req.batch_id), plan, schemas, req.replace, unreadable)
 
     def _counts(self, spark: Any, table: str, batch_id: UUID) -> dict[str, int]:
         from pyspark.sql import functions as F  # noqa: N812

@@ -47,7 +47,13 @@ class BatchError(IcefeedError):
 
 # Engine error messages that mean "this file's data cannot be loaded as it is".
 _DATA_PATTERNS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("SchemaConflict", ("in the table but", "cannot be cast", "incompatible type", "cannot safely cast")),
+    (
+        "SchemaConflict",
+        ("in the table but", "cannot be cast", "incompatible type", "cannot safely cast", "ambiguous attribute"),
+    ),
+    # The Spark Connect client cannot decode the answer about this file: seen for JSON nested
+    # deeper than ~32 levels (protobuf's decode depth limit).
+    ("NestingTooDeep", ("maxdepth", "recursion limit", "nested too deep", "exception deserializing response")),
     (
         "ParseError",
         (

@@ -25,7 +25,18 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
 
-from worker.domain.schema import Change, Struct, diff, is_compatible, merge, needs_table_change
+from worker.domain.schema import (
+    VOID,
+    Change,
+    ChangeKind,
+    Field,
+    Struct,
+    diff,
+    is_compatible,
+    merge,
+    needs_table_change,
+    type_string,
+)
 
 LINEAGE_COLUMNS: Final = ("_source_file", "_batch_id", "_ingested_at")
 RESCUED_COLUMN: Final = "_rescued_data"
@@ -101,6 +112,31 @@ def _offending(policy: Policy, changes: list[Change]) -> list[Change]:
     return [c for c in changes if c.breaking]
 
 
+def drop_void(schema: Struct) -> Struct:
+    """Without the fields in which only nulls were seen (type void, e.g. a header-only CSV): they
+    carry no value and no type, so they neither create nor change a table column."""
+    fields = []
+    for f in schema.fields:
+        if f.type is VOID:
+            continue
+        fields.append(Field(f.name, drop_void(f.type), f.nullable) if isinstance(f.type, Struct) else f)
+    return Struct(tuple(fields))
+
+
+def duplicate_names(schema: Struct, prefix: str = "") -> list[Change]:
+    """Fields of one struct whose names differ only in case: ambiguous for Spark, so breaking."""
+    out: list[Change] = []
+    seen: dict[str, str] = {}
+    for f in schema.fields:
+        path = f"{prefix}{f.name}"
+        first = seen.setdefault(f.name.lower(), f.name)
+        if first != f.name:
+            out.append(Change(ChangeKind.DUPLICATE_NAME, path, None, type_string(f.type), f"{prefix}{first}"))
+        if isinstance(f.type, Struct):
+            out += duplicate_names(f.type, f"{path}.")
+    return out
+
+
 def plan_batch(
     policy: Policy,
     table: Struct | None,
@@ -111,7 +147,11 @@ def plan_batch(
     decisions: dict[int, FileDecision] = {}
     target = table
     for file_id, incoming in files:
-        incoming = data_columns(incoming)
+        incoming = drop_void(data_columns(incoming))
+        clashes = duplicate_names(incoming)
+        if clashes:
+            decisions[file_id] = FileDecision(file_id, False, tuple(clashes), signature=signature(clashes))
+            continue
         if target is None:  # the first loadable file defines a new table
             target = merge(Struct(()), incoming)
             decisions[file_id] = FileDecision(file_id, True)

@@ -665,6 +665,7 @@ class ChangeKind(StrEnum):
     NULLABILITY_CHANGED = "nullability_changed"
     TYPE_CONFLICT = "type_conflict"
     CASE_CLASH = "case_clash"
+    DUPLICATE_NAME = "duplicate_name"  # one file spells a field twice, differing only in case
 
     @property
     def breaking(self) -> bool:
@@ -675,7 +676,7 @@ class ChangeKind(StrEnum):
         return self not in _NO_TABLE_CHANGE
 
 
-_BREAKING: Final = frozenset({ChangeKind.TYPE_CONFLICT, ChangeKind.CASE_CLASH})
+_BREAKING: Final = frozenset({ChangeKind.TYPE_CONFLICT, ChangeKind.CASE_CLASH, ChangeKind.DUPLICATE_NAME})
 _NO_TABLE_CHANGE: Final = frozenset(
     {
         ChangeKind.COLUMN_MISSING,
@@ -719,6 +720,8 @@ class Change:
 
     def __str__(self) -> str:
         label = self.kind.value.replace("_", " ")
+        if self.kind is ChangeKind.DUPLICATE_NAME:
+            return f"{label} at {self.path}: the file also has {self.table_path} (names differ only in case)"
         if self.kind is ChangeKind.CASE_CLASH:
             return (
                 f"{label} at {self.path}: {self.table_path} {self.table_type} (table)"

@@ -3,11 +3,11 @@
 
 -- name: register_files
 -- One row per file identity; a repeated event only bumps events_seen. Returns the current state.
-INSERT INTO files (ingestion, bucket, key, etag, version_id, sequencer, size_bytes, event_time)
+INSERT INTO files (ingestion, bucket, key, etag, version_id, sequencer, size_bytes, event_time, events_seen)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                     $7::bigint[], $8::timestamptz[])
+                     $7::bigint[], $8::timestamptz[], $9::integer[])
 ON CONFLICT (bucket, key, etag) DO UPDATE
-    SET events_seen = files.events_seen + 1, last_event_at = now()
+    SET events_seen = files.events_seen + EXCLUDED.events_seen, last_event_at = now()
 RETURNING id, bucket, key, etag, status, batch_id, rows_loaded, error_message;
 
 -- name: record_terminal

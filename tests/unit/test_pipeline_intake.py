@@ -1,0 +1,178 @@
+"""Intake decisions of the pipeline (parse → route → HEAD → register → outcome), driven with
+in-memory fakes of the ledger and the object store: orchestration logic only, no servers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote_plus
+
+import pytest
+
+from worker.domain.outcomes import Ack, Retry
+from worker.pipeline import Pipeline
+from worker.ports import FileState, Message, ObjectInfo, Registration
+from worker.routes import parse_routes
+from worker.settings import load_settings
+
+ROUTES = parse_routes(
+    """
+[[ingestion]]
+name = "events"
+bucket = "landing"
+prefix = "events/"
+suffix = ".json"
+format = "json"
+table = "glue.db.events"
+location = "s3://wh/events"
+
+[[ingestion]]
+name = "docs"
+bucket = "landing"
+prefix = "docs/"
+suffix = ".json"
+format = "json"
+table = "glue.db.docs"
+location = "s3://wh/docs"
+options = { multiline = true }
+"""
+)
+
+
+@dataclass
+class FakeLedger:
+    files: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+
+    async def register(self, items: list[Registration]) -> list[FileState]:
+        out = []
+        for item in items:
+            ident = (item.event.bucket, item.event.key, item.etag)
+            row = self.files.setdefault(
+                ident, {"id": len(self.files) + 1, "status": "PENDING", "sequencer": item.event.sequencer}
+            )
+            out.append(FileState(row["id"], *ident, row["status"], None, None))
+        return out
+
+    async def key_sequencers(self, keys: list[tuple[str, str]]) -> list[tuple[str, str, str, str]]:
+        return [(b, k, e, r["sequencer"]) for (b, k, e), r in self.files.items() if (b, k) in keys and r["sequencer"]]
+
+    async def record_terminal(self, file_ids: list[int], status: str, error_class: str, message: str) -> None:
+        for row in self.files.values():
+            if row["id"] in file_ids and row["status"] == "PENDING":
+                row.update(status=status, error_class=error_class, message=message)
+
+    async def reject_message(self, message: Message, reason: str) -> None:
+        self.rejected.append((message.body, reason))
+
+    def status(self, key: str) -> list[tuple[str, str | None]]:
+        return [(r["status"], r.get("error_class")) for (_, k, _), r in self.files.items() if k == key]
+
+
+@dataclass
+class FakeStore:
+    objects: dict[tuple[str, str], ObjectInfo] = field(default_factory=dict)
+
+    async def head(self, bucket: str, key: str) -> ObjectInfo | None:
+        return self.objects.get((bucket, key))
+
+    async def get(self, bucket: str, key: str, etag: str) -> bytes | None:
+        return None
+
+
+def event(key: str, etag: str, size: int = 10, sequencer: str | None = None, bucket: str = "landing") -> str:
+    obj: dict[str, Any] = {"key": quote_plus(key, safe="/"), "size": size, "eTag": etag}
+    if sequencer:
+        obj["sequencer"] = sequencer
+    record = {
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "eventTime": "2026-11-22T00:00:00.000Z",
+        "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": bucket}, "object": obj},
+    }
+    return json.dumps({"Records": [record]})
+
+
+def message(body: str, n: int = 1) -> Message:
+    return Message("https://sqs.local/q", f"m{n}", f"h{n}", body, 1, None)
+
+
+@pytest.fixture
+def parts(monkeypatch: pytest.MonkeyPatch) -> tuple[Pipeline, FakeLedger, FakeStore]:
+    for name in list(__import__("os").environ):
+        if name.startswith("ICEFEED_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("ICEFEED_BATCH_MAX_FILE_BYTES", "1000")
+    monkeypatch.setenv("ICEFEED_SPARK_DIALECT", "sail")
+    monkeypatch.setenv("ICEFEED_SPARK_LOCAL_PARSE_MAX_BYTES", "100")
+    ledger, store = FakeLedger(), FakeStore()
+    pipeline = Pipeline(load_settings(), ROUTES, ledger, store, sink=None)  # type: ignore[arg-type]
+    return pipeline, ledger, store
+
+
+async def test_a_routed_existing_file_waits_for_a_batch(parts: tuple[Pipeline, FakeLedger, FakeStore]) -> None:
+    pipeline, ledger, store = parts
+    store.objects[("landing", "events/a b+c.json")] = ObjectInfo(10, "e1")
+    (adm,) = await pipeline.admit([message(event("events/a b+c.json", "e1"))])
+    assert adm.outcomes == [] and [w.key for w in adm.waiting.values()] == ["events/a b+c.json"]
+    assert ledger.status("events/a b+c.json") == [("PENDING", None)]
+
+
+async def test_outcomes_for_what_cannot_or_need_not_be_loaded(parts: tuple[Pipeline, FakeLedger, FakeStore]) -> None:
+    pipeline, ledger, store = parts
+    store.objects[("landing", "events/new.json")] = ObjectInfo(10, "e2")
+    store.objects[("landing", "events/big.json")] = ObjectInfo(5000, "e3")
+    store.objects[("landing", "docs/doc.json")] = ObjectInfo(500, "e4")
+    bodies = [
+        "not json",
+        json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent"}),
+        event("elsewhere/x.json", "e0"),
+        event("events/gone.json", "e9"),
+        event("events/new.json", "e-old"),
+        event("events/big.json", "e3", size=5000),
+        event("docs/doc.json", "e4", size=500),
+    ]
+    adms = await pipeline.admit([message(b, i) for i, b in enumerate(bodies)])
+    assert all(a.waiting == {} for a in adms)
+    reasons = [a.outcomes[0].reason for a in adms]
+    assert all(isinstance(a.outcomes[0], Ack) for a in adms)
+    assert reasons[0].startswith("malformed") and ledger.rejected[0][0] == "not json"
+    assert reasons[1] == "s3:TestEvent" and reasons[2] == "unrouted"
+    assert ledger.status("events/gone.json") == [("GONE", "ObjectGone")]
+    assert ledger.status("events/new.json") == [("SKIPPED", "Superseded")]
+    assert ledger.status("events/big.json") == [("FAILED", "FileTooLarge")]
+    assert ledger.status("docs/doc.json") == [("FAILED", "FileTooLarge")]
+    assert "LOCAL_PARSE_MAX_BYTES" in ledger.files[("landing", "docs/doc.json", "e4")]["message"]
+
+
+async def test_an_event_older_by_sequencer_than_one_seen_is_skipped(
+    parts: tuple[Pipeline, FakeLedger, FakeStore],
+) -> None:
+    pipeline, ledger, store = parts
+    store.objects[("landing", "events/k.json")] = ObjectInfo(10, "e1")
+    await pipeline.admit([message(event("events/k.json", "e2", sequencer="00AA"), 1)])  # newer, already gone
+    store.objects[("landing", "events/k.json")] = ObjectInfo(10, "e1")
+    (adm,) = await pipeline.admit([message(event("events/k.json", "e1", sequencer="009F"), 2)])
+    assert isinstance(adm.outcomes[0], Ack) and adm.waiting == {}
+    assert ledger.files[("landing", "events/k.json", "e1")]["status"] == "SKIPPED"
+    # A newer sequencer for the same key is not stale.
+    (adm,) = await pipeline.admit([message(event("events/k.json", "e5", sequencer="00AB"), 3)])
+    store.objects[("landing", "events/k.json")] = ObjectInfo(10, "e5")
+    assert ledger.files[("landing", "events/k.json", "e5")]["status"] in ("PENDING", "SKIPPED")
+
+
+async def test_a_file_already_loaded_is_acked_and_one_in_flight_retried(
+    parts: tuple[Pipeline, FakeLedger, FakeStore],
+) -> None:
+    pipeline, ledger, store = parts
+    store.objects[("landing", "events/done.json")] = ObjectInfo(10, "d")
+    store.objects[("landing", "events/busy.json")] = ObjectInfo(10, "b")
+    ledger.files[("landing", "events/done.json", "d")] = {"id": 1, "status": "LOADED", "sequencer": None}
+    ledger.files[("landing", "events/busy.json", "b")] = {"id": 2, "status": "CLAIMED", "sequencer": None}
+    done, busy = await pipeline.admit(
+        [message(event("events/done.json", "d"), 1), message(event("events/busy.json", "b"), 2)]
+    )
+    assert done.outcomes == [Ack("loaded")]
+    assert isinstance(busy.outcomes[0], Retry) and busy.outcomes[0].delay_s >= 1
