@@ -1,7 +1,8 @@
 """Test-only fault points: make a worker die or pause at a named point of the batch protocol.
 
 ``ICEFEED_FAULTS="after_commit=exit"`` hard-exits (status 137, like kill -9) the first time the
-point is reached; ``point=hold:/dir`` writes ``/dir/<point>.reached`` and waits until
+point is reached (``after_write_start``: 0.1 s after the append call began, so the engine is
+working on the commit when the worker dies); ``point=hold:/dir`` writes ``/dir/<point>.reached`` and waits until
 ``/dir/<point>.release`` exists. Points: after_claim, after_write_start, after_commit,
 after_finalize. Without the variable every ``hit`` is a dictionary lookup on an empty dict.
 """
@@ -32,6 +33,10 @@ class Faults:
         if action is None:
             return
         if action == "exit":
+            if point == "after_write_start":
+                # The append was handed to the engine's client a moment ago; give the request
+                # time to reach the server, so the engine is mid-commit when the worker dies.
+                await asyncio.sleep(0.1)
             os._exit(137)
         folder = Path(action.removeprefix("hold:"))
         folder.mkdir(parents=True, exist_ok=True)

@@ -249,6 +249,8 @@ class Pipeline:
         try:
             blog.info("batch_claimed", files=len(claimed), offered=len(files))
             await self.faults.hit("after_claim")
+            appending = asyncio.Event()
+            loop = asyncio.get_running_loop()
             request = WriteRequest(
                 batch_id=batch_id,
                 table=table,
@@ -260,12 +262,17 @@ class Pipeline:
                 approved=await self.ledger.approved_signatures(table),
                 replace=frozenset(await self._replacing(claimed)),
                 payloads=await self._payloads(claimed),
+                on_append=(lambda: loop.call_soon_threadsafe(appending.set)) if self.faults else None,
             )
             try:
                 async with self.ledger.table_lock(table, self.settings.lease.ttl_s):
                     write = asyncio.ensure_future(self.sink.write(request))
-                    if self.faults:
-                        await self.faults.hit("after_write_start")
+                    if self.faults:  # tests: die while the append is on its way to the engine
+                        waiter = asyncio.ensure_future(appending.wait())
+                        await asyncio.wait({write, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                        waiter.cancel()
+                        if appending.is_set():
+                            await self.faults.hit("after_write_start")
                     result = await write
                     written = True
                     await self.faults.hit("after_commit")

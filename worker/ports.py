@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -122,6 +123,7 @@ class WriteRequest:
     policy: Policy = Policy.EVOLVE
     replace: frozenset[int] = frozenset()  # file ids whose key's older rows are deleted first
     payloads: dict[int, bytes] = field(default_factory=dict)  # files the worker parses itself
+    on_append: Callable[[], None] | None = None  # called (from the writing thread) as the append starts
     approved: dict[str, str] = field(default_factory=dict)  # proposal signature → resolution
 
 

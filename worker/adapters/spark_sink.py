@@ -299,6 +299,8 @@ class SparkSink:
         )
         tag = batch_tag(req.batch_id)
         spark.addTag(tag)
+        if req.on_append is not None:
+            req.on_append()
         try:
             out.writeTo(req.table).option("mergeSchema", "true").append()
         finally:
