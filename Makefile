@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint unit integration infra-check stack clean
+.PHONY: install demo test lint unit integration chaos bench infra-check stack clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,13 @@ unit: install
 
 integration: install
 	$(PY) -m pytest -q -p no:cacheprovider tests/integration
+
+chaos: install
+	$(PY) -m pytest -q -p no:cacheprovider tests/chaos
+
+## make bench: the standard load scenario (not part of the suite); writes load/results/latest.json
+bench: install
+	$(PY) -m load run
 
 infra-check:
 	bash infra/check.sh

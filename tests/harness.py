@@ -156,6 +156,8 @@ class Env:
                 "ICEFEED_LEASE_SWEEP_INTERVAL_S": "1",
                 "ICEFEED_LEASE_ORPHAN_GRACE_S": "2",
                 "ICEFEED_SHUTDOWN_GRACE_S": "20",
+                # Several workers share this machine: no endpoint unless a test asks for one.
+                "ICEFEED_HTTP_PORT": "0",
             }
         )
         env.update(extra)

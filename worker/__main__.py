@@ -9,43 +9,92 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
 import structlog
 
+from worker.admin import cli as operator_cli
 from worker.domain.errors import ConfigError, IcefeedError
-from worker.observability.logging import configure, settings_secrets
+from worker.observability.logging import Redactor, configure, settings_secrets
 from worker.settings import Settings, load_settings, require_queues
 
 log = structlog.get_logger("icefeed")
 
 
 async def run_worker(settings: Settings) -> None:
+    from prometheus_client import CollectorRegistry
+
     from worker.adapters.aws import AwsClients, S3Store, SqsSource
+    from worker.adapters.dialects import dialect_for
     from worker.adapters.pg_ledger import PgLedger, connect_pool
     from worker.adapters.spark_sink import SparkSink
     from worker.faults import Faults
+    from worker.observability.metrics import Metrics
     from worker.pipeline import Pipeline
     from worker.routes import load_routes
     from worker.runner import Runner
 
     require_queues(settings)
     routes = load_routes(settings.routes_file)
+    dialect_for(settings.spark).check_routes(routes)  # e.g. replace on a parquet table: refused here
     faults = Faults(settings.faults)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    metrics = Metrics(CollectorRegistry())
     pool = await connect_pool(settings.pg)
-    sink = SparkSink(settings.spark)
+    sink = SparkSink(settings.spark, on_reconnect=metrics.spark_reconnects.inc)
     try:
-        async with AwsClients(settings.aws, max_pool=max(50, 4 * settings.sqs.receivers)) as aws:
-            pipeline = Pipeline(settings, routes, PgLedger(pool), S3Store(aws), sink, faults)
-            runner = Runner(settings, pipeline, SqsSource(aws))
-            await runner.run(stop)
+        async with (
+            AwsClients(settings.aws, max_pool=max(50, 4 * settings.sqs.receivers)) as aws,
+            AsyncExitStack() as operations,
+        ):
+            pipeline = Pipeline(settings, routes, PgLedger(pool), S3Store(aws), sink, faults, metrics)
+            runner = Runner(settings, pipeline, SqsSource(aws), metrics)
+            side = await _operations(operations, settings, metrics, runner, pool, sink, aws, stop)
+            await runner.run(stop, side)
     finally:
         await asyncio.to_thread(sink.close)
         await pool.close()
+
+
+async def _operations(
+    stack: AsyncExitStack, settings: Settings, metrics: Any, runner: Any, pool: Any, sink: Any, aws: Any, stop: Any
+) -> list[Any]:
+    """The HTTP endpoint (/metrics, /healthz, /readyz) and the gauge refresher, as side tasks of
+    the runner; nothing when ICEFEED_HTTP_PORT is 0. The port is bound here, before any receive."""
+    if not settings.http.port:
+        return []
+    from functools import partial
+
+    from worker.adapters.stats import LedgerStats, SqsStats
+    from worker.observability.health import HealthServer, runner_liveness
+    from worker.probes import ProbeRunner, worker_probes
+
+    h = settings.http
+    probes = ProbeRunner(
+        worker_probes(pool, sink, aws.sqs, settings.sqs.queue_urls),
+        h.probe_timeout_s,
+        h.ready_cache_s,
+        Redactor(settings_secrets(settings)).scrub,
+    )
+    stack.push_async_callback(probes.close)
+    server = HealthServer(metrics, probes.run, runner_liveness(runner, stop.is_set), h.host, h.port)
+    try:
+        await stack.enter_async_context(server)
+    except OSError as error:
+        raise ConfigError(f"ICEFEED_HTTP_PORT: cannot listen on {h.host}:{h.port}: {error.strerror or error}") from None
+    refresh = partial(
+        metrics.refresh_loop,
+        settings.sqs.queue_urls,
+        SqsStats(aws).depths,
+        LedgerStats(pool).quarantined,
+        h.stats_interval_s,
+    )
+    return [("http", server.serve), ("gauges", refresh)]
 
 
 async def run_migrate(settings: Settings) -> list[str]:
@@ -104,11 +153,33 @@ def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    import orjson
+
+    from worker.probes import check_once, render, summary
+
+    results = asyncio.run(check_once(settings, args.timeout, Redactor(settings_secrets(settings)).scrub))
+    if args.json:
+        document = {"ok": all(r.ok for r in results), "checks": [r.as_dict() for r in results]}
+        print(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print("\n".join(render(results)))
+    if all(r.ok for r in results):
+        return 0
+    print(f"icefeed check: {summary(results)}", file=sys.stderr)
+    return 1
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="icefeed", description="S3 files into Iceberg tables, exactly once.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run a worker (configured by ICEFEED_* variables)")
     sub.add_parser("migrate", help="apply pending ledger migrations (idempotent, safe to run concurrently)")
+    check = sub.add_parser(
+        "check", help="probe PostgreSQL, the ledger, Spark Connect and SQS once; exit 1 on a failure"
+    )
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.add_argument("--timeout", type=float, default=30.0, help="seconds per check (default 30)")
     stack = sub.add_parser("stack", help="the local stack (moto + Sail + PostgreSQL)")
     stack_sub = stack.add_subparsers(dest="stack_command", required=True)
     up = stack_sub.add_parser("up", help="start it in the foreground and print the environment to use")
@@ -141,6 +212,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="machine-readable output")
     demo = sub.add_parser("demo", help="load the sample files end to end on the local stack and show the result")
     demo.add_argument("--workdir", default=".icefeed/demo")
+    operator_cli.add_commands(sub)  # status, files, file, retry, backfill, dlq, preview
     return parser
 
 
@@ -159,6 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "migrate":
             applied = asyncio.run(run_migrate(settings))
             print(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
+        elif args.command == "check":
+            return cmd_check(args, settings)
         elif args.command == "stack":
             return cmd_stack_up(args)
         elif args.command == "schema":
@@ -167,6 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from worker.demo import run_demo
 
             return run_demo(Path(args.workdir))
+        elif args.command in operator_cli.COMMANDS:
+            return operator_cli.run(args, settings)
     except ConfigError as error:
         print(f"icefeed: {error}", file=sys.stderr)
         return 2

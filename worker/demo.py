@@ -232,6 +232,7 @@ def run_demo(workdir: Path) -> int:
             "ICEFEED_BATCH_MAX_WAIT_S": "0.5",
             "ICEFEED_SQS_WAIT_TIME_S": "1",
             "ICEFEED_WORKER_ID": "demo-worker",
+            "ICEFEED_HTTP_PORT": "0",
         }
         worker = _start_worker(env, log_path)
         _say(f"      polling the queue after {time.monotonic() - t:.1f} s")

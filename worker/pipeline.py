@@ -8,11 +8,14 @@ batch through the exactly-once protocol (claim + batch row → one Iceberg commi
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from uuid import UUID, uuid4
 
 import structlog
+from prometheus_client import CollectorRegistry
 
+from worker.adapters.dialects import dialect_for
 from worker.domain.batching import FileWork, halves
 from worker.domain.errors import DataError, IcefeedError, TransientError
 from worker.domain.events import FileEvent, Ignored, Malformed, parse_message, sequencer_newer
@@ -35,6 +38,7 @@ from worker.domain.policy import Policy
 from worker.domain.routing import match_route
 from worker.domain.schema import Struct, diff, from_spark_json, parse_type, to_spark_json
 from worker.faults import Faults
+from worker.observability.metrics import Metrics
 from worker.ports import (
     FileState,
     Ledger,
@@ -81,6 +85,7 @@ class Pipeline:
         store: ObjectStore,
         sink: TableSink,
         faults: Faults | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.routes = routes
@@ -88,6 +93,7 @@ class Pipeline:
         self.store = store
         self.sink = sink
         self.faults = faults or Faults()
+        self.metrics = metrics or Metrics(CollectorRegistry())  # default: a registry nobody scrapes
         self.owner = settings.worker_id
         self.active_batches: set[UUID] = set()
         self._heads = asyncio.Semaphore(32)
@@ -104,16 +110,19 @@ class Pipeline:
             if malformed:
                 reason = "; ".join(r.reason for r in malformed)
                 await self.ledger.reject_message(adm.message, reason)
+                self.metrics.messages_rejected.inc()
                 mlog.warning("message_rejected", reason=reason)
                 adm.outcomes.append(Ack(f"malformed: {reason}"))
             for r in results:
                 if isinstance(r, Ignored):
                     mlog.info("record_ignored", reason=r.reason)
+                    self.metrics.file_outcome("ignored")
                     adm.outcomes.append(Ack(r.reason))
                 elif isinstance(r, FileEvent):
                     rule = match_route(self.routes.rules, r.bucket, r.key)
                     if rule is None:
                         mlog.info("file_unrouted", bucket=r.bucket, key=r.key)
+                        self.metrics.file_outcome("ignored")
                         adm.outcomes.append(Ack("unrouted"))
                     else:
                         candidates.append(_Candidate(adm, r, self.routes.by_name(rule.name)))
@@ -187,7 +196,8 @@ class Pipeline:
                 flog.info("file_already_known", status=state.status, outcome=type(outcome).__name__)
                 cand.admission.outcomes.append(outcome)
         for (status, error_class, message), ids in terminal.items():
-            await self.ledger.record_terminal(ids, status, error_class, message)
+            recorded = await self.ledger.record_terminal(ids, status, error_class, message)
+            self.metrics.file_outcome(status, recorded)
 
     async def _older_sequencers(
         self,
@@ -240,10 +250,12 @@ class Pipeline:
         names = ",".join(sorted({f.ingestion for f in files}))
         ingestion = self.routes.by_name(files[0].ingestion)
         blog = log.bind(batch_id=str(batch_id), ingestion=names, table=table)
-        claimed = await self.ledger.claim(batch_id, names, table, files, self.owner, self.settings.lease.ttl_s)
+        with self.metrics.stage("claim"):
+            claimed = await self.ledger.claim(batch_id, names, table, files, self.owner, self.settings.lease.ttl_s)
         if not claimed:
             blog.info("batch_empty", offered=len(files))
             return
+        self.metrics.batch_files.observe(len(claimed))
         self.active_batches.add(batch_id)
         written = False
         try:
@@ -266,6 +278,7 @@ class Pipeline:
             )
             try:
                 async with self.ledger.table_lock(table, self.settings.lease.ttl_s):
+                    started = time.monotonic()
                     write = asyncio.ensure_future(self.sink.write(request))
                     if self.faults:  # tests: die while the append is on its way to the engine
                         waiter = asyncio.ensure_future(appending.wait())
@@ -275,8 +288,12 @@ class Pipeline:
                             await self.faults.hit("after_write_start")
                     result = await write
                     written = True
+                    self.metrics.stage_duration.labels("infer+write").observe(time.monotonic() - started)
                     await self.faults.hit("after_commit")
-                    await self._finalize(batch_id, table, claimed, result.counts, blog, result)
+                    with self.metrics.stage("finalize"):
+                        won = await self._finalize(batch_id, table, claimed, result.counts, blog, result)
+                    if won:
+                        self.metrics.commit_duration.observe(time.monotonic() - started)
             except IcefeedError as error:
                 if written:  # committed; the ledger failed: the sweeper settles the batch
                     blog.warning("batch_finalize_failed", error=str(error))
@@ -289,7 +306,9 @@ class Pipeline:
 
     def parses_locally(self, ingestion: str) -> bool:
         """Whole-file JSON on an engine whose reader knows only JSON lines (Sail)."""
-        return self.settings.spark.dialect == "sail" and self.routes.by_name(ingestion).whole_file_json
+        return (
+            dialect_for(self.settings.spark).parses_whole_file_json and self.routes.by_name(ingestion).whole_file_json
+        )
 
     async def _payloads(self, files: list[FileWork]) -> dict[int, bytes]:
         local = [f for f in files if self.parses_locally(f.ingestion)]
@@ -319,6 +338,8 @@ class Pipeline:
         error: IcefeedError,
         blog: structlog.typing.FilteringBoundLogger,
     ) -> None:
+        if error.error_class == "CommitConflict":
+            self.metrics.commit_conflicts.inc()
         # The commit may have landed even though the call failed (a lost response): ask the table.
         try:
             counts = await self.sink.batch_counts(table, batch_id)
@@ -333,8 +354,9 @@ class Pipeline:
         if isinstance(error, TransientError) or len(files) == 1:
             status = FAILED if isinstance(error, DataError) else PENDING
             results = [FileResult(f.file_id, status, None, error.error_class, error.message) for f in files]
-            await self.ledger.abort(batch_id, self.owner, error.error_class, error.message, results)
+            won = await self.ledger.abort(batch_id, self.owner, error.error_class, error.message, results)
             if status == FAILED:
+                self.metrics.file_outcome(FAILED, len(files) if won else 0)
                 log.warning("file_failed", bucket=files[0].bucket, key=files[0].key, error_class=error.error_class)
             return
         # Several files and not an infrastructure error: find the culprit(s) by halving.
@@ -379,7 +401,8 @@ class Pipeline:
         counts: dict[str, int],
         blog: structlog.typing.FilteringBoundLogger,
         result: WriteResult | None,
-    ) -> None:
+    ) -> bool:
+        """Record the committed batch in the ledger; False if another worker's sweeper settled it."""
         known = {f.source_file for f in files}
         strangers = set(counts) - known
         if strangers:
@@ -390,6 +413,7 @@ class Pipeline:
         replacing = result.request_replace if result is not None else frozenset()
         replaced = [r.file_id for r in results if r.status == LOADED and r.file_id in replacing]
         if await self.ledger.finalize(batch_id, self.owner, results, quarantines, version, replaced):
+            self.metrics.files_finalized(results, files)
             blog.info(
                 "batch_committed",
                 files=len(files),
@@ -400,8 +424,9 @@ class Pipeline:
             for q in quarantines:
                 f = next(f for f in files if f.file_id == q.file_id)
                 log.warning("file_quarantined", bucket=f.bucket, key=f.key, table=table, diff=q.reason)
-        else:
-            blog.warning("batch_finalize_lost", reason="lease taken over; the sweeper settles it")
+            return True
+        blog.warning("batch_finalize_lost", reason="lease taken over; the sweeper settles it")
+        return False
 
     def _quarantines(self, table: str, files: list[FileWork], result: WriteResult) -> list[Quarantine]:
         plan = result.plan

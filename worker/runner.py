@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from uuid import UUID
 
 import structlog
@@ -17,12 +20,15 @@ import structlog
 from worker.domain.batching import BatchBuffer, BatchLimits, FileWork
 from worker.domain.errors import IcefeedError
 from worker.domain.outcomes import Ack, Outcome, combine
+from worker.observability.metrics import Metrics
 from worker.pipeline import Pipeline
 from worker.ports import Message, MessageSource
 from worker.settings import Settings
 
 log = structlog.get_logger("icefeed.runner")
 SQS_MAX_VISIBILITY_S = 43200
+#: Extra side tasks run next to the heartbeat and the sweeper (the HTTP endpoint, gauges).
+SideTask = tuple[str, Callable[[], Awaitable[None]]]
 
 
 @dataclass(eq=False)
@@ -46,10 +52,17 @@ class TableLane:
 
 
 class Runner:
-    def __init__(self, settings: Settings, pipeline: Pipeline, source: MessageSource) -> None:
+    def __init__(
+        self, settings: Settings, pipeline: Pipeline, source: MessageSource, metrics: Metrics | None = None
+    ) -> None:
         self.s = settings
         self.pipeline = pipeline
         self.source = source
+        self.metrics = metrics or pipeline.metrics
+        self.metrics.watch_inflight(lambda: len(self._waiters))
+        self.receivers: list[asyncio.Task[None]] = []
+        self.heartbeat_at = time.monotonic()
+        self.failure: IcefeedError | None = None
         self._tracked: dict[tuple[str, str], Tracked] = {}
         self._waiters: dict[int, list[Tracked]] = {}
         self._lanes: dict[str, TableLane] = {}
@@ -83,6 +96,7 @@ class Runner:
                 await self._wait_for_room(stop)
                 if stop.is_set():
                     break
+                polled = time.monotonic()
                 receive = asyncio.ensure_future(
                     self.source.receive(queue_url, sqs.max_messages, sqs.wait_time_s, sqs.visibility_timeout_s)
                 )
@@ -92,6 +106,7 @@ class Runner:
                 try:
                     messages = await receive
                     failures = 0
+                    self.metrics.stage_duration.labels("receive").observe(time.monotonic() - polled)
                 except IcefeedError as error:
                     failures += 1
                     delay = min(30.0, 0.5 * 2**failures)
@@ -101,6 +116,7 @@ class Runner:
                 if not messages:
                     continue
                 self.stats["received"] += len(messages)
+                self.metrics.received(queue_url, [m.sent_at for m in messages])
                 if stop.is_set():
                     await self._release(messages)
                     break
@@ -228,6 +244,7 @@ class Runner:
             if deletes:
                 failed = await self.source.delete(deletes)
                 self.stats["acked"] += len(deletes) - len(failed)
+                self.metrics.messages_acked.inc(len(deletes) - len(failed))
                 lost = {id(m) for m in failed}
                 for m in deletes:
                     if id(m) in lost:
@@ -237,10 +254,12 @@ class Runner:
             if delays:
                 await self.source.change_visibility(delays)
                 self.stats["requeued"] += len(delays)
+                self.metrics.messages_requeued.inc(len(delays))
         except IcefeedError as error:
             # The messages come back when their visibility runs out; the ledger makes that safe.
             log.warning("sqs_settle_failed", error=str(error), deletes=len(deletes), requeues=len(delays))
         if doomed:
+            self.metrics.messages_dead_lettered.inc(len(doomed))
             # Its next receive moves it to the DLQ (the queue's redrive policy): say so in the ledger.
             for tracked in doomed:
                 try:
@@ -264,12 +283,15 @@ class Runner:
 
     # -- side tasks ------------------------------------------------------------------------------
 
+    @property
+    def heartbeat_interval(self) -> float:
+        return max(1.0, min(self.s.sqs.visibility_timeout_s, self.s.lease.ttl_s) / 3)
+
     async def _heartbeat_loop(self) -> None:
-        vis = self.s.sqs.visibility_timeout_s
-        interval = max(1.0, min(vis, self.s.lease.ttl_s) / 3)
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self.heartbeat_interval)
             await self.heartbeat()
+            self.heartbeat_at = time.monotonic()
 
     async def heartbeat(self) -> None:
         try:
@@ -331,14 +353,33 @@ class Runner:
             if self._max_receives.get(queue) is None:
                 log.warning("queue_without_dlq", queue=queue, hint="set a RedrivePolicy: poison messages loop forever")
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def _monitor(self, name: str, fn: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
+        """A side task that ends (returns or raises) stops the worker: drain, release, exit non-zero."""
+        try:
+            await fn()
+            error = "returned"
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            log.exception("side_task_died", task=name, error=error)
+        else:
+            log.error("side_task_died", task=name, error=error)
+        self.failure = self.failure or IcefeedError(f"side task {name} died: {error}", error_class="SideTaskDied")
+        stop.set()
+
+    def _held(self, queue_url: str) -> list[datetime | None]:
+        return [t.message.sent_at for t in self._tracked.values() if t.message.queue_url == queue_url]
+
+    async def run(self, stop: asyncio.Event, side_tasks: Sequence[SideTask] = ()) -> None:
         await self._load_redrive_limits()
+        for queue in self.s.sqs.queue_urls:
+            self.metrics.watch_oldest(queue, functools.partial(self._held, queue))
         log.info("worker_started", worker_id=self.pipeline.owner, queues=len(self.s.sqs.queue_urls))
         async with asyncio.TaskGroup() as side, asyncio.TaskGroup() as committers:
             self._committers = committers
-            heartbeat = side.create_task(self._heartbeat_loop())
-            sweeper = side.create_task(self._sweep_loop())
-            receivers = [
+            heartbeat = side.create_task(self._monitor("heartbeat", self._heartbeat_loop, stop))
+            sweeper = side.create_task(self._monitor("sweeper", self._sweep_loop, stop))
+            extras = [side.create_task(self._monitor(name, fn, stop)) for name, fn in side_tasks]
+            receivers = self.receivers = [
                 side.create_task(self._receive_loop(q, stop))
                 for q in self.s.sqs.queue_urls
                 for _ in range(self.s.sqs.receivers)
@@ -360,10 +401,12 @@ class Runner:
             await self._abandon()
             sweeper.cancel()
             heartbeat.cancel()
-            for task in self._committer_tasks:
+            for task in [*extras, *self._committer_tasks]:
                 task.cancel()
         calls = getattr(self.source, "calls", {})
         log.info("worker_stopped", **self.stats, sqs_calls=dict(calls))
+        if self.failure is not None:
+            raise self.failure
 
     async def _abandon(self) -> None:
         """After the grace: stop Spark work, hand batches to the sweepers, release messages."""

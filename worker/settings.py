@@ -74,6 +74,13 @@ class SparkSettings(_Section):
     # local_parse_max_bytes per file.
     dialect: Literal["spark", "sail"] = "spark"
     local_parse_max_bytes: int = Field(64 * 1024 * 1024, ge=1)
+    # The tables' format: "iceberg", or "parquet" (plain Spark tables: for testing against Apache
+    # Spark without an Iceberg runtime; only new top-level columns, no on_overwrite = replace).
+    # Engine and format differences live in worker/adapters/dialects.py.
+    table_format: Literal["iceberg", "parquet"] = "iceberg"
+    # Test-only: read source objects from <source_root>/<bucket>/<key> (a file:// mirror) instead
+    # of s3://<bucket>/<key>, for an engine without S3 access (tests/spark4). Empty in production.
+    source_root: str = ""
 
     @field_validator("url")
     @classmethod
@@ -81,6 +88,21 @@ class SparkSettings(_Section):
         if not value.get_secret_value().startswith("sc://"):
             raise ValueError("must start with sc:// (a Spark Connect URL)")
         return value
+
+    @field_validator("source_root")
+    @classmethod
+    def _root(cls, value: str) -> str:
+        if value and not re.match(r"^file:///[^\s]*$", value):
+            raise ValueError("must be empty or a file:/// URL (test-only: a local mirror of the buckets)")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _format(self) -> SparkSettings:
+        if self.table_format == "parquet" and self.dialect != "spark":
+            raise ValueError(
+                "ICEFEED_SPARK_TABLE_FORMAT=parquet needs ICEFEED_SPARK_DIALECT=spark (Sail writes Iceberg)"
+            )
+        return self
 
 
 class PgSettings(_Section):
@@ -129,6 +151,16 @@ class LeaseSettings(_Section):
     )
 
 
+class HttpSettings(_Section):
+    """The operations endpoint: /metrics, /healthz, /readyz (port 0 turns it off)."""
+
+    port: int = Field(9108, ge=0, le=65535, description="0 disables the endpoint")
+    host: str = "0.0.0.0"  # noqa: S104 - scraped and probed from outside the pod
+    ready_cache_s: float = Field(5.0, ge=0, le=300, description="how long a /readyz answer is reused")
+    probe_timeout_s: float = Field(1.5, gt=0, le=60, description="per dependency, for /readyz")
+    stats_interval_s: float = Field(15.0, gt=0, le=3600, description="queue depths and quarantine count refresh")
+
+
 def _default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -149,6 +181,7 @@ class Settings(BaseSettings):
     batch: BatchSettings = BatchSettings()
     lease: LeaseSettings = LeaseSettings()
     iceberg: IcebergSettings = IcebergSettings()
+    http: HttpSettings = HttpSettings()
     routes_file: Path = Path("routes.toml")
     migrations_dir: Path = REPO_ROOT / "migrations"
     worker_id: str = Field(default_factory=_default_worker_id)

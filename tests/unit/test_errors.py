@@ -315,3 +315,12 @@ def test_an_undecodable_answer_about_one_file_is_that_files_fault() -> None:
     assert isinstance(error, DataError) and error.error_class == "NestingTooDeep"
     ambiguous = classify_engine_error("AnalysisException", 'ambiguous attribute: ObjectName([Identifier("a")])')
     assert isinstance(ambiguous, DataError) and ambiguous.error_class == "SchemaConflict"
+
+
+def test_a_rejected_token_reported_only_in_the_message_is_recognised() -> None:
+    error = classify_engine_error(
+        "SparkConnectGrpcException",
+        "<_InactiveRpcError of RPC that terminated with: status = StatusCode.UNAUTHENTICATED details = \"Invalid\">",
+    )
+    assert isinstance(error, TransientError) and error.error_class == "SparkUnauthenticated"
+    assert "token rejected or expired" in str(error)

@@ -58,10 +58,13 @@ class FakeLedger:
     async def key_sequencers(self, keys: list[tuple[str, str]]) -> list[tuple[str, str, str, str]]:
         return [(b, k, e, r["sequencer"]) for (b, k, e), r in self.files.items() if (b, k) in keys and r["sequencer"]]
 
-    async def record_terminal(self, file_ids: list[int], status: str, error_class: str, message: str) -> None:
+    async def record_terminal(self, file_ids: list[int], status: str, error_class: str, message: str) -> int:
+        moved = 0
         for row in self.files.values():
             if row["id"] in file_ids and row["status"] == "PENDING":
                 row.update(status=status, error_class=error_class, message=message)
+                moved += 1
+        return moved
 
     async def reject_message(self, message: Message, reason: str) -> None:
         self.rejected.append((message.body, reason))

@@ -143,11 +143,14 @@ class PgLedger:
 
         return await self._retry(op)
 
-    async def record_terminal(self, file_ids: list[int], status: str, error_class: str, message: str) -> None:
-        if file_ids:
-            await self._retry(
-                lambda: self._pool.execute(self._q["record_terminal"], file_ids, status, error_class, message)
-            )
+    async def record_terminal(self, file_ids: list[int], status: str, error_class: str, message: str) -> int:
+        """Returns how many of the files this call moved (from PENDING)."""
+        if not file_ids:
+            return 0
+        rows = await self._retry(
+            lambda: self._pool.fetch(self._q["record_terminal"], file_ids, status, error_class, message)
+        )
+        return len(rows)
 
     async def claim(
         self, batch_id: UUID, ingestion: str, table: str, files: list[FileWork], owner: str, ttl_s: int

@@ -9,25 +9,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import urllib.parse
+from collections.abc import Callable
 from functools import reduce
 from typing import Any
 from uuid import UUID
 
+from worker.adapters.dialects import dialect_for
+from worker.adapters.dialects import read_path as read_path  # re-exported
 from worker.domain.batching import FileWork
-from worker.domain.errors import DataError, IcefeedError, classify_engine_error
+from worker.domain.errors import ConfigError, DataError, IcefeedError, classify_engine_error
 from worker.domain.policy import RESCUED_COLUMN, Policy, data_columns, plan_batch
 from worker.domain.schema import STRING, Array, DataType, Map, Struct, from_spark_json, to_ddl, type_string
 from worker.ports import Reader, WriteRequest, WriteResult
 from worker.routes import LOCATION, PART
 from worker.settings import SparkSettings
 from worker.sql import queries
-
-
-def read_path(bucket: str, key: str) -> str:
-    """The URI to hand the engine for one object. Engines interpret paths (globs, `?`, `%`), so
-    the decoded key is percent-encoded, never concatenated raw."""
-    return f"s3://{bucket}/{urllib.parse.quote(key, safe='/')}"
 
 
 def quote_table(table: str) -> str:
@@ -133,6 +129,8 @@ def batch_tag(batch_id: UUID) -> str:
 def to_icefeed_error(exc: BaseException) -> IcefeedError:
     if isinstance(exc, IcefeedError):
         return exc
+    if type(exc).__name__ == "RetriesExceeded" and exc.__cause__ is not None:
+        return to_icefeed_error(exc.__cause__)  # the client gave up retrying: what it last saw decides
     grpc_code = None
     code = getattr(exc, "getGrpcStatusCode", None) or getattr(exc, "code", None)
     if callable(code):
@@ -146,12 +144,15 @@ def to_icefeed_error(exc: BaseException) -> IcefeedError:
 
 
 class SparkSink:
-    def __init__(self, settings: SparkSettings) -> None:
+    def __init__(self, settings: SparkSettings, on_reconnect: Callable[[], None] | None = None) -> None:
         self._settings = settings
+        self._on_reconnect = on_reconnect
+        self._sessions = 0
         self._lock = threading.Lock()
         self._session: Any = None
         self._limit = asyncio.Semaphore(settings.concurrency)
         self._sql = queries("spark.sql")
+        self._dialect = dialect_for(settings)  # Sail / Apache Spark, Iceberg / Parquet differences
 
     # -- session -----------------------------------------------------------------------------
 
@@ -161,15 +162,17 @@ class SparkSink:
                 from pyspark.sql import SparkSession
                 from pyspark.sql.connect.client.retries import DefaultPolicy
 
-                session = (
-                    SparkSession.builder.remote(self._settings.url.get_secret_value())
-                    .config("spark.sql.session.timeZone", self._settings.session_timezone)
-                    .create()
-                )
+                # create() makes no call; the retry policy must be in place before the first one
+                # (the client's default retries for ~10 minutes against an unreachable server).
+                session = SparkSession.builder.remote(self._settings.url.get_secret_value()).create()
                 session.client.set_retry_policies(
                     [DefaultPolicy(max_retries=self._settings.client_retries, max_backoff=5000)]
                 )
+                session.conf.set("spark.sql.session.timeZone", self._settings.session_timezone)
                 self._session = session
+                if self._sessions and self._on_reconnect is not None:
+                    self._on_reconnect()  # a session after a lost one
+                self._sessions += 1
             return self._session
 
     def _forget_session(self) -> None:
@@ -184,19 +187,24 @@ class SparkSink:
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         async with self._limit:
-            try:
-                return await asyncio.to_thread(fn, *args)
-            except Exception as exc:
-                error = to_icefeed_error(exc)
-                if error.error_class in ("SparkUnavailable", "SparkSessionLost"):
-                    self._forget_session()
-                raise error from exc
+            return await self._call(fn, *args)
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except Exception as exc:
+            error = to_icefeed_error(exc)
+            if error.error_class in ("SparkUnavailable", "SparkSessionLost"):
+                # Stopping a session talks to the server (with retries): never on the event loop.
+                await asyncio.to_thread(self._forget_session)
+            raise error from exc
 
     # -- blocking work (worker threads) ------------------------------------------------------
 
     def _table_schema(self, spark: Any, table: str) -> Struct | None:
         if not spark.catalog.tableExists(table):
             return None
+        self._dialect.refresh(spark, table)
         return data_columns(from_spark_json(spark.table(table).schema.json()))
 
     def _create_table(self, spark: Any, req: WriteRequest, target: Struct) -> None:
@@ -205,7 +213,7 @@ class SparkSink:
         columns = to_ddl(target)
         extra = f", `{RESCUED_COLUMN}` STRING" if req.policy is Policy.RESCUE else ""
         spark.sql(
-            self._sql["create_table"].format(
+            self._sql[self._dialect.create_block].format(
                 table=quote_table(req.table),
                 columns=(columns + ", ") if columns else "",
                 extra=extra,
@@ -216,7 +224,8 @@ class SparkSink:
     def _read(self, spark: Any, reader: Reader, f: FileWork, payload: bytes | None = None) -> Any:
         from pyspark.sql import functions as F  # noqa: N812
 
-        path = read_path(f.bucket, f.key)
+        path = self._dialect.source_path(f.bucket, f.key)
+        options = self._dialect.read_options(reader.format, reader.options)
         if payload is not None:
             document = parse_json_document(payload)
             if document.num_columns == 0:  # [] or {}: an empty file
@@ -226,13 +235,13 @@ class SparkSink:
             else:
                 df = spark.createDataFrame(document)
         else:
-            df = spark.read.format(reader.format).options(**reader.options).load(path)
+            df = spark.read.format(reader.format).options(**options).load(path)
         if not reader.hints:
             return df
         if reader.format == "csv":
             # Cast from the text, not from an inferred type (a hinted zip code keeps its zeros).
             inferred = {c: t for c, t in df.dtypes}
-            raw = spark.read.format("csv").options(**{**reader.options, "inferSchema": "false"}).load(path)
+            raw = spark.read.format("csv").options(**{**options, "inferSchema": "false"}).load(path)
             return raw.select(
                 *(
                     F.col(quote_column(c))
@@ -248,6 +257,8 @@ class SparkSink:
         """on_overwrite = replace: remove the rows of older versions of these keys (every batch
         but this one, so a retried batch never deletes its own rows). Values travel hex-encoded:
         no key can break out of the statement."""
+        if not self._dialect.supports_delete:  # routes asking for it are refused at start
+            raise ConfigError(f"{req.table}: on_overwrite = replace needs a table format that can DELETE")
         statement = self._sql["delete_sources"].format(
             table=quote_table(req.table),
             sources=", ".join(hex_literal(s) for s in sources),
@@ -282,6 +293,8 @@ class SparkSink:
         if table is None:
             self._create_table(spark, req, plan.target)
         replaced = [f.source_file for f in req.files if f.file_id in req.replace and f.file_id in plan.loaded]
+        for statement in self._dialect.evolution_statements(quote_table(req.table), plan):  # existing table
+            spark.sql(statement)
         if replaced and table is not None:
             self._delete_rows(spark, req, replaced)
         aligned = []
@@ -302,7 +315,7 @@ class SparkSink:
         if req.on_append is not None:
             req.on_append()
         try:
-            out.writeTo(req.table).option("mergeSchema", "true").append()
+            self._dialect.append(out, req.table)
         finally:
             spark.removeTag(tag)
         return WriteResult(self._counts(spark, req.table, req.batch_id), plan, schemas, req.replace, unreadable)
@@ -323,6 +336,7 @@ class SparkSink:
         spark = self._spark()
         if not spark.catalog.tableExists(table):
             return {}
+        self._dialect.refresh(spark, table)  # another session (a dead worker's) may have committed
         return self._counts(spark, table, batch_id)
 
     def _current_schema(self, table: str) -> Struct | None:
@@ -365,6 +379,12 @@ class SparkSink:
             await asyncio.to_thread(self._interrupt, batch_id)
 
     async def ping(self) -> str:
-        """Round-trip to the server; returns its Spark version."""
-        result: str = await self._run(lambda: self._spark().version)
+        """Round-trip to the server; returns its Spark version. Not behind the jobs' semaphore: a
+        busy worker still answers its readiness probe."""
+        result: str = await self._call(self._ping)
         return result
+
+    def _ping(self) -> str:
+        spark = self._spark()
+        spark.conf.get("spark.sql.session.timeZone")  # a round-trip: ``version`` is cached client-side
+        return str(spark.version)

@@ -98,6 +98,8 @@ def classify_engine_error(kind: str, message: str, grpc_code: str | None = None)
         return TransientError(f"Spark Connect {grpc_code.lower()}: {message}", error_class="SparkUnavailable")
     if grpc_code == "UNAUTHENTICATED":
         return TransientError(f"Spark Connect token rejected or expired: {message}", error_class="SparkUnauthenticated")
+    if "unauthenticated" in text or "statuscode.permission_denied" in text:
+        return TransientError(f"Spark Connect token rejected or expired: {message}", error_class="SparkUnauthenticated")
     for error_class, needles in _TRANSIENT_PATTERNS:
         if any(n in text for n in needles):
             return TransientError(f"{kind}: {message}", error_class=error_class)

@@ -1,1 +1,1 @@
-"""Logs (and, later, metrics and health) for the worker."""
+"""Logs, metrics and the health endpoint of the worker."""

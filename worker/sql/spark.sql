@@ -4,7 +4,9 @@
 -- . _ - / = @ only); {sources} and {batch} hex-encoded string expressions
 -- (decode(unhex('…'), 'UTF-8'), worker/adapters/spark_sink.py hex_literal); {target},
 -- {source} backtick-quoted column names and {value} an expression over {source}
--- (worker/adapters/table_admin.py). Nothing else is ever substituted.
+-- (worker/adapters/table_admin.py). Nothing else is ever substituted. Which of create_table /
+-- create_parquet_table, add_columns and accept_any_schema run is the engine dialect's choice
+-- (worker/adapters/dialects.py).
 
 -- name: create_table
 CREATE TABLE IF NOT EXISTS {table} (
@@ -12,6 +14,19 @@ CREATE TABLE IF NOT EXISTS {table} (
     _batch_id STRING,
     _ingested_at TIMESTAMP{extra}
 ) USING iceberg LOCATION '{location}'
+
+-- name: create_parquet_table
+CREATE TABLE IF NOT EXISTS {table} (
+    {columns}_source_file STRING,
+    _batch_id STRING,
+    _ingested_at TIMESTAMP{extra}
+) USING parquet LOCATION '{location}'
+
+-- name: add_columns
+ALTER TABLE {table} ADD COLUMNS ({columns})
+
+-- name: accept_any_schema
+ALTER TABLE {table} SET TBLPROPERTIES ('write.spark.accept-any-schema' = 'true')
 
 -- name: delete_sources
 -- {sources}: hex_literal(...) expressions; {batch}: hex_literal(batch id).

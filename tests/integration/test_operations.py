@@ -1,0 +1,319 @@
+"""Operations on the real local stack: /metrics agrees with the ledger and the table, /healthz and
+/readyz follow the worker's dependencies (cut through TCP proxies, never by stopping the shared
+servers), ``icefeed check``, a fleet of three whose counters add up, and secrets kept out of
+every output."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import uuid
+from collections import Counter
+from urllib.parse import quote_plus, urlsplit
+
+import pytest
+
+from tests.harness import Env, poll
+from tests.integration.ops_support import Samples, TcpProxy, get, get_json, scrape, value
+from worker.localstack import free_port
+
+pytestmark = pytest.mark.integration
+
+OUTCOMES = ("loaded", "failed", "quarantined", "gone", "skipped")
+
+
+def jsonl(*rows: dict) -> bytes:
+    return ("\n".join(json.dumps(r) for r in rows) + "\n").encode()
+
+
+def s3_event(bucket: str, key: str, etag: str, size: int) -> str:
+    record = {
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": "us-east-1",
+        "eventTime": "2026-11-22T00:00:00.000Z",
+        "eventName": "ObjectCreated:Put",
+        "s3": {
+            "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+            "object": {"key": quote_plus(key, safe="/"), "size": size, "eTag": etag, "sequencer": "0055AED6DCD90281E5"},
+        },
+    }
+    return json.dumps({"Records": [record]})
+
+
+def start(env: Env, name: str = "w", **extra: str) -> int:
+    """A worker with its operations endpoint on a free port; returns the port once it answers."""
+    port = free_port()
+    proc = env.start_worker(name, ICEFEED_HTTP_PORT=str(port), ICEFEED_HTTP_HOST="127.0.0.1", **extra)
+    poll(lambda: proc.poll() is not None or get(port, "/healthz")[0] == 200, 90, f"{name} answering /healthz")
+    assert proc.poll() is None, env.worker_logs()[-3000:]
+    return port
+
+
+def ledger_outcomes(env: Env) -> dict[str, int]:
+    statuses = Counter(f["status"] for f in env.files())
+    return {o: statuses.get(o.upper(), 0) for o in OUTCOMES}
+
+
+def metric_outcomes(samples: Samples) -> dict[str, int]:
+    return {o: int(value(samples, "icefeed_files_total", outcome=o)) for o in OUTCOMES}
+
+
+def log_events(env: Env) -> Counter[str]:
+    events: Counter[str] = Counter()
+    for line in env.worker_logs().splitlines():
+        with contextlib.suppress(ValueError):
+            events[json.loads(line).get("event", "")] += 1
+    return events
+
+
+# -- metrics against the ledger -----------------------------------------------------------------------
+
+
+def test_metrics_agree_with_the_ledger_and_the_table(env: Env) -> None:
+    env.migrate()
+    port = start(env, ICEFEED_HTTP_STATS_INTERVAL_S="0.5")
+    env.put("events/a.json", jsonl({"id": 1, "price": 1.5}, {"id": 2, "price": 2.5}))
+    env.wait_files(1)  # the table exists, price is a double
+    for i in range(5):
+        env.put(f"events/ok-{i}.json", jsonl(*({"id": 10 * i + j, "price": 1.0} for j in range(i + 1))))
+    env.put("events/broken.json", b'{"id": 1}\n{"id": \n')
+    env.put("events/conflict.json", jsonl({"id": 99, "price": {"amount": 2.5, "currency": "EUR"}}))
+    env.send_raw("this is not json")
+    env.send_raw(s3_event(env.bucket, "events/never-uploaded.json", "0123456789abcdef0123456789abcdef", 10))
+    files = env.wait_files(9)
+    assert Counter(f["status"] for f in files) == {"LOADED": 6, "FAILED": 1, "QUARANTINED": 1, "GONE": 1}, files
+    poll(lambda: env.queue_depth() == 0, 60, "queue drained")
+
+    def settled() -> Samples | None:
+        m = scrape(port)
+        if metric_outcomes(m) != ledger_outcomes(env) or value(m, "icefeed_quarantined_files") != 1:
+            return None
+        if value(m, "icefeed_inflight_files") != 0 or value(m, "icefeed_messages_acked_total") < 11:
+            return None
+        return m
+
+    m = poll(settled, 60, "metrics matching the ledger")
+    loaded = [f for f in env.files() if f["status"] == "LOADED"]
+    rows = sum(f["rows_loaded"] for f in loaded)
+    assert rows == 2 + sum(range(1, 6)) == len(env.table_rows("events"))
+    assert value(m, "icefeed_rows_loaded_total") == rows
+    assert value(m, "icefeed_bytes_loaded_total") == sum(f["size_bytes"] for f in loaded)
+    assert value(m, "icefeed_upload_to_loaded_seconds_count") == len(loaded)
+
+    batches = env.sql("SELECT status, files FROM batches")
+    assert value(m, "icefeed_batch_files_count") == len(batches)
+    assert value(m, "icefeed_batch_files_sum") == sum(b["files"] for b in batches)
+    committed = [b for b in batches if b["status"] == "COMMITTED"]
+    assert value(m, "icefeed_commit_duration_seconds_count") == len(committed) > 0
+    for stage in ("receive", "claim", "infer+write", "finalize"):
+        assert value(m, "icefeed_stage_duration_seconds_count", stage=stage) >= 1, stage
+
+    # Messages: 8 uploads, 2 raw messages and the s3:TestEvent, each acked; every receive ended in
+    # exactly one ack or one requeue (one worker, nothing left in flight).
+    received, acked = value(m, "icefeed_messages_received_total"), value(m, "icefeed_messages_acked_total")
+    assert acked >= 11
+    assert received == acked + value(m, "icefeed_messages_requeued_total")
+    assert value(m, "icefeed_messages_rejected_total") == len(env.sql("SELECT id FROM rejected_messages")) == 1
+    events = log_events(env)
+    assert value(m, "icefeed_files_total", outcome="ignored") == events["record_ignored"] + events["file_unrouted"] >= 1
+    assert value(m, "icefeed_messages_dead_lettered_total") == 0
+    assert value(m, "icefeed_spark_reconnects_total") == 0
+
+    queue = env.prov.queue_url.rsplit("/", 1)[1]
+    dlq = f"{queue}-dlq"  # found through the queue's RedrivePolicy
+
+    def refreshed() -> Samples | None:
+        s = scrape(port)
+        if ("icefeed_queue_messages", (("kind", "visible"), ("queue", dlq))) not in s:
+            return None
+        drained = value(s, "icefeed_queue_messages", queue=queue, kind="visible") == 0
+        return s if drained and value(s, "icefeed_queue_messages", queue=queue, kind="inflight") == 0 else None
+
+    m = poll(refreshed, 30, "queue gauges refreshed")
+    for kind in ("visible", "inflight", "delayed"):
+        assert ("icefeed_queue_messages", (("kind", kind), ("queue", queue))) in m, kind
+        assert ("icefeed_queue_messages", (("kind", kind), ("queue", dlq))) in m, kind
+    age = ("icefeed_queue_oldest_message_age_seconds", (("queue", queue),))
+    assert age in m and 0 <= m[age] < 600
+
+    status, health = get_json(port, "/healthz")
+    assert status == 200 and health["status"] == "ok", health
+    assert {"receivers", "heartbeat", "event_loop"} <= set(health["checks"])
+    status, ready = get_json(port, "/readyz")
+    assert status == 200, ready
+    assert {name for name, c in ready["checks"].items() if c["ok"]} == {"postgres", "spark", "sqs"}
+    assert env.stop_workers() == [0]
+
+
+# -- readiness follows the dependencies -----------------------------------------------------------------
+
+
+def test_readyz_fails_while_postgres_or_spark_is_cut_off_and_recovers(env: Env) -> None:
+    env.migrate()
+    pg = urlsplit(env.stack.pg_dsn)
+    sail_port = int(env.stack.spark_url.rsplit(":", 1)[1])
+    if not pg.hostname or not pg.port:
+        pytest.skip(f"PostgreSQL is not reached over TCP here ({env.stack.pg_dsn})")
+    with TcpProxy(pg.hostname, pg.port) as pg_proxy, TcpProxy("127.0.0.1", sail_port) as spark_proxy:
+        dsn = pg._replace(netloc=pg.netloc.replace(f"{pg.hostname}:{pg.port}", f"127.0.0.1:{pg_proxy.port}")).geturl()
+        assert str(pg_proxy.port) in dsn, dsn
+        port = start(
+            env,
+            ICEFEED_PG_DSN=dsn,
+            ICEFEED_SPARK_URL=f"sc://127.0.0.1:{spark_proxy.port}",
+            ICEFEED_HTTP_READY_CACHE_S="0.5",
+            ICEFEED_HTTP_PROBE_TIMEOUT_S="1",
+        )
+        poll(lambda: get(port, "/readyz")[0] == 200, 90, "ready through both proxies")
+        assert pg_proxy.connections > 0 and spark_proxy.connections > 0
+
+        def unready_on(name: str) -> dict | None:
+            status, body = get_json(port, "/readyz")
+            return body if status == 503 and not body["checks"][name]["ok"] else None
+
+        pg_proxy.close()
+        body = poll(lambda: unready_on("postgres"), 60, "/readyz 503 without PostgreSQL")
+        assert body["checks"]["spark"]["ok"] and body["checks"]["sqs"]["ok"], body
+        assert "ICEFEED_PG_DSN" in body["checks"]["postgres"]["hint"]
+        assert get(port, "/healthz")[0] == 200  # a dependency outage is not a reason to restart
+        pg_proxy.open()
+        poll(lambda: get(port, "/readyz")[0] == 200, 60, "ready again with PostgreSQL back")
+
+        spark_proxy.close()
+        poll(lambda: unready_on("spark"), 60, "/readyz 503 without Spark Connect")
+        # Wait for the ping itself to fail (not just time out): the session is then dropped.
+        body = poll(
+            lambda: (b := unready_on("spark")) and b["checks"]["spark"]["detail"].startswith("SparkUnavailable") and b,
+            90,
+            "the Spark ping to fail",
+        )
+        assert body["checks"]["postgres"]["ok"], body
+        assert get(port, "/healthz")[0] == 200
+        spark_proxy.open()
+        poll(lambda: get(port, "/readyz")[0] == 200, 90, "ready again with Spark Connect back")
+        assert value(scrape(port), "icefeed_spark_reconnects_total") >= 1
+
+        env.put("events/after.json", jsonl({"id": 1}))  # and it still loads
+        (row,) = env.wait_files(1)
+        assert row["status"] == "LOADED", row
+        assert env.stop_workers() == [0]
+
+
+# -- icefeed check --------------------------------------------------------------------------------------
+
+
+def test_icefeed_check_passes_on_the_stack_and_explains_what_fails(env: Env) -> None:
+    env.migrate()
+    ok = env.cli("check")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    lines = ok.stdout.strip().splitlines()
+    assert [line.split()[:2] for line in lines] == [
+        ["PASS", "routes"],
+        ["PASS", "postgres"],
+        ["PASS", "ledger"],
+        ["PASS", "spark"],
+        ["PASS", "sqs"],
+    ], ok.stdout
+    assert "with a DLQ" in lines[-1]
+    doc = json.loads(env.cli("check", "--json").stdout)
+    assert doc["ok"] is True and len(doc["checks"]) == 5
+
+    bad = env.cli("check", ICEFEED_PG_DSN=f"postgresql://postgres@127.0.0.1:{free_port()}/postgres")
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    failed = {line.split()[1]: line for line in bad.stdout.splitlines() if line.startswith("FAIL")}
+    assert set(failed) == {"postgres", "ledger"}, bad.stdout
+    assert "PgUnavailable" in failed["postgres"] and "fix: check ICEFEED_PG_DSN" in failed["postgres"]
+    assert "icefeed check: 2 of 5 checks failed: postgres, ledger" in bad.stderr
+    bad_json = env.cli("check", "--json", ICEFEED_PG_DSN=f"postgresql://postgres@127.0.0.1:{free_port()}/postgres")
+    assert bad_json.returncode == 1
+    assert not json.loads(bad_json.stdout)["ok"]
+
+    fresh = env.cli("check", ICEFEED_PG_LEDGER_SCHEMA=f"unmigrated_{env.tag}")
+    assert fresh.returncode == 1
+    failed = {line.split()[1]: line for line in fresh.stdout.splitlines() if line.startswith("FAIL")}
+    assert set(failed) == {"ledger"}, fresh.stdout
+    assert "not migrated" in failed["ledger"] and "icefeed migrate" in failed["ledger"]
+
+
+# -- secrets ---------------------------------------------------------------------------------------------
+
+
+def test_secrets_stay_out_of_logs_metrics_and_probe_output(env: Env) -> None:
+    token, password = f"tok-{uuid.uuid4().hex}", f"pw-{uuid.uuid4().hex}"
+    dsn, n = re.subn(r"^(postgres(?:ql)?://[^:@/]+)@", rf"\g<1>:{password}@", env.stack.pg_dsn)
+    if n != 1:
+        pytest.skip(f"cannot add a password to {env.stack.pg_dsn}")
+    sail_port = env.stack.spark_url.rsplit(":", 1)[1]
+    # Sail accepts (and ignores) a bearer token; grpc sends it over plain TCP only to "localhost".
+    env.migrate()
+    port = start(env, ICEFEED_SPARK_URL=f"sc://localhost:{sail_port}/;token={token}", ICEFEED_PG_DSN=dsn)
+    env.put("events/a.json", jsonl({"id": 1}))
+    (row,) = env.wait_files(1)
+    assert row["status"] == "LOADED", row  # the token URL and the password DSN really were used
+    outputs = {
+        "/metrics": get(port, "/metrics")[1],
+        "/readyz": poll(lambda: (r := get(port, "/readyz"))[0] == 200 and r[1], 60, "ready"),
+        "/healthz": get(port, "/healthz")[1],
+    }
+    # Error paths print what the servers said: a refused Spark URL and a refused DSN, both secret.
+    bad = env.cli(
+        "check",
+        ICEFEED_SPARK_URL=f"sc://localhost:{free_port()}/;token={token}",
+        ICEFEED_PG_DSN=f"postgresql://postgres:{password}@127.0.0.1:{free_port()}/postgres",
+    )
+    assert bad.returncode == 1 and "FAIL  spark" in bad.stdout and "FAIL  postgres" in bad.stdout, bad.stdout
+    assert env.stop_workers() == [0]
+    outputs |= {"check stdout": bad.stdout, "check stderr": bad.stderr, "worker logs": env.worker_logs()}
+    assert "batch_committed" in outputs["worker logs"]
+    for where, text in outputs.items():
+        assert token not in text, where
+        assert password not in text, where
+
+
+# -- a fleet -----------------------------------------------------------------------------------------
+
+
+def test_a_fleet_of_three_loads_every_file_once_and_its_counters_add_up(env: Env) -> None:
+    env.migrate()
+    ports = [start(env, f"f{i}") for i in range(3)]
+    expected: Counter[tuple[int, int]] = Counter()
+    for i in range(150):
+        env.put(f"events/fleet/{i:03}.json", jsonl(*({"id": i, "n": j} for j in range(i % 4 + 1))))
+        expected.update((i, j) for j in range(i % 4 + 1))
+    files = env.wait_files(150, timeout=420)
+    assert Counter(f["status"] for f in files) == {"LOADED": 150}
+    poll(lambda: env.queue_depth() == 0, 120, "queue drained")
+
+    # No double load: the ledger's counts are exactly the table's (read with pyiceberg).
+    rows = env.table_rows("events")
+    assert Counter((r["id"], r["n"]) for r in rows) == expected
+    per_file = Counter(r["_source_file"] for r in rows)
+    assert per_file == {f"s3://{env.bucket}/{f['key']}": f["rows_loaded"] for f in files}
+    batch_of: dict[str, set[str]] = {}
+    for r in rows:
+        batch_of.setdefault(r["_source_file"], set()).add(r["_batch_id"])
+    assert all(len(b) == 1 for b in batch_of.values()), "a file's rows come from one batch"
+    committed = {str(b["id"]) for b in env.sql("SELECT id FROM batches WHERE status = 'COMMITTED'")}
+    assert {b for bs in batch_of.values() for b in bs} <= committed
+
+    total_rows = sum(f["rows_loaded"] for f in files)
+    total_bytes = sum(f["size_bytes"] for f in files)
+
+    def summed() -> list[Samples] | None:
+        scrapes = [scrape(p) for p in ports]
+        loaded = sum(value(s, "icefeed_files_total", outcome="loaded") for s in scrapes)
+        rows_ = sum(value(s, "icefeed_rows_loaded_total") for s in scrapes)
+        return scrapes if (loaded, rows_) == (150, total_rows) else None
+
+    scrapes = poll(summed, 60, "the fleet's counters to add up to the ledger")
+    assert sum(value(s, "icefeed_bytes_loaded_total") for s in scrapes) == total_bytes
+    assert sum(value(s, "icefeed_upload_to_loaded_seconds_count") for s in scrapes) == 150
+    for outcome in ("failed", "quarantined", "gone", "skipped"):
+        assert sum(value(s, "icefeed_files_total", outcome=outcome) for s in scrapes) == 0, outcome
+    assert sum(value(s, "icefeed_messages_acked_total") for s in scrapes) >= 151  # + the s3:TestEvent
+    assert sum(value(s, "icefeed_batch_files_sum") for s in scrapes) >= 150
+    busy = [s for s in scrapes if value(s, "icefeed_messages_received_total") > 0]
+    assert len(busy) >= 2, "the queue's messages were shared by the fleet"
+    assert env.stop_workers() == [0, 0, 0]

@@ -1,0 +1,128 @@
+"""Unit tests for worker.adapters.dialects: the Sail / Apache Spark and Iceberg / Parquet differences."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from worker.adapters.dialects import Dialect, dialect_for, hadoop_escape, read_path
+from worker.domain.errors import ConfigError, DataError
+from worker.domain.policy import Policy, plan_batch
+from worker.domain.schema import DOUBLE, LONG, STRING, Field, Struct
+from worker.routes import parse_routes
+from worker.settings import load_settings
+
+SAIL = Dialect("sail", "iceberg")
+SPARK_ICEBERG = Dialect("spark", "iceberg")
+SPARK_PARQUET = Dialect("spark", "parquet")
+
+ROUTES = """
+[[ingestion]]
+name = "{name}"
+bucket = "landing"
+format = "json"
+table = "spark_catalog.db.t"
+location = "file:///tmp/wh/t"
+on_overwrite = "{on_overwrite}"
+"""
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.upper().startswith("ICEFEED_"):
+            monkeypatch.delenv(name)
+
+
+def test_settings_choose_the_dialect(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert dialect_for(load_settings().spark) == Dialect("spark", "iceberg", "")
+    monkeypatch.setenv("ICEFEED_SPARK_TABLE_FORMAT", "parquet")
+    monkeypatch.setenv("ICEFEED_SPARK_SOURCE_ROOT", "file:///tmp/mirror/")
+    assert dialect_for(load_settings().spark) == Dialect("spark", "parquet", "file:///tmp/mirror")
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"ICEFEED_SPARK_TABLE_FORMAT": "delta"}, "ICEFEED_SPARK_TABLE_FORMAT"),
+        ({"ICEFEED_SPARK_SOURCE_ROOT": "s3://elsewhere"}, "ICEFEED_SPARK_SOURCE_ROOT"),
+        (
+            {"ICEFEED_SPARK_DIALECT": "sail", "ICEFEED_SPARK_TABLE_FORMAT": "parquet"},
+            "needs ICEFEED_SPARK_DIALECT=spark",
+        ),
+    ],
+)
+def test_bad_engine_settings_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], needle: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=needle):
+        load_settings()
+
+
+def test_source_paths() -> None:
+    key = "in/a b%20[1]{x,y}*?.json"
+    assert SAIL.source_path("b", key) == read_path("b", key) == "s3://b/in/a%20b%2520%5B1%5D%7Bx%2Cy%7D%2A%3F.json"
+    # Hadoop Path takes the key literally but globs: only the glob characters are escaped.
+    assert SPARK_ICEBERG.source_path("b", key) == r"s3://b/in/a b%20\[1\]\{x,y\}\*\?.json"
+    mirrored = Dialect("spark", "parquet", "file:///m")
+    assert mirrored.source_path("b", "k/x.json") == "file:///m/b/k/x.json"
+    assert hadoop_escape("a\\b") == "a\\\\b"
+
+
+def test_read_options_fail_fast_on_spark_only() -> None:
+    assert SPARK_PARQUET.read_options("json", {"multiLine": "false"}) == {"mode": "FAILFAST", "multiLine": "false"}
+    assert SPARK_PARQUET.read_options("csv", {})["mode"] == "FAILFAST"
+    assert SPARK_PARQUET.read_options("parquet", {}) == {}
+    assert SAIL.read_options("json", {"multiLine": "false"}) == {"multiLine": "false"}
+
+
+def test_capabilities() -> None:
+    assert SAIL.parses_whole_file_json and not SPARK_PARQUET.parses_whole_file_json
+    assert SPARK_PARQUET.has_file_metadata and not SAIL.has_file_metadata
+    assert (SAIL.create_block, SPARK_PARQUET.create_block) == ("create_table", "create_parquet_table")
+    assert SAIL.supports_delete and SPARK_ICEBERG.supports_delete and not SPARK_PARQUET.supports_delete
+
+
+TABLE = Struct((Field("id", LONG), Field("price", DOUBLE)))
+
+
+def test_evolution_on_a_parquet_table_adds_top_level_columns() -> None:
+    plan = plan_batch(Policy.EVOLVE, TABLE, [(1, Struct((Field("id", LONG), Field("color", STRING, False))))])
+    assert SPARK_PARQUET.evolution_statements("`c`.`d`.`t`", plan) == [
+        "ALTER TABLE `c`.`d`.`t` ADD COLUMNS (`color` STRING)"  # nullable, whatever the file said
+    ]
+    assert SAIL.evolution_statements("`c`.`d`.`t`", plan) == []  # mergeSchema on append
+    (stmt,) = SPARK_ICEBERG.evolution_statements("`c`.`d`.`t`", plan)
+    assert "'write.spark.accept-any-schema' = 'true'" in stmt
+
+
+def test_no_statements_without_a_table_change() -> None:
+    unchanged = plan_batch(Policy.EVOLVE, TABLE, [(1, Struct((Field("id", LONG),)))])
+    created = plan_batch(Policy.EVOLVE, None, [(1, TABLE)])
+    for dialect in (SAIL, SPARK_ICEBERG, SPARK_PARQUET):
+        assert dialect.evolution_statements("`c`.`d`.`t`", unchanged) == []
+        assert dialect.evolution_statements("`c`.`d`.`t`", created) == []
+
+
+def test_a_parquet_table_refuses_changes_it_cannot_make() -> None:
+    nested = Struct((Field("c", Struct((Field("a", LONG),))),))
+    plan = plan_batch(
+        Policy.EVOLVE, nested, [(1, Struct((Field("c", Struct((Field("a", LONG), Field("b", STRING)))),)))]
+    )
+    with pytest.raises(DataError, match="only gain new top-level columns") as info:
+        SPARK_PARQUET.evolution_statements("`c`.`d`.`t`", plan)
+    assert info.value.error_class == "UnsupportedSchemaChange"
+    assert SPARK_ICEBERG.evolution_statements("`c`.`d`.`t`", plan)  # Iceberg merges nested fields
+
+
+def test_replace_routes_are_refused_on_parquet_at_start() -> None:
+    replacing = parse_routes(ROUTES.format(name="snap", on_overwrite="replace"))
+    appending = parse_routes(ROUTES.format(name="plain", on_overwrite="append"))
+    with pytest.raises(ConfigError, match=r"snap: on_overwrite = \"replace\".*TABLE_FORMAT=parquet"):
+        SPARK_PARQUET.check_routes(replacing)
+    SPARK_PARQUET.check_routes(appending)
+    SPARK_ICEBERG.check_routes(replacing)
+    SAIL.check_routes(replacing)

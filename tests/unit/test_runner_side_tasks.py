@@ -1,0 +1,122 @@
+"""The runner's side tasks (heartbeat, sweeper, HTTP endpoint, gauges) are monitored: one that
+dies stops the worker through the normal drain and makes ``run`` fail; on a normal stop they are
+cancelled after the drain. Fakes only: this is orchestration."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from worker.domain.errors import IcefeedError
+from worker.observability.metrics import Metrics
+from worker.ports import Message
+from worker.runner import Runner
+from worker.settings import load_settings
+
+
+@dataclass
+class IdleSource:
+    """A queue that stays empty: each long poll lasts until the worker stops."""
+
+    stop: asyncio.Event
+    polls: int = 0
+
+    async def receive(self, queue_url: str, max_messages: int, wait_s: int, visibility_s: int) -> list[Message]:
+        self.polls += 1
+        await self.stop.wait()
+        return []
+
+    async def delete(self, messages: list[Message]) -> list[Message]:
+        return []
+
+    async def change_visibility(self, entries: list[tuple[Message, int]]) -> list[Message]:
+        return []
+
+
+class IdleLedger:
+    async def extend(self, *args: Any) -> None:
+        return None
+
+    async def take_expired(self, *args: Any) -> list[Any]:
+        return []
+
+    async def expire(self, *args: Any) -> None:
+        return None
+
+
+@dataclass
+class FakePipeline:
+    owner: str = "w-1"
+    active_batches: set[Any] = field(default_factory=set)
+    ledger: IdleLedger = field(default_factory=IdleLedger)
+    sink: Any = None
+    metrics: Metrics = field(default_factory=lambda: Metrics(CollectorRegistry()))
+
+
+@pytest.fixture
+def runner_parts(monkeypatch: pytest.MonkeyPatch) -> tuple[Runner, asyncio.Event, IdleSource]:
+    for name in list(os.environ):
+        if name.upper().startswith("ICEFEED_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("ICEFEED_SQS_QUEUE_URLS", "https://sqs.local/1/q")
+    stop = asyncio.Event()
+    source = IdleSource(stop)
+    runner = Runner(load_settings(), FakePipeline(), source)  # type: ignore[arg-type]
+    return runner, stop, source
+
+
+async def test_a_dying_side_task_stops_the_worker_and_fails_the_run(
+    runner_parts: tuple[Runner, asyncio.Event, IdleSource],
+) -> None:
+    runner, stop, _ = runner_parts
+
+    async def boom() -> None:
+        raise RuntimeError("port exploded")
+
+    with pytest.raises(IcefeedError) as info:
+        await asyncio.wait_for(runner.run(stop, [("http", boom)]), 10)
+    assert info.value.error_class == "SideTaskDied"
+    assert "http" in str(info.value) and "port exploded" in str(info.value)
+    assert stop.is_set()
+    assert all(t.done() for t in runner.receivers) and runner.receivers
+
+
+async def test_a_side_task_that_returns_also_stops_the_worker(
+    runner_parts: tuple[Runner, asyncio.Event, IdleSource],
+) -> None:
+    runner, stop, _ = runner_parts
+
+    async def quits() -> None:
+        return None
+
+    with pytest.raises(IcefeedError, match="side task gauges died: returned"):
+        await asyncio.wait_for(runner.run(stop, [("gauges", quits)]), 10)
+
+
+async def test_on_a_normal_stop_side_tasks_run_through_the_drain_and_are_then_cancelled(
+    runner_parts: tuple[Runner, asyncio.Event, IdleSource],
+) -> None:
+    runner, stop, source = runner_parts
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def serve() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    run = asyncio.create_task(runner.run(stop, [("http", serve)]))
+    await asyncio.wait_for(started.wait(), 10)
+    assert not cancelled.is_set()
+    stop.set()
+    await asyncio.wait_for(run, 10)  # no exception: a cancelled side task is not a death
+    assert cancelled.is_set()
+    assert runner.failure is None
+    assert source.polls >= 1

@@ -1,0 +1,320 @@
+"""Pieces every operator command shares: argument parsing (S3 URIs, --since), JSON-able rows,
+the queue helpers (depths, the dead-letter queue behind a queue, sending notifications) and
+operator-friendly error messages."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, TypeVar
+from uuid import UUID
+
+import asyncpg
+import orjson
+from botocore.exceptions import BotoCoreError, ClientError
+
+from worker.adapters.pg_ledger import connect_pool
+from worker.domain.errors import ConfigError, IcefeedError, TransientError, classify_engine_error
+from worker.domain.outcomes import TERMINAL
+from worker.settings import Settings
+
+T = TypeVar("T")
+
+STATUSES = ("PENDING", "CLAIMED", "LOADED", "FAILED", "GONE", "SKIPPED", "QUARANTINED", "REJECTED", "REPLACED")
+#: Statuses after which nothing more happens to a file on its own (a message about it is acked).
+FINAL = frozenset(TERMINAL | {"REPLACED"})
+#: Re-queued notifications are delayed this long (the sender commits its ledger change first).
+REQUEUE_DELAY_S = 2
+#: A PENDING file whose message has not come back for this long has probably lost it.
+DEFAULT_STUCK_AFTER_S = 3600
+SQS_BATCH = 10
+
+_DURATION = re.compile(r"^\s*(?:(\d+)\s*w)?\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*(?:(\d+)\s*s)?\s*$")
+
+
+class NotFound(ConfigError):
+    error_class = "NotFound"
+
+
+# -- arguments ------------------------------------------------------------------------------
+
+
+def parse_s3_uri(uri: str, *, key_required: bool = True) -> tuple[str, str]:
+    """``s3://bucket/key`` → (bucket, key). The key is taken as written (decoded, like the
+    ``_source_file`` column), never percent-decoded again."""
+    text = uri.strip()
+    if not text.startswith("s3://"):
+        raise ConfigError(f"not an S3 URI: {uri!r} (expected s3://bucket/key)")
+    bucket, _, key = text[len("s3://") :].partition("/")
+    if not bucket or not re.match(r"^[A-Za-z0-9][A-Za-z0-9.\-_]*$", bucket):
+        raise ConfigError(f"not an S3 URI: {uri!r} (no valid bucket name)")
+    if key_required and not key:
+        raise ConfigError(f"{uri!r} names a bucket, not an object: expected s3://bucket/key")
+    return bucket, key
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90s``, ``15m``, ``1h``, ``2d``, ``1w``, or combinations such as ``1h30m``."""
+    match = _DURATION.match(text)
+    if not match or not any(match.groups()) or not text.strip():
+        raise ConfigError(f"not a duration: {text!r} (use e.g. 30m, 1h, 2d, 1h30m)")
+    weeks, days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return timedelta(weeks=weeks, days=days, hours=hours, minutes=minutes, seconds=seconds)
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """An ISO-8601 time (UTC when it has no offset) or a duration back from ``now``."""
+    now = now or datetime.now(UTC)
+    value = text.strip()
+    if value and value[0].isdigit() and ("-" in value or "T" in value or ":" in value):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise ConfigError(f"--since: not an ISO-8601 time or a duration: {text!r}") from None
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+    try:
+        return now - parse_duration(value)
+    except ConfigError:
+        raise ConfigError(f"--since: not an ISO-8601 time or a duration (1h, 2d): {text!r}") from None
+
+
+def parse_statuses(text: str) -> list[str]:
+    """``failed`` or ``failed,quarantined`` (any case); ``open`` means PENDING and CLAIMED."""
+    out: list[str] = []
+    for part in re.split(r"[,\s|]+", text.strip()):
+        if not part:
+            continue
+        name = part.upper()
+        names = ["PENDING", "CLAIMED"] if name == "OPEN" else [name]
+        for n in names:
+            if n not in STATUSES:
+                raise ConfigError(f"unknown status {part!r} (choose from {', '.join(s.lower() for s in STATUSES)})")
+            if n not in out:
+                out.append(n)
+    if not out:
+        raise ConfigError("--status: name at least one status")
+    return out
+
+
+def s3_uri(bucket: str, key: str) -> str:
+    return f"s3://{bucket}/{key}"
+
+
+# -- ledger ---------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def ledger(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    """A small pool on the ledger for one command."""
+    pool = await connect_pool(settings.pg)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+# -- rows -----------------------------------------------------------------------------------
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def row(record: Any) -> dict[str, Any]:
+    return {k: jsonable(v) for k, v in dict(record).items()}
+
+
+def dumps(result: dict[str, Any]) -> str:
+    return orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode()
+
+
+# -- AWS ------------------------------------------------------------------------------------
+
+
+AWS_ERRORS = (BotoCoreError, ClientError, OSError)
+
+
+def aws_error(exc: BaseException, what: str) -> IcefeedError:
+    """A botocore failure as an icefeed error with a readable message."""
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        message = exc.response.get("Error", {}).get("Message", "") or str(exc)
+        if code in ("NoSuchBucket", "AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "404"):
+            return NotFound(f"{what}: {code}: {message}")
+        if code in ("AccessDenied", "AccessDeniedException", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            return IcefeedError(f"{what}: access denied ({code}): {message}", error_class="AwsDenied")
+        return TransientError(f"{what}: {code}: {message}", error_class="AwsUnavailable")
+    return TransientError(f"{what}: {type(exc).__name__}: {exc}", error_class="AwsUnavailable")
+
+
+async def aws_call(op: Callable[[], Awaitable[T]], what: str) -> T:
+    """One AWS call with a readable error (the client itself retries throttling)."""
+    try:
+        return await op()
+    except AWS_ERRORS as exc:
+        raise aws_error(exc, what) from None
+
+
+def queue_name(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[-1]
+
+
+async def queue_attributes(sqs: Any, url: str) -> dict[str, str]:
+    async def op() -> dict[str, str]:
+        response = await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
+        attrs: dict[str, str] = response.get("Attributes", {})
+        return attrs
+
+    return await aws_call(op, f"SQS GetQueueAttributes {queue_name(url)}")
+
+
+def depth(attrs: dict[str, str]) -> dict[str, int]:
+    return {
+        "visible": int(attrs.get("ApproximateNumberOfMessages", 0)),
+        "in_flight": int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
+        "delayed": int(attrs.get("ApproximateNumberOfMessagesDelayed", 0)),
+    }
+
+
+async def dead_letter_queue(sqs: Any, url: str, attrs: dict[str, str] | None = None) -> tuple[str, int] | None:
+    """(DLQ URL, maxReceiveCount) from the queue's RedrivePolicy, or None without one."""
+    attrs = attrs if attrs is not None else await queue_attributes(sqs, url)
+    policy = attrs.get("RedrivePolicy")
+    if not policy:
+        return None
+    parsed = orjson.loads(policy)
+    arn = str(parsed["deadLetterTargetArn"])  # arn:aws:sqs:region:account:name
+    parts = arn.split(":")
+    if len(parts) < 6:
+        raise ConfigError(f"queue {queue_name(url)}: unexpected deadLetterTargetArn {arn!r}")
+
+    async def op() -> str:
+        response = await sqs.get_queue_url(QueueName=parts[5], QueueOwnerAWSAccountId=parts[4])
+        return str(response["QueueUrl"])
+
+    dlq = await aws_call(op, f"SQS GetQueueUrl {parts[5]}")
+    return dlq, int(parsed.get("maxReceiveCount", 0))
+
+
+async def send_bodies(sqs: Any, queue_url: str, bodies: list[str], delay_s: int = 0) -> None:
+    """SendMessageBatch in tens; any entry SQS refuses is an error (nothing is silently lost)."""
+    for i in range(0, len(bodies), SQS_BATCH):
+        entries = [
+            {"Id": str(n), "MessageBody": body, "DelaySeconds": delay_s}
+            for n, body in enumerate(bodies[i : i + SQS_BATCH])
+        ]
+
+        async def op(e: list[dict[str, Any]] = entries) -> dict[str, Any]:
+            result: dict[str, Any] = await sqs.send_message_batch(QueueUrl=queue_url, Entries=e)
+            return result
+
+        response = await aws_call(op, f"SQS SendMessageBatch {queue_name(queue_url)}")
+        if response.get("Failed"):
+            raise TransientError(
+                f"SQS refused {len(response['Failed'])} message(s): {response['Failed'][0]}",
+                error_class="AwsUnavailable",
+            )
+
+
+def notifications(files: Iterable[Any]) -> list[str]:
+    """S3 notifications for ledger rows (bucket, key, etag, size_bytes)."""
+    from worker.schema_admin import s3_notification
+
+    return [s3_notification(f["bucket"], f["key"], f["etag"], f["size_bytes"]) for f in files]
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+def spark_error(error: IcefeedError) -> IcefeedError:
+    """Look through the engine exception behind ``error`` for what the operator needs to know.
+
+    The Spark Connect client reports a rejected token as a generic exception whose text names
+    the gRPC status, and an unreachable server as RetriesExceeded caused by an UNAVAILABLE RPC
+    error; both are classified here as the worker's taxonomy would name them."""
+    if error.error_class in ("SparkUnavailable", "SparkUnauthenticated"):
+        return error
+    cause: BaseException | None = error.__cause__
+    for _ in range(10):
+        if cause is None:
+            break
+        code = getattr(cause, "code", None)
+        name = None
+        if callable(code):
+            try:
+                name = getattr(code(), "name", None)
+            except Exception:  # noqa: BLE001 - best effort: the text below still classifies
+                name = None
+        text = str(cause)
+        if name is None:
+            for candidate in ("UNAUTHENTICATED", "UNAVAILABLE", "DEADLINE_EXCEEDED"):
+                if f"StatusCode.{candidate}" in text or f"status = {candidate}" in text.upper():
+                    name = candidate
+        if name is None and "RETRIES_EXCEEDED" in text and cause.__cause__ is None:
+            name = "UNAVAILABLE"
+        if name in ("UNAUTHENTICATED", "UNAVAILABLE", "DEADLINE_EXCEEDED"):
+            details = getattr(cause, "details", None)
+            message = details() if callable(details) else text
+            return classify_engine_error(type(cause).__name__, " ".join(str(message).split())[:500], name)
+        cause = cause.__cause__ or cause.__context__
+    return error
+
+
+def friendly(error: IcefeedError) -> str:
+    """What went wrong, in one line an operator can act on."""
+    detail = " ".join(str(error).split())
+    grpc_details = re.search(r'details = "([^"]*)"', detail)
+    if grpc_details:  # a raw gRPC error's repr: keep what the server said
+        detail = f"{detail.split(':', 1)[0]}: {grpc_details.group(1)}"
+    if len(detail) > 300:
+        detail = detail[:299] + "…"
+    cls = error.error_class
+    if cls == "SparkUnavailable":
+        return f"Spark Connect cluster unreachable (check ICEFEED_SPARK_URL and the cluster): {detail}"
+    if cls == "SparkUnauthenticated":
+        return "Spark Connect token rejected or expired: renew the token in ICEFEED_SPARK_URL"
+    if cls == "SparkSessionLost":
+        return f"Spark Connect session lost (the cluster restarted?); try again: {detail}"
+    if cls in ("PgUnavailable", "PgConnectionLost"):
+        return f"PostgreSQL unreachable (check ICEFEED_PG_DSN): {detail.removeprefix('PostgreSQL unreachable: ')}"
+    if cls == "AwsUnavailable":
+        return f"AWS unreachable or refusing the call: {detail}"
+    if cls == "AwsDenied":
+        return f"AWS denied the call (check the credentials and the role's policy): {detail}"
+    return f"{cls}: {detail}" if cls not in ("ConfigError", "NotFound") else detail
+
+
+def since_text(when: str | None, now: datetime) -> str:
+    """``2026-11-22 00:51:58 (12 s ago)`` for an ISO time, ``—`` for none."""
+    if not when:
+        return "—"
+    at = datetime.fromisoformat(when)
+    return f"{at.astimezone(UTC):%Y-%m-%d %H:%M:%S} ({ago(now - at)} ago)"
+
+
+def ago(delta: timedelta) -> str:
+    s = max(0, int(delta.total_seconds()))
+    if s < 120:
+        return f"{s} s"
+    if s < 7200:
+        return f"{s // 60} min"
+    if s < 172800:
+        return f"{s // 3600} h"
+    return f"{s // 86400} d"

@@ -1,0 +1,224 @@
+"""``icefeed preview``: what would happen to a file, without doing it.
+
+The file is read through Spark Connect exactly as a batch would read it (the sink's reader: the
+route's format, options and schema hints, plus the columns pinned on the table), its schema is
+compared with the destination table's, and the table's schema policy is asked for its decision
+(``plan_batch``). Nothing is written: the ledger is only read, the table only described.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import urllib.parse
+from typing import Any
+
+from worker.adapters.aws import AwsClients, S3Store
+from worker.adapters.dialects import dialect_for
+from worker.adapters.spark_sink import SparkSink
+from worker.admin.common import jsonable, ledger, parse_s3_uri, row, s3_uri, spark_error
+from worker.domain.batching import FileWork
+from worker.domain.errors import ConfigError, DataError, IcefeedError, TransientError
+from worker.domain.policy import RESCUED_COLUMN, Policy, data_columns, drop_void, plan_batch
+from worker.domain.routing import match_route
+from worker.domain.schema import Struct, diff, from_spark_json, parse_type, type_string
+from worker.ports import Reader, change_json
+from worker.routes import AnyIngestion, Routes
+from worker.settings import Settings
+from worker.sql import queries
+
+MAX_ROWS = 10
+DEFAULT_SPARK_CONNECT_PORT = 15002
+
+
+class PreviewSink(SparkSink):
+    """The sink's own reader, used read-only, on a session that fails fast when the cluster is
+    unreachable: an operator waits seconds for "cluster unreachable", not the client's default
+    ten minutes of retries while the session is being set up."""
+
+    def _spark(self) -> Any:
+        with self._lock:
+            if self._session is None:
+                from pyspark.sql.connect.client.retries import DefaultPolicy
+                from pyspark.sql.connect.session import SparkSession
+
+                url = self._settings.url.get_secret_value()
+                _reachable(url)
+                session = SparkSession(connection=url)  # no RPC yet
+                session.client.set_retry_policies(
+                    [DefaultPolicy(max_retries=self._settings.client_retries, max_backoff=5000)]
+                )
+                session.conf.set("spark.sql.session.timeZone", self._settings.session_timezone)
+                self._session = session
+            return self._session
+
+    def _look(
+        self, table: str, reader: Reader, work: FileWork, payload: bytes | None, rows: int
+    ) -> tuple[Struct, list[dict[str, Any]], Struct | None]:
+        spark = self._spark()
+        df = self._read(spark, reader, work, payload)
+        schema = data_columns(from_spark_json(df.schema.json()))
+        sample = [r.asDict(recursive=True) for r in df.limit(rows).collect()] if rows else []
+        return schema, sample, self._table_schema(spark, table)
+
+    async def look(
+        self, table: str, reader: Reader, work: FileWork, payload: bytes | None, rows: int
+    ) -> tuple[Struct, list[dict[str, Any]], Struct | None]:
+        try:
+            result: tuple[Struct, list[dict[str, Any]], Struct | None] = await self._run(
+                self._look, table, reader, work, payload, rows
+            )
+        except IcefeedError as error:
+            raise spark_error(error) from error
+        return result
+
+
+def _reachable(url: str, timeout_s: float = 5.0) -> None:
+    """Connect to the Spark Connect port once: a refused or unroutable address is reported at
+    once as SparkUnavailable."""
+    parts = urllib.parse.urlsplit(url)
+    host, port = parts.hostname or "localhost", parts.port or DEFAULT_SPARK_CONNECT_PORT
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise TransientError(
+            f"Spark Connect unavailable: cannot connect to {host}:{port} ({reason})", error_class="SparkUnavailable"
+        ) from None
+
+
+def columns(schema: Struct | None) -> list[dict[str, Any]] | None:
+    if schema is None:
+        return None
+    return [{"name": f.name, "type": type_string(f.type), "nullable": f.nullable} for f in schema.fields]
+
+
+def _ingestion(routes: Routes, bucket: str, key: str, name: str | None) -> AnyIngestion:
+    if name is not None:
+        try:
+            return routes.by_name(name)
+        except KeyError:
+            raise ConfigError(f"no ingestion named {name!r} in the routes file") from None
+    rule = match_route(routes.rules, bucket, key)
+    if rule is None:
+        raise ConfigError(f"no route matches s3://{bucket}/{key}: name one with --ingestion")
+    return routes.by_name(rule.name)
+
+
+async def preview(
+    settings: Settings, routes: Routes, uri: str, ingestion: str | None = None, rows: int = MAX_ROWS
+) -> dict[str, Any]:
+    bucket, key = parse_s3_uri(uri)
+    ing = _ingestion(routes, bucket, key, ingestion)
+    rows = max(0, min(rows, MAX_ROWS))
+    async with ledger(settings) as pool:  # reads only
+        pinned = {
+            r["column_name"]: r["type"] for r in await pool.fetch(queries("ledger.sql")["table_hints"], ing.table)
+        }
+        approved_rows = await pool.fetch(queries("ledger.sql")["approved_signatures"], ing.table)
+        history = await pool.fetch(queries("operator.sql")["file_history"], bucket, key)
+        result: dict[str, Any] = {
+            "uri": s3_uri(bucket, key),
+            "ingestion": ing.name,
+            "table": ing.table,
+            "format": ing.format,
+            "policy": ing.schema_policy,
+            "hints": {**ing.schema_hints, **pinned},
+            "written": False,
+        }
+        async with AwsClients(settings.aws) as aws:
+            store = S3Store(aws)
+            head = await store.head(bucket, key)
+            result["object"] = {"exists": head is not None, "etag": head.etag if head else None}
+            result["object"]["size"] = head.size if head else None
+            result["ledger"] = [
+                {k: v for k, v in row(r).items() if k in ("id", "etag", "status", "rows_loaded", "error_class")}
+                for r in history
+            ]
+            if head is None:
+                result["attention"] = [f"{uri}: no such object in S3"]
+                return result
+            local = dialect_for(settings.spark).parses_whole_file_json and ing.whole_file_json
+            too_big = _too_big(settings, head.size, local)
+            if too_big:
+                result.update(file_schema=None, sample=[], table_schema=None, diff=[])
+                result["decision"] = {
+                    "action": "fail",
+                    "error_class": "FileTooLarge",
+                    "text": f"FAIL (FileTooLarge): {too_big}",
+                }
+                result["attention"] = [f"would be FAILED: {too_big}"]
+                return result
+            payload = await store.get(bucket, key, head.etag) if local else None
+        reader = Reader(
+            ing.format, ing.reader_options(), {**ing.hint_types(), **{c: parse_type(t) for c, t in pinned.items()}}
+        )
+        work = FileWork(0, ing.name, bucket, key, head.etag, head.size)
+        sink = PreviewSink(settings.spark)
+        try:
+            schema, sample, table = await sink.look(ing.table, reader, work, payload, rows)
+        except DataError as error:
+            result.update(file_schema=None, sample=[], table_schema=None, diff=[])
+            text = f"FAIL ({error.error_class}): {error}"
+            result["decision"] = {"action": "fail", "error_class": error.error_class, "text": text}
+            result["attention"] = [f"would be FAILED ({error.error_class}): the engine cannot read it"]
+            return result
+        finally:
+            await asyncio.to_thread(sink.close)
+        plan = plan_batch(
+            Policy(ing.schema_policy), table, [(0, schema)], {r["signature"]: r["resolution"] for r in approved_rows}
+        )
+        decision = plan.decisions[0]
+        open_proposal = None
+        if not decision.load:
+            open_proposal = await pool.fetchval(
+                queries("operator.sql")["open_proposal_for"], ing.table, decision.signature
+            )
+    incoming = drop_void(schema)
+    result.update(
+        file_schema=columns(schema),
+        sample=[jsonable(r) for r in sample],
+        table_schema=columns(table),
+        diff=[change_json(c) for c in (diff(table, incoming) if table is not None else [])],
+        decision=_decision(ing, plan, decision, open_proposal),
+    )
+    result["attention"] = [] if decision.load else [f"would be QUARANTINED: {decision.reason}"]
+    return result
+
+
+def _too_big(settings: Settings, size: int, local: bool) -> str | None:
+    if local and size > settings.spark.local_parse_max_bytes:
+        return (
+            f"whole-file JSON of {size} bytes: over ICEFEED_SPARK_LOCAL_PARSE_MAX_BYTES="
+            f"{settings.spark.local_parse_max_bytes} for this engine"
+        )
+    if size > settings.batch.max_file_bytes:
+        return f"{size} bytes is over ICEFEED_BATCH_MAX_FILE_BYTES={settings.batch.max_file_bytes}"
+    return None
+
+
+def _decision(ing: AnyIngestion, plan: Any, decision: Any, open_proposal: int | None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "action": "load" if decision.load else "quarantine",
+        "table_changes": [change_json(c) for c in plan.table_changes],
+        "rescued": list(decision.rescued),
+        "signature": decision.signature or None,
+        "open_proposal": open_proposal,
+    }
+    if not decision.load:
+        kind = "SchemaConflict" if any(c.breaking for c in decision.changes) else "SchemaChange"
+        out["error_class"] = kind
+        joins = f"; it would join open proposal #{open_proposal}" if open_proposal else "; it would open a proposal"
+        out["text"] = f"QUARANTINE ({kind}, policy {ing.schema_policy}): {decision.reason}{joins}"
+    elif plan.creates_table:
+        out["text"] = f"LOAD: creates {ing.table} with the file's {len(plan.target.fields)} column(s)"
+    elif decision.rescued:
+        out["text"] = f"LOAD: column(s) {', '.join(decision.rescued)} go into {RESCUED_COLUMN}"
+    elif plan.table_changes:
+        changes = "; ".join(str(c) for c in plan.table_changes)
+        out["text"] = f"LOAD: the table evolves in the same commit: {changes}"
+    else:
+        out["text"] = "LOAD: the file fits the table as it is"
+    if decision.load and decision.signature:
+        out["text"] += " (as an approved proposal allows)"
+    return out

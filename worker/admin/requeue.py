@@ -1,0 +1,268 @@
+"""``icefeed retry`` and ``icefeed backfill``: send files' S3 notifications to the queue again.
+
+Both change the ledger and send in ONE transaction, sending before the commit: a worker that
+receives a notification early waits on the row (the register upsert blocks on the uncommitted
+change), and if the commit fails the notifications find the ledger as it was, which it absorbs.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from worker.adapters.aws import AwsClients, normalize_etag
+from worker.admin.common import (
+    AWS_ERRORS,
+    DEFAULT_STUCK_AFTER_S,
+    REQUEUE_DELAY_S,
+    aws_error,
+    jsonable,
+    ledger,
+    notifications,
+    parse_s3_uri,
+    s3_uri,
+    send_bodies,
+)
+from worker.domain.errors import ConfigError
+from worker.domain.routing import match_route
+from worker.routes import Routes
+from worker.settings import Settings, require_queues
+from worker.sql import queries
+
+CHUNK = 500  # files per transaction
+BACKFILL_CHUNK = 100
+SHOWN_KEYS = 100  # keys listed in a backfill result
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+def _q() -> dict[str, str]:
+    return queries("operator.sql")
+
+
+async def _requeue(
+    pool: asyncpg.Pool,
+    sqs: Any,
+    queue: str,
+    ids: list[int] | None,
+    ingestion: str | None,
+    stuck_after_s: float,
+    limit: int | None,
+    after: int,
+) -> list[Any]:
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(_q()["requeue_files"], ids, ingestion, stuck_after_s, limit, after)
+        await send_bodies(sqs, queue, notifications(rows), REQUEUE_DELAY_S)
+    return list(rows)
+
+
+def _why_not(r: Any) -> str:
+    status = r["status"]
+    if status == "LOADED":
+        return f"LOADED ({r['rows_loaded']} rows, batch {r['batch_id']}): a loaded file is never re-queued"
+    if status == "REPLACED":
+        return "REPLACED: a newer version of the object replaced its rows; never re-queued"
+    if status == "CLAIMED":
+        return "CLAIMED: a batch is loading it right now"
+    if status == "QUARANTINED":
+        return f"QUARANTINED: resolve proposal #{r['proposal_id']} (icefeed schema approve / reject)"
+    if status == "REJECTED":
+        return f"REJECTED by an operator (proposal #{r['proposal_id']})"
+    if status == "GONE":
+        return "GONE: the object was deleted before it was read"
+    if status == "SKIPPED":
+        return f"SKIPPED: {r['error_message'] or 'superseded'} (the newer version has its own row)"
+    return f"{status}: not retryable"
+
+
+def _requeued(r: Any) -> dict[str, Any]:
+    out = {"id": r["id"], "uri": s3_uri(r["bucket"], r["key"]), "etag": r["etag"], "ingestion": r["ingestion"]}
+    out.update({"was": r["was"], "was_error_class": r["was_class"], "was_error": r["was_message"]})
+    return out
+
+
+async def retry(
+    settings: Settings,
+    uri: str | None = None,
+    *,
+    failed: bool = False,
+    ingestion: str | None = None,
+    stuck_after_s: float = DEFAULT_STUCK_AFTER_S,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """Re-queue one object's FAILED or PENDING versions, or (``failed``) every FAILED file and
+    every PENDING one whose message is gone. LOADED files are never re-queued."""
+    if (uri is None) == (not failed):
+        raise ConfigError("give either an S3 URI or --failed")
+    require_queues(settings)
+    queue = settings.sqs.queue_urls[0]
+    requeued: list[dict[str, Any]] = []
+    refused: list[dict[str, Any]] = []
+    attention: list[str] = []
+    async with ledger(settings) as pool, AwsClients(settings.aws) as aws:
+        if uri is not None:
+            bucket, key = parse_s3_uri(uri)
+            versions = await pool.fetch(_q()["file_history"], bucket, key)
+            wanted = [r["id"] for r in versions if r["status"] in ("FAILED", "PENDING")]
+            for r in versions:
+                if r["id"] not in wanted:
+                    refused.append({"uri": s3_uri(bucket, key), "etag": r["etag"], "status": r["status"]})
+                    refused[-1]["reason"] = _why_not(r)
+            if wanted:
+                got = await _requeue(pool, aws.sqs, queue, wanted, None, 0.0, None, 0)
+                requeued += [_requeued(r) for r in got]
+                for r in versions:
+                    if r["id"] in set(wanted) - {g["id"] for g in got}:
+                        refused.append(
+                            {
+                                "uri": s3_uri(bucket, key),
+                                "etag": r["etag"],
+                                "status": r["status"],
+                                "reason": "changed meanwhile (a worker holds it): look again with icefeed file",
+                            }
+                        )
+            if not versions:
+                attention.append(f"{s3_uri(bucket, key)} is not in the ledger: icefeed backfill {s3_uri(bucket, key)}")
+            elif not requeued:
+                attention += [f"not re-queued: {r['uri']} (etag {r['etag']}) is {r['reason']}" for r in refused]
+        else:
+            after = 0
+            while limit is None or len(requeued) < limit:
+                chunk = CHUNK if limit is None else min(CHUNK, limit - len(requeued))
+                got = await _requeue(pool, aws.sqs, queue, None, ingestion, stuck_after_s, chunk, after)
+                requeued += [_requeued(r) for r in got]
+                if len(got) < chunk:
+                    break
+                after = max(r["id"] for r in got)
+    return {
+        "target": uri if uri is not None else "failed",
+        "ingestion": ingestion,
+        "queue": queue,
+        "requeued": requeued,
+        "refused": refused,
+        "attention": attention,
+    }
+
+
+# -- backfill -------------------------------------------------------------------------------
+
+
+async def backfill(
+    settings: Settings,
+    routes: Routes,
+    uri: str,
+    *,
+    since: datetime | None = None,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """List ``s3://bucket/prefix`` and send a notification for every routed object version the
+    ledger has not seen. Each version sent is registered PENDING (events_seen 0) in the same
+    transaction, so a second backfill, even a concurrent one, never sends it again."""
+    bucket, prefix = parse_s3_uri(uri, key_required=False)
+    rules = [r for r in routes.rules if r.bucket == bucket]
+    if not rules:
+        raise ConfigError(f"no route reads bucket {bucket!r} (routes file {settings.routes_file})")
+    if not any(r.prefix.startswith(prefix) or prefix.startswith(r.prefix) for r in rules):
+        raise ConfigError(
+            f"no route reads keys under {uri} (route prefixes: {', '.join(sorted({r.prefix for r in rules}))})"
+        )
+    if not dry_run:
+        require_queues(settings)
+    queue = settings.sqs.queue_urls[0] if settings.sqs.queue_urls else None
+    stats: dict[str, Any] = {
+        "listed": 0,
+        "before_since": 0,
+        "unrouted": 0,
+        "routed": 0,
+        "already_known": Counter(),
+        "sent": 0,
+    }
+    sent_keys: list[str] = []
+    async with ledger(settings) as pool, AwsClients(settings.aws) as aws:
+        pages = aws.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        try:
+            async for page in pages:
+                candidates = []
+                for obj in page.get("Contents", []):
+                    stats["listed"] += 1
+                    if since is not None and obj["LastModified"] < since:
+                        stats["before_since"] += 1
+                        continue
+                    rule = match_route(rules, bucket, obj["Key"])
+                    if rule is None:
+                        stats["unrouted"] += 1
+                        continue
+                    stats["routed"] += 1
+                    candidates.append((rule.name, obj))
+                for i in range(0, len(candidates), BACKFILL_CHUNK):
+                    sent = await _backfill_chunk(
+                        pool, aws.sqs, queue, bucket, candidates[i : i + BACKFILL_CHUNK], stats, dry_run
+                    )
+                    sent_keys += sent[: max(0, SHOWN_KEYS - len(sent_keys))]
+                if progress is not None:
+                    progress(stats)
+        except AWS_ERRORS as exc:
+            raise aws_error(exc, f"S3 ListObjectsV2 {uri}") from None
+    return {
+        "uri": uri,
+        "bucket": bucket,
+        "prefix": prefix,
+        "since": jsonable(since),
+        "dry_run": dry_run,
+        "queue": queue,
+        **{k: v for k, v in stats.items() if k != "already_known"},
+        "already_known": dict(sorted(stats["already_known"].items())),
+        "sent_keys": sent_keys,
+        "sent_keys_truncated": stats["sent"] > len(sent_keys),
+        "attention": [],
+    }
+
+
+async def _backfill_chunk(
+    pool: asyncpg.Pool,
+    sqs: Any,
+    queue: str | None,
+    bucket: str,
+    candidates: list[tuple[str, dict[str, Any]]],
+    stats: dict[str, Any],
+    dry_run: bool,
+) -> list[str]:
+    sql = _q()
+    items = [(name, obj["Key"], normalize_etag(obj["ETag"]), obj) for name, obj in candidates]
+    known_rows = await pool.fetch(
+        sql["known_files"], [bucket] * len(items), [k for _, k, _, _ in items], [e for _, _, e, _ in items]
+    )
+    known = {(r["key"], r["etag"]): r["status"] for r in known_rows}
+    fresh = []
+    for name, key, etag, obj in items:
+        if (key, etag) in known:
+            stats["already_known"][known[(key, etag)]] += 1
+        else:
+            fresh.append((name, key, etag, obj))
+    if not fresh:
+        return []
+    if dry_run:
+        stats["sent"] += len(fresh)
+        return [key for _, key, _, _ in fresh]
+    assert queue is not None
+    async with pool.acquire() as conn, conn.transaction():
+        inserted = await conn.fetch(
+            sql["register_backfill"],
+            [name for name, _, _, _ in fresh],
+            [bucket] * len(fresh),
+            [key for _, key, _, _ in fresh],
+            [etag for _, _, etag, _ in fresh],
+            [int(obj["Size"]) for _, _, _, obj in fresh],
+            [obj["LastModified"] for _, _, _, obj in fresh],
+            [0] * len(fresh),
+        )
+        await send_bodies(sqs, queue, notifications(inserted), REQUEUE_DELAY_S)
+    stats["sent"] += len(inserted)
+    if len(inserted) < len(fresh):  # registered meanwhile (an event, another backfill)
+        stats["already_known"]["PENDING"] += len(fresh) - len(inserted)
+    return [r["key"] for r in inserted]

@@ -1,0 +1,249 @@
+"""``icefeed status``, ``icefeed files``, ``icefeed file``: what the ledger and the queues say."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from worker.adapters.aws import AwsClients, S3Store
+from worker.admin.common import (
+    DEFAULT_STUCK_AFTER_S,
+    FINAL,
+    dead_letter_queue,
+    depth,
+    friendly,
+    jsonable,
+    ledger,
+    parse_s3_uri,
+    queue_attributes,
+    queue_name,
+    row,
+    s3_uri,
+)
+from worker.domain.errors import IcefeedError
+from worker.domain.routing import match_route
+from worker.routes import Routes
+from worker.settings import Settings
+from worker.sql import queries
+
+
+def _q() -> dict[str, str]:
+    return queries("operator.sql")
+
+
+# -- status ---------------------------------------------------------------------------------
+
+
+async def status(
+    settings: Settings, ingestion: str | None = None, stuck_after_s: float = DEFAULT_STUCK_AFTER_S
+) -> dict[str, Any]:
+    sql = _q()
+    async with ledger(settings) as pool:
+        clock = await pool.fetchrow(sql["clock"])
+        groups = await pool.fetch(sql["status_by_ingestion"], ingestion, clock["today"])
+        oldest = await pool.fetchrow(sql["oldest_open"], ingestion)
+        stuck = await pool.fetchval(sql["stuck_count"], ingestion, stuck_after_s)
+        batches = await pool.fetchrow(sql["batch_summary"], ingestion)
+        proposals = await pool.fetchval(sql["open_proposals"], ingestion)
+        rejected = await pool.fetchval(sql["rejected_recently"])
+    per: dict[str, dict[str, Any]] = {}
+    for g in groups:
+        entry = per.setdefault(
+            g["ingestion"],
+            {
+                "ingestion": g["ingestion"],
+                "files": 0,
+                "by_status": {},
+                "rows_loaded": 0,
+                "loaded_today": 0,
+                "rows_today": 0,
+                "last_loaded_at": None,
+            },
+        )
+        entry["files"] += g["files"]
+        entry["by_status"][g["status"]] = g["files"]
+        entry["rows_loaded"] += g["rows"]
+        entry["loaded_today"] += g["loaded_today"]
+        entry["rows_today"] += g["rows_today"]
+        if g["last_loaded_at"] is not None:
+            entry["last_loaded_at"] = jsonable(g["last_loaded_at"])
+    ingestions = list(per.values())
+    totals: dict[str, Any] = {"files": 0, "by_status": {}, "rows_loaded": 0, "loaded_today": 0, "rows_today": 0}
+    for entry in ingestions:
+        for key in ("files", "rows_loaded", "loaded_today", "rows_today"):
+            totals[key] += entry[key]
+        for st, n in entry["by_status"].items():
+            totals["by_status"][st] = totals["by_status"].get(st, 0) + n
+    lasts = [e["last_loaded_at"] for e in ingestions if e["last_loaded_at"]]
+    totals["last_loaded_at"] = max(lasts) if lasts else None
+    result: dict[str, Any] = {
+        "now": jsonable(clock["now"]),
+        "ledger_schema": settings.pg.ledger_schema,
+        "ingestion": ingestion,
+        "ingestions": ingestions,
+        "totals": totals,
+        "oldest_open": _oldest(oldest) if oldest else None,
+        "stuck_pending": stuck,
+        "stuck_after_s": stuck_after_s,
+        "batches": row(batches),
+        "open_proposals": proposals,
+        "rejected_messages_last_day": rejected,
+        "queues": await queue_status(settings),
+    }
+    result["attention"] = _status_attention(result)
+    return result
+
+
+def _oldest(r: Any) -> dict[str, Any]:
+    out = row(r)
+    out["uri"] = s3_uri(r["bucket"], r["key"])
+    return out
+
+
+async def queue_status(settings: Settings) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    if not settings.sqs.queue_urls:
+        return out
+    async with AwsClients(settings.aws) as aws:
+        for url in settings.sqs.queue_urls:
+            entry: dict[str, Any] = {"url": url, "name": queue_name(url)}
+            try:
+                attrs = await queue_attributes(aws.sqs, url)
+                entry.update(depth(attrs))
+                found = await dead_letter_queue(aws.sqs, url, attrs)
+                if found is None:
+                    entry["dlq"] = None
+                else:
+                    dlq_url, max_receives = found
+                    dlq_depth = depth(await queue_attributes(aws.sqs, dlq_url))
+                    entry["dlq"] = {
+                        "url": dlq_url,
+                        "name": queue_name(dlq_url),
+                        "max_receive_count": max_receives,
+                        "messages": dlq_depth["visible"] + dlq_depth["in_flight"] + dlq_depth["delayed"],
+                    }
+            except IcefeedError as error:
+                entry["error"] = friendly(error)
+            out.append(entry)
+    return out
+
+
+def _status_attention(s: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    counts = s["totals"]["by_status"]
+    only = f" --ingestion {s['ingestion']}" if s["ingestion"] else ""
+    if counts.get("FAILED"):
+        out.append(f"{counts['FAILED']} FAILED file(s): icefeed files --status failed{only}")
+    if counts.get("QUARANTINED"):
+        out.append(
+            f"{counts['QUARANTINED']} QUARANTINED file(s) in {s['open_proposals']} open proposal(s): "
+            "icefeed schema pending"
+        )
+    if s["stuck_pending"]:
+        out.append(
+            f"{s['stuck_pending']} PENDING file(s) without a live message (dead-lettered or silent for "
+            f"{int(s['stuck_after_s'])} s): icefeed retry --failed{only}"
+        )
+    for qs in s["queues"]:
+        if "error" in qs:
+            out.append(f"queue {qs['name']}: {qs['error']}")
+        elif qs["dlq"] is None:
+            out.append(f"queue {qs['name']} has no dead-letter queue: a poison message would loop forever")
+        elif qs["dlq"]["messages"]:
+            out.append(
+                f"{qs['dlq']['messages']} message(s) in the dead-letter queue {qs['dlq']['name']}: icefeed dlq show"
+            )
+    return out
+
+
+# -- files ----------------------------------------------------------------------------------
+
+
+async def files(
+    settings: Settings,
+    statuses: list[str] | None = None,
+    since: datetime | None = None,
+    key_prefix: str | None = None,
+    ingestion: str | None = None,
+    limit: int = 50,
+) -> dict[str, Any]:
+    bucket = None
+    if key_prefix and key_prefix.startswith("s3://"):
+        bucket, key_prefix = parse_s3_uri(key_prefix, key_required=False)
+    async with ledger(settings) as pool:
+        rows = await pool.fetch(_q()["list_files"], statuses, ingestion, bucket, key_prefix or None, since, limit)
+    listed = []
+    for r in rows:
+        item = row(r)
+        item.pop("total")
+        item["uri"] = s3_uri(r["bucket"], r["key"])
+        listed.append(item)
+    return {
+        "filter": {
+            "status": statuses,
+            "since": jsonable(since),
+            "bucket": bucket,
+            "key_prefix": key_prefix,
+            "ingestion": ingestion,
+            "limit": limit,
+        },
+        "total": rows[0]["total"] if rows else 0,
+        "files": listed,
+        "attention": [],
+    }
+
+
+# -- file -----------------------------------------------------------------------------------
+
+
+async def file(settings: Settings, routes: Routes | None, uri: str) -> dict[str, Any]:
+    bucket, key = parse_s3_uri(uri)
+    async with ledger(settings) as pool:
+        rows = await pool.fetch(_q()["file_history"], bucket, key)
+    obj: dict[str, Any]
+    try:
+        async with AwsClients(settings.aws) as aws:
+            info = await S3Store(aws).head(bucket, key)
+        obj = {"exists": info is not None, "etag": info.etag if info else None, "size": info.size if info else None}
+    except IcefeedError as error:
+        obj = {"exists": None, "error": friendly(error)}
+    route = None
+    if routes is not None:
+        rule = match_route(routes.rules, bucket, key)
+        if rule is not None:
+            ing = routes.by_name(rule.name)
+            route = {"ingestion": ing.name, "table": ing.table, "format": ing.format}
+    versions = []
+    for r in rows:
+        v = row(r)
+        v["current"] = obj.get("etag") == r["etag"]
+        versions.append(v)
+    result: dict[str, Any] = {"uri": s3_uri(bucket, key), "bucket": bucket, "key": key, "route": route}
+    result.update(object=obj, versions=versions)
+    result["attention"] = _file_attention(result, routes is not None)
+    return result
+
+
+def _file_attention(f: dict[str, Any], know_routes: bool) -> list[str]:
+    out: list[str] = []
+    obj, versions, uri = f["object"], f["versions"], f["uri"]
+    if not versions:
+        if obj.get("exists") is False:
+            out.append("not in the ledger and not in S3")
+        elif know_routes and f["route"] is None:
+            out.append("no route matches this key: icefeed ignores it")
+        else:
+            out.append(f"never seen by icefeed (its event was lost?): icefeed backfill {uri}")
+        return out
+    if obj.get("exists") and not any(v["current"] for v in versions) and (not know_routes or f["route"]):
+        out.append(f"the object's current version (etag {obj['etag']}) was never seen: icefeed backfill {uri}")
+    latest = versions[-1]
+    if latest["status"] == "FAILED":
+        out.append(f"FAILED ({latest['error_class']}): fix the cause, then icefeed retry {uri}")
+    elif latest["status"] == "QUARANTINED":
+        out.append(f"QUARANTINED by proposal #{latest['proposal_id']}: icefeed schema pending")
+    elif latest["status"] == "PENDING" and latest["error_class"] == "DeadLettered":
+        out.append(f"its message went to the dead-letter queue: icefeed dlq redrive, or icefeed retry {uri}")
+    elif latest["status"] not in FINAL | {"PENDING", "CLAIMED"}:
+        out.append(f"unexpected status {latest['status']}")
+    return out

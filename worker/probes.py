@@ -1,0 +1,300 @@
+"""Readiness probes: can this process reach each dependency right now?
+
+One set of probes serves the worker's ``/readyz`` (through the worker's own pool, Spark session
+and SQS client) and ``icefeed check`` (which opens its own connections, once). A probe returns a
+short detail when it passes and raises when it fails; ``ProbeRunner`` bounds each one by a
+timeout, never runs the same probe twice at once (a hung dependency cannot pile up calls), and
+may reuse its last answer for a few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from worker.domain.errors import ConfigError, IcefeedError
+from worker.settings import Settings
+from worker.sql import queries
+
+PG_HINT = "check ICEFEED_PG_DSN (host, port, database, credentials) and that PostgreSQL accepts connections from here"
+LEDGER_HINT = "run `icefeed migrate` against this ICEFEED_PG_DSN and ICEFEED_PG_LEDGER_SCHEMA"
+SPARK_HINT = "check ICEFEED_SPARK_URL (sc://host:port/;use_ssl=…;token=…) and that the Spark Connect server is up"
+SQS_HINT = (
+    "check ICEFEED_SQS_QUEUE_URLS, ICEFEED_AWS_REGION / ICEFEED_AWS_ENDPOINT_URL, the AWS credentials and the "
+    "role's sqs:GetQueueAttributes permission"
+)
+ROUTES_HINT = "fix ICEFEED_ROUTES_FILE (see README: Routes file)"
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    name: str
+    check: Callable[[], Awaitable[str]]
+    hint: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    name: str
+    ok: bool
+    detail: str
+    hint: str
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "ok": self.ok,
+            "detail": self.detail,
+            "hint": "" if self.ok else self.hint,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def describe(error: BaseException) -> str:
+    if isinstance(error, IcefeedError):
+        return f"{error.error_class}: {error}"
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+class ProbeRunner:
+    """Runs probes concurrently, each bounded by ``timeout_s``; answers within ``cache_s`` of the
+    previous run reuse it. A probe still running from an earlier call is awaited, not restarted."""
+
+    def __init__(
+        self,
+        probes: Sequence[Probe],
+        timeout_s: float,
+        cache_s: float = 0.0,
+        scrub: Callable[[str], str] = lambda text: text,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.probes = list(probes)
+        self._timeout = timeout_s
+        self._cache_s = cache_s
+        self._scrub = scrub
+        self._clock = clock
+        self._running: dict[str, asyncio.Task[str]] = {}
+        self._last: tuple[float, list[ProbeResult]] | None = None
+        self._lock = asyncio.Lock()
+
+    async def run(self) -> list[ProbeResult]:
+        async with self._lock:
+            if self._last is not None and self._clock() - self._last[0] < self._cache_s:
+                return self._last[1]
+            results = list(await asyncio.gather(*(self._one(p) for p in self.probes)))
+            self._last = (self._clock(), results)
+            return results
+
+    async def _one(self, probe: Probe) -> ProbeResult:
+        started = time.monotonic()
+        task = self._running.get(probe.name)
+        if task is None:  # else: the call an earlier run gave up waiting for (done or not)
+            task = asyncio.ensure_future(probe.check())
+            self._running[probe.name] = task
+        done, _ = await asyncio.wait({task}, timeout=self._timeout)
+        seconds = time.monotonic() - started
+        if not done:
+            detail = f"no answer within {self._timeout:g} s"
+            return ProbeResult(probe.name, False, detail, probe.hint, seconds)
+        self._running.pop(probe.name, None)
+        if task.cancelled():
+            return ProbeResult(probe.name, False, "cancelled", probe.hint, seconds)
+        error = task.exception()
+        if error is not None:
+            return ProbeResult(probe.name, False, self._scrub(describe(error)), probe.hint, seconds)
+        return ProbeResult(probe.name, True, self._scrub(task.result()), probe.hint, seconds)
+
+    async def close(self) -> None:
+        """Cancel probes still waiting for an answer (a Spark call in a thread finishes alone)."""
+        tasks = [t for t in self._running.values() if not t.done()]
+        self._running.clear()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+
+
+# -- the probes ----------------------------------------------------------------------------------
+
+
+def _ms(started: float) -> str:
+    return f"{(time.monotonic() - started) * 1000:.0f} ms"
+
+
+def postgres_probe(fetchval: Callable[[str], Awaitable[Any]]) -> Probe:
+    async def check() -> str:
+        started = time.monotonic()
+        await fetchval(queries("operations.sql")["ping"])
+        return f"SELECT 1 in {_ms(started)}"
+
+    return Probe("postgres", check, PG_HINT)
+
+
+def spark_probe(ping: Callable[[], Awaitable[str]]) -> Probe:
+    async def check() -> str:
+        started = time.monotonic()
+        version = await ping()
+        return f"Spark Connect answers (Spark {version}) in {_ms(started)}"
+
+    return Probe("spark", check, SPARK_HINT)
+
+
+def sqs_probe(get_attributes: Callable[[str], Awaitable[dict[str, str]]], queue_urls: Sequence[str]) -> Probe:
+    async def check() -> str:
+        from worker.observability.metrics import queue_name
+
+        if not queue_urls:
+            raise ConfigError("ICEFEED_SQS_QUEUE_URLS is empty")
+        parts = []
+        for url in queue_urls:
+            attrs = await get_attributes(url)
+            visible = attrs.get("ApproximateNumberOfMessages", "?")
+            dlq = "with a DLQ" if attrs.get("RedrivePolicy") else "NO DLQ (RedrivePolicy missing)"
+            parts.append(f"{queue_name(url)}: {visible} visible, {dlq}")
+        return "; ".join(parts)
+
+    return Probe("sqs", check, SQS_HINT)
+
+
+def sqs_attributes(sqs_client: Any) -> Callable[[str], Awaitable[dict[str, str]]]:
+    """GetQueueAttributes through an aioboto3 SQS client, errors as IcefeedErrors."""
+
+    async def get(url: str) -> dict[str, str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from worker.domain.errors import TransientError
+
+        try:
+            response = await sqs_client.get_queue_attributes(
+                QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "RedrivePolicy"]
+            )
+        except (BotoCoreError, ClientError, OSError) as exc:
+            message = f"SQS GetQueueAttributes: {type(exc).__name__}: {exc}"
+            raise TransientError(message, error_class="AwsUnavailable") from None
+        attrs: dict[str, str] = response.get("Attributes", {})
+        return attrs
+
+    return get
+
+
+def worker_probes(pool: Any, sink: Any, sqs_client: Any, queue_urls: Sequence[str]) -> list[Probe]:
+    """The probes of a running worker, through its own pool, Spark session and SQS client."""
+    return [
+        postgres_probe(pool.fetchval),
+        spark_probe(sink.ping),
+        sqs_probe(sqs_attributes(sqs_client), queue_urls),
+    ]
+
+
+# -- `icefeed check` -------------------------------------------------------------------------------
+
+
+def routes_probe(settings: Settings) -> Probe:
+    async def check() -> str:
+        from worker.routes import load_routes
+
+        routes = load_routes(settings.routes_file)
+        tables = {i.table for i in routes.ingestion}
+        return f"{settings.routes_file}: {len(routes.ingestion)} ingestion(s) into {len(tables)} table(s)"
+
+    return Probe("routes", check, ROUTES_HINT)
+
+
+def ledger_probe(connect: Callable[[], Awaitable[Any]], settings: Settings) -> Probe:
+    async def check() -> str:
+        import asyncpg
+
+        from worker.adapters.pg_ledger import discover_migrations
+
+        wanted = [name for _, name, _ in discover_migrations(settings.migrations_dir)]
+        conn = await connect()
+        try:
+            try:
+                rows = await conn.fetch(queries("migrate.sql")["applied"])
+            except asyncpg.UndefinedTableError:
+                raise ConfigError(f"schema {settings.pg.ledger_schema} has no ledger (not migrated)") from None
+        finally:
+            await conn.close()
+        applied = {r["name"] for r in rows}
+        pending = [name for name in wanted if name not in applied]
+        if pending:
+            raise ConfigError(f"{len(pending)} migration(s) pending in {settings.pg.ledger_schema}: {pending[0]} …")
+        return f"schema {settings.pg.ledger_schema}: {len(applied)} migration(s) applied, none pending"
+
+    return Probe("ledger", check, LEDGER_HINT)
+
+
+@contextlib.asynccontextmanager
+async def cli_probes(settings: Settings) -> AsyncIterator[list[Probe]]:
+    """Every check ``icefeed check`` runs, on connections of its own, closed on exit."""
+    import asyncpg
+
+    from worker.adapters.aws import AwsClients
+    from worker.adapters.spark_sink import SparkSink
+    from worker.domain.errors import TransientError
+
+    async def connect() -> Any:
+        try:
+            return await asyncpg.connect(
+                settings.pg.dsn.get_secret_value(),
+                timeout=settings.pg.connect_timeout_s,
+                server_settings={"search_path": settings.pg.ledger_schema, "application_name": "icefeed-check"},
+            )
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            raise TransientError(f"{type(exc).__name__}: {exc}", error_class="PgUnavailable") from None
+
+    async def fetchval(sql: str) -> Any:
+        conn = await connect()
+        try:
+            return await conn.fetchval(sql)
+        finally:
+            await conn.close()
+
+    # A check answers quickly: few client-side retries against an unreachable server.
+    sink = SparkSink(settings.spark.model_copy(update={"client_retries": min(2, settings.spark.client_retries)}))
+    try:
+        async with AwsClients(settings.aws) as aws:
+            yield [
+                routes_probe(settings),
+                postgres_probe(fetchval),
+                ledger_probe(connect, settings),
+                spark_probe(sink.ping),
+                sqs_probe(sqs_attributes(aws.sqs), settings.sqs.queue_urls),
+            ]
+    finally:
+        await asyncio.to_thread(sink.close)
+
+
+async def check_once(settings: Settings, timeout_s: float, scrub: Callable[[str], str]) -> list[ProbeResult]:
+    async with cli_probes(settings) as probes:
+        runner = ProbeRunner(probes, timeout_s, scrub=scrub)
+        try:
+            return await runner.run()
+        finally:
+            await runner.close()
+
+
+def render(results: Sequence[ProbeResult]) -> list[str]:
+    """One line per probe: ``PASS name  detail`` or ``FAIL name  detail — fix: hint``."""
+    width = max((len(r.name) for r in results), default=0)
+    lines = []
+    for r in results:
+        line = f"{'PASS' if r.ok else 'FAIL'}  {r.name:<{width}}  {r.detail}"
+        if not r.ok:
+            line += f" — fix: {r.hint}"
+        lines.append(line)
+    return lines
+
+
+def summary(results: Sequence[ProbeResult]) -> str:
+    failed = [r.name for r in results if not r.ok]
+    if not failed:
+        return f"all {len(results)} checks passed"
+    return f"{len(failed)} of {len(results)} checks failed: {', '.join(failed)}"

@@ -1,0 +1,133 @@
+-- Operator commands (worker/admin/): read-mostly views of the ledger, and the few writes that
+-- re-queue files (retry, backfill). Every statement runs with search_path set to the ledger
+-- schema. $1 … are bound parameters; nothing is ever formatted into these statements.
+
+-- name: clock
+SELECT now() AS now, date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS today;
+
+-- name: status_by_ingestion
+-- Files per ingestion and status, with today's loads (UTC day) and the last load.
+SELECT ingestion, status, count(*) AS files,
+       COALESCE(sum(rows_loaded) FILTER (WHERE status = 'LOADED'), 0)::bigint AS rows,
+       count(*) FILTER (WHERE status = 'LOADED' AND finished_at >= $2) AS loaded_today,
+       COALESCE(sum(rows_loaded) FILTER (WHERE status = 'LOADED' AND finished_at >= $2), 0)::bigint AS rows_today,
+       max(finished_at) FILTER (WHERE status = 'LOADED') AS last_loaded_at
+  FROM files
+ WHERE ($1::text IS NULL OR ingestion = $1)
+ GROUP BY ingestion, status
+ ORDER BY ingestion, status;
+
+-- name: oldest_open
+-- The file waiting longest (PENDING or CLAIMED).
+SELECT id, ingestion, bucket, key, status, first_seen_at, last_event_at, error_class, error_message
+  FROM files
+ WHERE status IN ('PENDING', 'CLAIMED') AND ($1::text IS NULL OR ingestion = $1)
+ ORDER BY first_seen_at, id
+ LIMIT 1;
+
+-- name: stuck_count
+-- PENDING files whose message is gone: dead-lettered, or not seen for $2 seconds.
+SELECT count(*)
+  FROM files
+ WHERE status = 'PENDING' AND ($1::text IS NULL OR ingestion = $1)
+   AND (error_class = 'DeadLettered' OR last_event_at <= now() - make_interval(secs => $2::double precision));
+
+-- name: batch_summary
+-- batches.ingestion lists every ingestion of a mixed batch, comma-separated.
+SELECT count(*) FILTER (WHERE status = 'WRITING') AS writing,
+       count(*) FILTER (WHERE status = 'WRITING' AND lease_expires_at < now()) AS lease_expired,
+       count(*) FILTER (WHERE status = 'ABORTED' AND created_at >= now() - interval '1 day') AS aborted_last_day,
+       max(finished_at) FILTER (WHERE status = 'COMMITTED') AS last_commit_at
+  FROM batches
+ WHERE ($1::text IS NULL OR $1 = ANY(string_to_array(ingestion, ',')));
+
+-- name: open_proposals
+SELECT count(*) FROM schema_proposals WHERE status = 'PENDING' AND ($1::text IS NULL OR ingestion = $1);
+
+-- name: rejected_recently
+SELECT count(*) FROM rejected_messages WHERE received_at >= now() - interval '1 day';
+
+-- name: list_files
+-- Newest first; updated_at is the file's latest activity (event, claim or end).
+SELECT id, ingestion, bucket, key, etag, status, size_bytes, rows_loaded, attempts, events_seen,
+       batch_id, proposal_id, error_class, error_message, first_seen_at, last_event_at, finished_at,
+       GREATEST(last_event_at, claimed_at, finished_at) AS updated_at,
+       count(*) OVER () AS total
+  FROM files
+ WHERE ($1::text[] IS NULL OR status = ANY($1::text[]))
+   AND ($2::text IS NULL OR ingestion = $2)
+   AND ($3::text IS NULL OR bucket = $3)
+   AND ($4::text IS NULL OR left(key, length($4::text)) = $4::text)
+   AND ($5::timestamptz IS NULL OR GREATEST(last_event_at, claimed_at, finished_at) >= $5)
+ ORDER BY id DESC
+ LIMIT $6;
+
+-- name: file_history
+-- Every ledger row (version) of one object, with its latest batch and its proposal.
+SELECT f.id, f.ingestion, f.bucket, f.key, f.etag, f.version_id, f.sequencer, f.size_bytes,
+       f.status, f.attempts, f.events_seen, f.rows_loaded, f.event_time, f.first_seen_at,
+       f.last_event_at, f.claimed_at, f.finished_at, f.error_class, f.error_message,
+       f.replaced_by, f.batch_id, b.status AS batch_status, b.table_name AS batch_table,
+       b.files AS batch_files, b.rows_loaded AS batch_rows, b.created_at AS batch_created_at,
+       b.finished_at AS batch_finished_at, b.lease_owner AS batch_owner, b.recovered_by AS batch_recovered_by,
+       b.error_class AS batch_error_class, b.error_message AS batch_error_message,
+       f.proposal_id, p.status AS proposal_status, p.resolution AS proposal_resolution
+  FROM files f
+  LEFT JOIN batches b ON b.id = f.batch_id
+  LEFT JOIN schema_proposals p ON p.id = f.proposal_id
+ WHERE f.bucket = $1 AND f.key = $2
+ ORDER BY f.id;
+
+-- name: requeue_files
+-- Retry: FAILED files, and PENDING ones whose message is gone (dead-lettered, or no event for
+-- $3 seconds), back to PENDING; the caller sends their notifications before committing. Rows a
+-- worker holds (a claim in progress) are skipped. $1: file ids or NULL; $2: ingestion or NULL;
+-- $4: at most this many (NULL: all); $5: only ids above it (the caller pages through by id).
+WITH picked AS (
+    SELECT id, status AS was, error_class AS was_class, error_message AS was_message
+      FROM files
+     WHERE ($1::bigint[] IS NULL OR id = ANY($1::bigint[]))
+       AND ($2::text IS NULL OR ingestion = $2)
+       AND id > $5
+       AND (status = 'FAILED'
+            OR (status = 'PENDING'
+                AND (error_class = 'DeadLettered'
+                     OR last_event_at <= now() - make_interval(secs => $3::double precision))))
+     ORDER BY id
+     LIMIT $4
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE files f
+   SET status = 'PENDING', finished_at = NULL, last_event_at = now(), error_class = 'Retried',
+       error_message = left('re-queued by icefeed retry; was ' || picked.was
+                            || COALESCE(' (' || picked.was_class || ': ' || picked.was_message || ')', ''), 2000)
+  FROM picked
+ WHERE f.id = picked.id
+RETURNING f.id, f.ingestion, f.bucket, f.key, f.etag, f.size_bytes, picked.was, picked.was_class,
+          picked.was_message;
+
+-- name: known_files
+-- Which of these object versions (bucket, key, etag) the ledger already has.
+SELECT bucket, key, etag, status
+  FROM files
+ WHERE (bucket, key, etag) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]));
+
+-- name: register_backfill
+-- Backfill: register unseen versions as PENDING with events_seen = 0 (their notification, sent
+-- before this commits, makes it 1). A version registered meanwhile is left alone and not
+-- returned, so two backfills never both send it.
+INSERT INTO files (ingestion, bucket, key, etag, size_bytes, event_time, events_seen)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::timestamptz[],
+                     $7::integer[])
+ON CONFLICT (bucket, key, etag) DO NOTHING
+RETURNING id, ingestion, bucket, key, etag, size_bytes;
+
+-- name: key_states
+-- Ledger rows of the objects named by DLQ messages (every version of each key).
+SELECT id, ingestion, bucket, key, etag, status, rows_loaded, error_class, error_message, finished_at
+  FROM files
+ WHERE (bucket, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+ ORDER BY id;
+
+-- name: open_proposal_for
+SELECT id FROM schema_proposals WHERE table_name = $1 AND signature = $2 AND status = 'PENDING';
