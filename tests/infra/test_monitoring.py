@@ -17,19 +17,30 @@ COUNTERS = {
     "icefeed_files_total",
     "icefeed_rows_loaded_total",
     "icefeed_bytes_loaded_total",
+    "icefeed_messages_dead_lettered_total",
+    "icefeed_messages_rejected_total",
+    "icefeed_commit_conflicts_total",
+    "icefeed_spark_reconnects_total",
 }
-HISTOGRAMS = {"icefeed_batch_files", "icefeed_commit_duration_seconds", "icefeed_upload_to_loaded_seconds"}
+HISTOGRAMS = {
+    "icefeed_batch_files",
+    "icefeed_commit_duration_seconds",
+    "icefeed_upload_to_loaded_seconds",
+    "icefeed_stage_duration_seconds",
+}
 GAUGES = {
     "icefeed_inflight_files",
     "icefeed_queue_messages",
     "icefeed_queue_oldest_message_age_seconds",
     "icefeed_quarantined_files",
+    "icefeed_event_loop_lag_seconds",
 }
 # Series names a query may use: histograms are queried through their _bucket/_sum/_count series.
 SERIES = COUNTERS | GAUGES | {f"{h}{s}" for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")}
 LABEL_VALUES = {
-    ("icefeed_files_total", "outcome"): {"loaded", "failed", "quarantined", "gone", "ignored"},
+    ("icefeed_files_total", "outcome"): {"loaded", "failed", "quarantined", "gone", "ignored", "skipped"},
     ("icefeed_queue_messages", "kind"): {"visible", "inflight", "delayed"},
+    ("icefeed_stage_duration_seconds", "stage"): {"receive", "claim", "infer+write", "finalize"},
 }
 PROMQL_KEYWORDS = {
     "and",
