@@ -320,7 +320,7 @@ def test_an_undecodable_answer_about_one_file_is_that_files_fault() -> None:
 def test_a_rejected_token_reported_only_in_the_message_is_recognised() -> None:
     error = classify_engine_error(
         "SparkConnectGrpcException",
-        "<_InactiveRpcError of RPC that terminated with: status = StatusCode.UNAUTHENTICATED details = \"Invalid\">",
+        '<_InactiveRpcError of RPC that terminated with: status = StatusCode.UNAUTHENTICATED details = "Invalid">',
     )
     assert isinstance(error, TransientError) and error.error_class == "SparkUnauthenticated"
     assert "token rejected or expired" in str(error)
