@@ -8,6 +8,7 @@ batch through the exactly-once protocol (claim + batch row → one Iceberg commi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 from uuid import UUID, uuid4
@@ -58,6 +59,7 @@ from worker.routes import AnyIngestion, Routes
 from worker.settings import Settings
 
 log = structlog.get_logger("icefeed.pipeline")
+SQS_MAX_DELAY_S = 43200
 
 
 @dataclass
@@ -230,7 +232,12 @@ class Pipeline:
         if state.status in TERMINAL:
             return Ack(state.status.lower())
         if state.status == CLAIMED:
-            return self.retry(message, "file is being loaded by a batch in flight")
+            # Come back when that batch is done or, if its worker died, once a sweeper can have
+            # settled it (lease + orphan grace + one sweep): retries must not run out meanwhile.
+            lease = self.settings.lease
+            settle_s = (state.lease_left_s or 0.0) + lease.orphan_grace_s + lease.sweep_interval_s
+            backoff = self.retry(message, "file is being loaded by a batch in flight")
+            return Retry(max(backoff.delay_s, min(int(settle_s) + 1, SQS_MAX_DELAY_S)), backoff.reason)
         return self.retry(message, f"file pending retry: {state.error_message or 'not loaded yet'}")
 
     async def settle(self, message: Message, file_ids: list[int]) -> list[Outcome]:
@@ -258,6 +265,7 @@ class Pipeline:
         self.metrics.batch_files.observe(len(claimed))
         self.active_batches.add(batch_id)
         written = False
+        write: asyncio.Future[WriteResult] | None = None
         try:
             blog.info("batch_claimed", files=len(claimed), offered=len(files))
             await self.faults.hit("after_claim")
@@ -301,6 +309,13 @@ class Pipeline:
                     await self._after_failed_write(table, batch_id, claimed, error, blog)
                 return
             await self.faults.hit("after_finalize")
+        except Exception:
+            # Unexpected (a bug, or an error the adapters did not classify): if no write can still
+            # be running, hand the batch to the sweepers now instead of after its lease.
+            if write is None or write.done():
+                with contextlib.suppress(Exception):
+                    await self.ledger.expire([batch_id], self.owner, self.settings.lease.orphan_grace_s + 1)
+            raise
         finally:
             self.active_batches.discard(batch_id)
 

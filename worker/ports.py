@@ -42,6 +42,7 @@ class FileState:
     status: str
     batch_id: UUID | None
     error_message: str | None
+    lease_left_s: float | None = None  # CLAIMED: seconds until its batch's lease runs out
 
 
 @dataclass(frozen=True, slots=True)

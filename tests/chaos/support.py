@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -44,11 +45,25 @@ NOTES: list[str] = []
 
 OPEN = frozenset({"PENDING", "CLAIMED"})
 
-#: Settings of a worker that is about to be killed. Its lease (5 s) + the survivors' orphan grace
-#: (2 s, harness default) run out well before its messages come back (visibility 10 s), so the
-#: sweeper has settled the batch before a redelivery asks about it, and redeliveries stay far
-#: below the queue's maxReceiveCount (4) instead of ending in the DLQ.
+#: Retry backoff of every chaos worker (the harness's is 1–2 s). A redelivered message whose file
+#: is CLAIMED by a batch still in flight (a slow write on a loaded machine, or a dead worker's
+#: batch waiting for its sweeper) is requeued with this backoff, and each receive counts towards
+#: maxReceiveCount (4): 1–2 s leave ~5 s before the DLQ, less than a batch takes on a busy 2-core
+#: machine (seen: duplicates of files being loaded dead-lettered although the files loaded).
+#: 2–8 s leave ~22 s, in the proportions of production (10–900 s, maxReceiveCount 5). The short
+#: budget itself is pinned down by test_pg_backends_of_a_lock_waiting_worker_terminated.
+CHAOS_WORKER = {"ICEFEED_SQS_BACKOFF_BASE_S": "2", "ICEFEED_SQS_BACKOFF_MAX_S": "8"}
+BACKOFF_MAX_S = 8
+
+#: A worker about to be killed: its short lease (5 s) lets the survivors' sweepers (orphan grace
+#: 2 s, then a Spark probe) settle its batch about when its messages come back (visibility 10 s);
+#: redeliveries that still find the files CLAIMED wait within the 2–8 s backoff budget above.
 DOOMED = {"ICEFEED_LEASE_TTL_S": "5", "ICEFEED_SQS_VISIBILITY_TIMEOUT_S": "10"}
+
+
+def start(env: Env, name: str, **extra: str) -> subprocess.Popen[bytes]:
+    """``Env.start_worker`` with the chaos suite's retry backoff (overridable per worker)."""
+    return env.start_worker(name, **{**CHAOS_WORKER, **extra})
 
 
 # -- expected data -------------------------------------------------------------------------------
@@ -151,6 +166,44 @@ def wait_exit(proc: subprocess.Popen[bytes], timeout: float, what: str) -> int:
     return int(proc.returncode)
 
 
+def stop_all(env: Env, timeout: float = 60.0) -> list[int]:
+    """SIGTERM every worker and wait for all of them; a worker still running after ``timeout`` is
+    a hang: it gets SIGABRT (a thread dump in its log when started with PYTHONFAULTHANDLER=1),
+    then SIGKILL, and the failure names it with the end of its log."""
+    procs = list(env.workers)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    hung = []
+    for index, proc in enumerate(procs):
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            hung.append(index)
+    if hung:
+        for index in hung:
+            procs[index].send_signal(signal.SIGABRT)
+        for index in hung:
+            try:
+                procs[index].wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                procs[index].kill()
+                procs[index].wait()
+        env.workers.clear()
+        tails = []
+        for log in sorted(env.tmp.glob("worker-*.log")):  # the hung ones never logged worker_stopped
+            lines = log.read_text(errors="replace").splitlines()
+            if not any('"worker_stopped"' in line for line in lines):
+                tails.append(f"--- {log.name} (no worker_stopped), last lines:\n" + "\n".join(lines[-25:]))
+        raise AssertionError(
+            f"{len(hung)} worker(s) did not exit within {timeout:.0f} s of SIGTERM (seed {SEED}, logs in {env.tmp})\n"
+            + "\n".join(tails)
+        )
+    env.workers.clear()
+    return [int(p.returncode) for p in procs]
+
+
 def loaded_count(env: Env) -> int:
     return int(env.sql("SELECT count(*) AS n FROM files WHERE status = 'LOADED'")[0]["n"])
 
@@ -163,18 +216,19 @@ def not_visible(env: Env) -> int:
 
 
 def settled(env: Env, exp: Expected) -> bool:
-    """Every expected identity is in the ledger in a final state, no batch is still WRITING and
-    the queue is empty (nothing waiting, nothing in flight)."""
-    files = env.files()
-    if len(files) < exp.identities or any(f["status"] in OPEN for f in files):
+    """Nothing can move any more: the queue is empty (no message waiting, none in flight or in a
+    retry delay), no file is CLAIMED and no batch is WRITING. A PENDING file whose message is gone
+    (dead-lettered) stays PENDING for ever: that is a lost file, reported by ``measure``."""
+    if env.queue_depth() != 0:
         return False
-    if env.sql("SELECT id FROM batches WHERE status = 'WRITING'"):
+    busy = "SELECT id FROM files WHERE status = 'CLAIMED' UNION ALL SELECT NULL FROM batches WHERE status = 'WRITING'"
+    if env.sql(busy):
         return False
     return env.queue_depth() == 0
 
 
 def settle(env: Env, exp: Expected, timeout: float = 120.0) -> None:
-    poll(lambda: settled(env, exp), timeout, f"{exp.identities} files settled and the queue drained", interval=0.25)
+    poll(lambda: settled(env, exp), timeout, "the run to settle (queue drained, nothing CLAIMED or WRITING)", 0.25)
 
 
 def table_rows(env: Env) -> list[dict[str, Any]]:
@@ -184,17 +238,6 @@ def table_rows(env: Env) -> list[dict[str, Any]]:
         return env.table_rows("events")
     except NoSuchTableError:
         return []
-
-
-def batch_rows_in_table(env: Env, batch_id: str) -> int:
-    """Rows of one batch visible in the table (pyiceberg, pruned by the _batch_id column stats)."""
-    from pyiceberg.exceptions import NoSuchTableError
-    from pyiceberg.expressions import EqualTo
-
-    try:
-        return int(env.table("events").scan(row_filter=EqualTo("_batch_id", batch_id)).to_arrow().num_rows)
-    except NoSuchTableError:
-        return 0
 
 
 # -- the exact check ---------------------------------------------------------------------------------
@@ -240,8 +283,8 @@ def measure(env: Env, exp: Expected, scenario: str) -> Stats:
     s.lost = len(s.lost_keys)
     for v in exp.superseded:
         f = ledger.get((v.key, v.etag))
-        if f is None or f["status"] != "SKIPPED":
-            s.problems.append(f"{v.key} etag {v.etag}: overwritten version is {f and f['status']}, not SKIPPED")
+        if f is None or f["status"] not in ("SKIPPED", "REPLACED"):
+            s.problems.append(f"{v.key} etag {v.etag}: overwritten version is {f and f['status']}")
             s.suspect_keys.add(v.key)
     known = {(v.key, v.etag) for v in [*exp.current.values(), *exp.superseded]}
     for f in files:
@@ -309,7 +352,9 @@ def measure(env: Env, exp: Expected, scenario: str) -> Stats:
     return s
 
 
-def finish(env: Env, exp: Expected, scenario: str, *, timeout: float = 120.0, error: BaseException | None = None) -> Stats:
+def finish(
+    env: Env, exp: Expected, scenario: str, *, timeout: float = 120.0, error: BaseException | None = None
+) -> Stats:
     """Settle, measure against the exact expectation, record the report row, then ASSERT."""
     if error is None:
         try:
@@ -348,7 +393,10 @@ def diagnose(env: Env, exp: Expected, s: Stats, error: BaseException | None, hea
     keys = set(s.lost_keys) | s.suspect_keys
     files = [f for f in env.files() if f["key"] in keys or f["status"] != "LOADED"]
     out.append(f"ledger files ({len(files)} affected):")
-    out += ["  " + _compact(f, FILE_COLS) + (f" error={f['error_message']!r}" if f["error_message"] else "") for f in files[:40]]
+    out += [
+        "  " + _compact(f, FILE_COLS) + (f" error={f['error_message']!r}" if f["error_message"] else "")
+        for f in files[:40]
+    ]
     batch_ids = {str(f["batch_id"]) for f in files if f["batch_id"]} | s.suspect_batches
     batches = env.sql(
         "SELECT * FROM batches WHERE id::text = ANY($1::text[]) OR status <> 'COMMITTED' ORDER BY created_at",
@@ -436,12 +484,36 @@ SELECT pg_terminate_backend(pid) AS killed
 """
 
 
-class PgKiller:
-    """Terminates the workers' PostgreSQL backends every ``low``–``high`` seconds, in a thread.
+def _pg_port(env: Env) -> int | None:
+    """The TCP port of PostgreSQL, or None for a private embedded server (unix socket)."""
+    return None if env.stack.pg_embedded else (urlparse(env.stack.pg_dsn).port or 5432)
 
-    On a shared PostgreSQL server only the backends of THIS test's worker processes are hit
-    (matched by client port), so other sessions' icefeed workers are left alone; on a private
-    embedded server (unix socket) every ``icefeed`` backend is."""
+
+async def _terminate(conn: asyncpg.Connection, env: Env, pids: Iterable[int]) -> int:
+    """Terminate the ``icefeed`` backends of these worker processes (all ``icefeed`` backends on
+    a private embedded server). On a shared PostgreSQL server only THIS test's workers are hit
+    (matched by client port), so other sessions' icefeed workers are left alone."""
+    port = _pg_port(env)
+    ports = None if port is None else client_ports(pids, port)
+    if ports == []:
+        return 0
+    rows = await conn.fetch(TERMINATE, ports)
+    return sum(bool(r["killed"]) for r in rows)
+
+
+def terminate_backends(env: Env, pids: Iterable[int]) -> int:
+    async def go() -> int:
+        conn = await asyncpg.connect(env.stack.pg_dsn)
+        try:
+            return await _terminate(conn, env, list(pids))
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
+class PgKiller:
+    """Terminates the workers' PostgreSQL backends every ``low``–``high`` seconds, in a thread."""
 
     def __init__(self, env: Env, rng: Any, low: float = 0.2, high: float = 0.6) -> None:
         self.env = env
@@ -452,8 +524,6 @@ class PgKiller:
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="pg-killer")
         self._future: Future[None] | None = None
-        dsn = urlparse(env.stack.pg_dsn)
-        self._port = None if env.stack.pg_embedded else (dsn.port or 5432)
 
     def start(self) -> PgKiller:
         self._future = self._pool.submit(lambda: asyncio.run(self._run()))
@@ -472,14 +542,9 @@ class PgKiller:
         conn = await asyncpg.connect(self.env.stack.pg_dsn)
         try:
             while not self._stop.is_set():
-                ports = None
-                if self._port is not None:
-                    pids = [p.pid for p in self.env.workers if p.poll() is None]
-                    ports = client_ports(pids, self._port)
-                if ports is None or ports:
-                    rows = await conn.fetch(TERMINATE, ports)
-                    self.kills += sum(bool(r["killed"]) for r in rows)
-                    self.rounds += 1
+                pids = [p.pid for p in self.env.workers if p.poll() is None]
+                self.kills += await _terminate(conn, self.env, pids)
+                self.rounds += 1
                 # Chaos pacing (not a wait for a condition): the next kill comes at a random time.
                 await asyncio.sleep(self.rng.uniform(self.low, self.high))
         finally:

@@ -38,6 +38,8 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.SerializationError,
     asyncpg.exceptions.DeadlockDetectedError,
     asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.InternalClientError,  # a connection terminated mid-operation (pg_terminate_backend)
+    asyncpg.exceptions.PostgresConnectionError,
 )
 
 
@@ -92,21 +94,46 @@ class PgLedger:
         Catalogs differ in how safely they resolve concurrent commits (with Sail on a Glue
         catalog, concurrent appends were seen to overwrite each other), so icefeed never lets two
         of its writers commit to one table at once."""
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        async with self._pool.acquire() as conn:
-            delay = 0.02
-            while not await conn.fetchval(self._q["try_table_lock"], table):
-                if asyncio.get_running_loop().time() >= deadline:
-                    raise TransientError(
-                        f"table {table} is busy: another writer holds its commit lock", error_class="TableBusy"
-                    )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.25)
+        conn = await self._take_table_lock(table, asyncio.get_running_loop().time() + timeout_s)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                await conn.fetchval(self._q["table_unlock"], table)
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                await self._pool.release(conn)
+
+    async def _take_table_lock(self, table: str, deadline: float) -> asyncpg.Connection:
+        """Wait for the lock on a dedicated connection; a connection lost while waiting is
+        replaced (the lock was not held), until the deadline."""
+        loop = asyncio.get_running_loop()
+        delay = 0.02
+        while True:
             try:
-                yield
-            finally:
+                conn = await self._pool.acquire()
+            except CONNECTION_ERRORS as exc:
+                if loop.time() >= deadline:
+                    raise TransientError(f"PostgreSQL: {exc}", error_class="PgConnectionLost") from None
+                await asyncio.sleep(delay)
+                continue
+            try:
+                while not await conn.fetchval(self._q["try_table_lock"], table):
+                    if loop.time() >= deadline:
+                        raise TransientError(
+                            f"table {table} is busy: another writer holds its commit lock", error_class="TableBusy"
+                        )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.25)
+                return conn
+            except CONNECTION_ERRORS as exc:
                 with contextlib.suppress(*CONNECTION_ERRORS):
-                    await conn.fetchval(self._q["table_unlock"], table)
+                    await self._pool.release(conn)
+                if loop.time() >= deadline:
+                    raise TransientError(f"PostgreSQL: {exc}", error_class="PgConnectionLost") from None
+            except BaseException:
+                with contextlib.suppress(*CONNECTION_ERRORS):
+                    await self._pool.release(conn)
+                raise
 
     async def register(self, items: list[Registration]) -> list[FileState]:
         if not items:
@@ -265,7 +292,10 @@ class PgLedger:
         if not file_ids:
             return []
         rows = await self._retry(lambda: self._pool.fetch(self._q["file_states"], file_ids))
-        return [FileState(r["id"], "", "", "", r["status"], r["batch_id"], r["error_message"]) for r in rows]
+        return [
+            FileState(r["id"], "", "", "", r["status"], r["batch_id"], r["error_message"], _seconds(r["lease_left_s"]))
+            for r in rows
+        ]
 
     async def extend(self, batch_ids: list[UUID], owner: str, ttl_s: int) -> None:
         if batch_ids:
@@ -303,7 +333,20 @@ def _json(value: object) -> str | None:
 
 
 def _state(r: asyncpg.Record) -> FileState:
-    return FileState(r["id"], r["bucket"], r["key"], r["etag"], r["status"], r["batch_id"], r["error_message"])
+    return FileState(
+        r["id"],
+        r["bucket"],
+        r["key"],
+        r["etag"],
+        r["status"],
+        r["batch_id"],
+        r["error_message"],
+        _seconds(r["lease_left_s"]),
+    )
+
+
+def _seconds(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _columns(results: list[FileResult], *, with_rows: bool) -> list[list[Any]]:

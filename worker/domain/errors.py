@@ -84,7 +84,7 @@ _TRANSIENT_PATTERNS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "SparkUnavailable",
         ("unavailable", "connection refused", "failed to connect", "deadline exceeded", "socket closed"),
     ),
-    ("SparkSessionLost", ("session_not_found", "session_closed", "invalid_handle")),
+    ("SparkSessionLost", ("session_not_found", "session_closed", "invalid_handle", "operation not found")),
 )
 
 

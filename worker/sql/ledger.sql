@@ -8,7 +8,9 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                      $7::bigint[], $8::timestamptz[], $9::integer[])
 ON CONFLICT (bucket, key, etag) DO UPDATE
     SET events_seen = files.events_seen + EXCLUDED.events_seen, last_event_at = now()
-RETURNING id, bucket, key, etag, status, batch_id, rows_loaded, error_message;
+RETURNING id, bucket, key, etag, status, batch_id, rows_loaded, error_message,
+          (SELECT extract(epoch FROM b.lease_expires_at - now()) FROM batches b
+            WHERE b.id = files.batch_id AND b.status = 'WRITING') AS lease_left_s;
 
 -- name: record_terminal
 -- Files that end without a write (gone, skipped, too large): only from PENDING.
@@ -36,7 +38,10 @@ INSERT INTO batches (id, ingestion, table_name, status, lease_owner, lease_expir
 VALUES ($1, $2, $3, 'WRITING', $4, now() + make_interval(secs => $5), $6, $7);
 
 -- name: file_states
-SELECT id, status, batch_id, error_message FROM files WHERE id = ANY($1::bigint[]);
+SELECT f.id, f.status, f.batch_id, f.error_message,
+       (SELECT extract(epoch FROM b.lease_expires_at - now()) FROM batches b
+         WHERE b.id = f.batch_id AND b.status = 'WRITING') AS lease_left_s
+  FROM files f WHERE f.id = ANY($1::bigint[]);
 
 -- name: commit_batch
 -- Fenced by the lease owner: a batch a sweeper took over cannot be finalized by its old owner.
