@@ -32,9 +32,11 @@ def test_retries_exceeded_is_classified_by_its_cause() -> None:
     assert error.error_class == "SparkUnavailable"
 
 
-def test_retries_exceeded_without_a_cause_stays_unknown() -> None:
+def test_retries_exceeded_without_a_cause_means_the_server_kept_failing() -> None:
+    # The client retries only what it deems transient (UNAVAILABLE and the like): giving up on
+    # that is an outage, never the file's fault, so the batch is retried, not bisected.
     error = to_icefeed_error(RetriesExceeded(errorClass="RETRIES_EXCEEDED", messageParameters={}))
-    assert error.error_class == "RetriesExceeded"
+    assert error.error_class == "SparkUnavailable"
 
 
 async def test_the_ping_does_not_wait_for_busy_batch_slots(monkeypatch: pytest.MonkeyPatch) -> None:

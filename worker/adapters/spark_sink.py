@@ -129,8 +129,10 @@ def batch_tag(batch_id: UUID) -> str:
 def to_icefeed_error(exc: BaseException) -> IcefeedError:
     if isinstance(exc, IcefeedError):
         return exc
-    if type(exc).__name__ == "RetriesExceeded" and exc.__cause__ is not None:
-        return to_icefeed_error(exc.__cause__)  # the client gave up retrying: what it last saw decides
+    if type(exc).__name__ == "RetriesExceeded":  # the client gave up retrying: what it last saw decides
+        if exc.__cause__ is not None:
+            return to_icefeed_error(exc.__cause__)
+        return classify_engine_error(type(exc).__name__, str(exc), "UNAVAILABLE")
     grpc_code = None
     code = getattr(exc, "getGrpcStatusCode", None) or getattr(exc, "code", None)
     if callable(code):

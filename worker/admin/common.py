@@ -17,7 +17,8 @@ import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
 from worker.adapters.pg_ledger import connect_pool
-from worker.domain.errors import ConfigError, IcefeedError, TransientError, classify_engine_error
+from worker.adapters.spark_sink import to_icefeed_error
+from worker.domain.errors import ConfigError, IcefeedError, TransientError
 from worker.domain.outcomes import TERMINAL
 from worker.settings import Settings
 
@@ -244,37 +245,12 @@ def notifications(files: Iterable[Any]) -> list[str]:
 
 
 def spark_error(error: IcefeedError) -> IcefeedError:
-    """Look through the engine exception behind ``error`` for what the operator needs to know.
-
-    The Spark Connect client reports a rejected token as a generic exception whose text names
-    the gRPC status, and an unreachable server as RetriesExceeded caused by an UNAVAILABLE RPC
-    error; both are classified here as the worker's taxonomy would name them."""
-    if error.error_class in ("SparkUnavailable", "SparkUnauthenticated"):
+    """The engine failure behind ``error``, classified in the one place that maps Spark Connect
+    errors (``to_icefeed_error`` → ``classify_engine_error``)."""
+    if error.error_class in ("SparkUnavailable", "SparkUnauthenticated") or error.__cause__ is None:
         return error
-    cause: BaseException | None = error.__cause__
-    for _ in range(10):
-        if cause is None:
-            break
-        code = getattr(cause, "code", None)
-        name = None
-        if callable(code):
-            try:
-                name = getattr(code(), "name", None)
-            except Exception:  # noqa: BLE001 - best effort: the text below still classifies
-                name = None
-        text = str(cause)
-        if name is None:
-            for candidate in ("UNAUTHENTICATED", "UNAVAILABLE", "DEADLINE_EXCEEDED"):
-                if f"StatusCode.{candidate}" in text or f"status = {candidate}" in text.upper():
-                    name = candidate
-        if name is None and "RETRIES_EXCEEDED" in text and cause.__cause__ is None:
-            name = "UNAVAILABLE"
-        if name in ("UNAUTHENTICATED", "UNAVAILABLE", "DEADLINE_EXCEEDED"):
-            details = getattr(cause, "details", None)
-            message = details() if callable(details) else text
-            return classify_engine_error(type(cause).__name__, " ".join(str(message).split())[:500], name)
-        cause = cause.__cause__ or cause.__context__
-    return error
+    cause = to_icefeed_error(error.__cause__)
+    return cause if cause.error_class in ("SparkUnavailable", "SparkUnauthenticated") else error
 
 
 def friendly(error: IcefeedError) -> str:
