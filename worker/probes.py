@@ -231,6 +231,61 @@ def ledger_probe(connect: Callable[[], Awaitable[Any]], settings: Settings) -> P
     return Probe("ledger", check, LEDGER_HINT)
 
 
+CATALOG_HINT = "create the database in the catalog, or fix the routes' table names and the cluster's catalog config"
+NOTIFY_HINT = (
+    "add an s3:ObjectCreated:* notification to the queue for each route's prefix/suffix (infra/terraform does); "
+    "deliveries through SNS or EventBridge are not checked here"
+)
+
+
+def catalog_probe(settings: Settings, table_status: Callable[[str], Awaitable[str]]) -> Probe:
+    """Each destination table exists, or its database is listable (the table is created on first
+    load). Read-only: no dry create."""
+
+    async def check() -> str:
+        from worker.routes import load_routes
+
+        tables = sorted({i.table for i in load_routes(settings.routes_file).ingestion})
+        return "; ".join([f"{t}: {await table_status(t)}" for t in tables])
+
+    return Probe("catalog", check, CATALOG_HINT)
+
+
+def notifications_probe(settings: Settings, s3_client: Any, sqs_client: Any) -> Probe:
+    """Every route's bucket notifies one of the worker's queues of ObjectCreated events with a
+    filter that covers the route's prefix and suffix."""
+
+    async def check() -> str:
+        from worker.routes import load_routes
+
+        arns = set()
+        for url in settings.sqs.queue_urls:
+            response = await sqs_client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+            arns.add(response["Attributes"]["QueueArn"])
+        missing = []
+        routes = load_routes(settings.routes_file).ingestion
+        configs: dict[str, list[dict[str, Any]]] = {}
+        for ing in routes:
+            if ing.bucket not in configs:
+                response = await s3_client.get_bucket_notification_configuration(Bucket=ing.bucket)
+                configs[ing.bucket] = response.get("QueueConfigurations", [])
+            if not any(_covers(c, arns, ing.prefix, ing.suffix) for c in configs[ing.bucket]):
+                missing.append(f"{ing.name} (s3://{ing.bucket}/{ing.prefix}*{ing.suffix})")
+        if missing:
+            raise ConfigError(f"no ObjectCreated notification to the queue for: {', '.join(missing)}")
+        return f"{len(routes)} route(s) on {len(configs)} bucket(s) notify the queue"
+
+    return Probe("notifications", check, NOTIFY_HINT)
+
+
+def _covers(config: dict[str, Any], arns: set[str], prefix: str, suffix: str) -> bool:
+    events = config.get("Events", [])
+    if config.get("QueueArn") not in arns or not any(e in ("s3:ObjectCreated:*", "s3:*") for e in events):
+        return False
+    rules = {r["Name"].lower(): r["Value"] for r in config.get("Filter", {}).get("Key", {}).get("FilterRules", [])}
+    return prefix.startswith(rules.get("prefix", "")) and suffix.endswith(rules.get("suffix", ""))
+
+
 @contextlib.asynccontextmanager
 async def cli_probes(settings: Settings) -> AsyncIterator[list[Probe]]:
     """Every check ``icefeed check`` runs, on connections of its own, closed on exit."""
@@ -266,7 +321,9 @@ async def cli_probes(settings: Settings) -> AsyncIterator[list[Probe]]:
                 postgres_probe(fetchval),
                 ledger_probe(connect, settings),
                 spark_probe(sink.ping),
+                catalog_probe(settings, sink.table_status),
                 sqs_probe(sqs_attributes(aws.sqs), settings.sqs.queue_urls),
+                notifications_probe(settings, aws.s3, aws.sqs),
             ]
     finally:
         await asyncio.to_thread(sink.close)

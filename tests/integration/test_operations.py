@@ -214,18 +214,20 @@ def test_icefeed_check_passes_on_the_stack_and_explains_what_fails(env: Env) -> 
         ["PASS", "postgres"],
         ["PASS", "ledger"],
         ["PASS", "spark"],
+        ["PASS", "catalog"],
         ["PASS", "sqs"],
+        ["PASS", "notifications"],
     ], ok.stdout
-    assert "with a DLQ" in lines[-1]
+    assert "with a DLQ" in lines[-2] and "database reachable" in lines[-3]
     doc = json.loads(env.cli("check", "--json").stdout)
-    assert doc["ok"] is True and len(doc["checks"]) == 5
+    assert doc["ok"] is True and len(doc["checks"]) == 7
 
     bad = env.cli("check", ICEFEED_PG_DSN=f"postgresql://postgres@127.0.0.1:{free_port()}/postgres")
     assert bad.returncode == 1, bad.stdout + bad.stderr
     failed = {line.split()[1]: line for line in bad.stdout.splitlines() if line.startswith("FAIL")}
     assert set(failed) == {"postgres", "ledger"}, bad.stdout
     assert "PgUnavailable" in failed["postgres"] and "fix: check ICEFEED_PG_DSN" in failed["postgres"]
-    assert "icefeed check: 2 of 5 checks failed: postgres, ledger" in bad.stderr
+    assert "icefeed check: 2 of 7 checks failed: postgres, ledger" in bad.stderr
     bad_json = env.cli("check", "--json", ICEFEED_PG_DSN=f"postgresql://postgres@127.0.0.1:{free_port()}/postgres")
     assert bad_json.returncode == 1
     assert not json.loads(bad_json.stdout)["ok"]
@@ -235,6 +237,19 @@ def test_icefeed_check_passes_on_the_stack_and_explains_what_fails(env: Env) -> 
     failed = {line.split()[1]: line for line in fresh.stdout.splitlines() if line.startswith("FAIL")}
     assert set(failed) == {"ledger"}, fresh.stdout
     assert "not migrated" in failed["ledger"] and "icefeed migrate" in failed["ledger"]
+
+    # A route whose bucket does not notify the queue, and one whose database does not exist.
+    extra = env.routes_file.read_text() + (
+        f'\n[[ingestion]]\nname = "orphan"\nbucket = "{env.bucket}"\nprefix = "orphan/"\nformat = "json"\n'
+        f'table = "glue.no_such_db.t"\nlocation = "s3://{env.warehouse}/orphan"\n'
+    )
+    routes = env.tmp / "routes-orphan.toml"
+    routes.write_text(extra)
+    orphan = env.cli("check", ICEFEED_ROUTES_FILE=str(routes))
+    assert orphan.returncode == 1
+    failed = {line.split()[1]: line for line in orphan.stdout.splitlines() if line.startswith("FAIL")}
+    assert set(failed) == {"catalog", "notifications"}, orphan.stdout
+    assert "orphan (s3://" in failed["notifications"] and "fix: add an s3:ObjectCreated:*" in failed["notifications"]
 
 
 # -- secrets ---------------------------------------------------------------------------------------------

@@ -371,6 +371,20 @@ class SparkSink:
     def run_sql_blocking(self, statement: str) -> None:
         self._spark().sql(statement).collect()
 
+    def _table_status(self, table: str) -> str:
+        spark = self._spark()
+        if spark.catalog.tableExists(table):
+            columns = len(spark.table(table).columns)
+            return f"exists ({columns} columns)"
+        catalog, database, _ = table.split(".")
+        spark.sql(f"SHOW TABLES IN `{catalog}`.`{database}`").collect()  # parts validated by the routes
+        return "database reachable; the table is created on the first load"
+
+    async def table_status(self, table: str) -> str:
+        """For `icefeed check`: the table exists, or its database answers (read-only)."""
+        result: str = await self._run(self._table_status, table)
+        return result
+
     async def table_schema(self, table: str) -> Struct | None:
         """The table's data columns (without icefeed's own), or None if it does not exist."""
         result: Struct | None = await self._run(self._current_schema, table)
