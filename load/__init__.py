@@ -1,0 +1,1 @@
+"""icefeed's load and benchmark harness: ``python -m load run`` (see load/README.md)."""

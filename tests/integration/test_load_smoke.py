@@ -1,0 +1,72 @@
+"""The load harness end to end on its smallest preset: it starts its own stack, runs every phase
+(ceiling, naive loop, 1-worker and K-worker drains, latency) and checks the table with pyiceberg.
+This asserts correctness and the report's shape, never speed."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+REQUIRED_KEYS = (
+    "ceiling_msgs_per_s",
+    "naive_files_per_s",
+    "files_per_s_1",
+    "files_per_s_k",
+    "k",
+    "commits_per_1000_files",
+    "data_files_per_commit",
+    "sqs_calls_per_file",
+    "lone_latency_s",
+    "p50_latency_s",
+    "p99_latency_s",
+    "rss_growth_pct",
+    "lost_files",
+    "duplicated_rows",
+    "icefeed_vs_ceiling",
+    "icefeed_vs_naive",
+)
+TIMEOUT_S = 600
+
+
+def test_load_smoke_run_is_correct_and_complete(tmp_path: Path) -> None:
+    out, chart = tmp_path / "r.json", tmp_path / "r.png"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "load", "run", "--smoke", "--out", str(out), "--chart", str(chart)],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        log, _ = proc.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)  # the harness stops its stack and workers on the way out
+        try:
+            log, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            log, _ = proc.communicate()
+        pytest.fail(f"python -m load run --smoke did not finish within {TIMEOUT_S} s:\n{log[-4000:]}")
+
+    assert proc.returncode == 0, log[-4000:]
+    report = json.loads(out.read_text())
+    missing = [key for key in REQUIRED_KEYS if key not in report]
+    assert not missing, f"report lacks {missing}"
+    assert report["lost_files"] == 0, report["correctness"]
+    assert report["duplicated_rows"] == 0, report["correctness"]
+    assert report["correctness"]["staged_files"] > 0
+    assert report["ok"] is True and report["errors"] == []
+    for key in ("ceiling_msgs_per_s", "naive_files_per_s", "files_per_s_1", "files_per_s_k", "p50_latency_s"):
+        assert isinstance(report[key], int | float) and report[key] > 0, (key, report[key])
+    assert report["k"] == 2
+    assert report["machine"]["cpu_count"] >= 1
+    assert chart.exists() and chart.stat().st_size > 0
+    assert "RESULT: OK" in log
