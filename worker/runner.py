@@ -63,7 +63,7 @@ class Runner:
         self.receivers: list[asyncio.Task[None]] = []
         self.heartbeat_at = time.monotonic()
         self.failure: IcefeedError | None = None
-        self._tracked: dict[tuple[str, str], Tracked] = {}
+        self._tracked: dict[tuple[str, str], Tracked] = {}  # by (queue, receipt handle): one entry per delivery
         self._waiters: dict[int, list[Tracked]] = {}
         self._lanes: dict[str, TableLane] = {}
         self._room = asyncio.Condition()
@@ -127,18 +127,16 @@ class Runner:
     async def _admit(self, messages: list[Message]) -> None:
         now = time.monotonic()
         for m in messages:
-            self._tracked[(m.queue_url, m.message_id)] = Tracked(m, now, now + self.s.sqs.visibility_timeout_s)
+            self._tracked[_key(m)] = Tracked(m, now, now + self.s.sqs.visibility_timeout_s)
         try:
             admissions = await self.pipeline.admit(messages)
         except Exception as error:  # a poison message must not stop the worker
             log.exception("admit_failed", error=str(error), messages=len(messages))
-            await self._finish(
-                [(self._tracked[(m.queue_url, m.message_id)], [self.pipeline.retry(m, str(error))]) for m in messages]
-            )
+            await self._finish([(self._tracked[_key(m)], [self.pipeline.retry(m, str(error))]) for m in messages])
             return
         ready: list[tuple[Tracked, list[Outcome]]] = []
         for adm in admissions:
-            tracked = self._tracked[(adm.message.queue_url, adm.message.message_id)]
+            tracked = self._tracked[_key(adm.message)]
             tracked.outcomes.extend(adm.outcomes)
             if not adm.waiting:
                 ready.append((tracked, []))
@@ -239,7 +237,7 @@ class Runner:
                 if limit is not None and m.receive_count >= limit:
                     doomed.append(tracked)
                     mlog.warning("message_dead_lettered", receive_count=m.receive_count, reason=outcome.reason)
-            self._tracked.pop((m.queue_url, m.message_id), None)
+            self._tracked.pop(_key(m), None)
         try:
             if deletes:
                 failed = await self.source.delete(deletes)
@@ -278,7 +276,7 @@ class Runner:
         except IcefeedError as error:
             log.warning("release_failed", error=str(error), messages=len(messages))
         for m in messages:
-            self._tracked.pop((m.queue_url, m.message_id), None)
+            self._tracked.pop(_key(m), None)
         log.info("messages_released", count=len(messages))
 
     # -- side tasks ------------------------------------------------------------------------------
@@ -425,6 +423,12 @@ class Runner:
         for lane in self._lanes.values():
             lane.buffer.drain()
         await self._release([t.message for t in list(self._tracked.values())])
+
+
+def _key(message: Message) -> tuple[str, str]:
+    """A delivery, not a message: SQS may hand out the same message again (a new receipt handle)
+    while this worker still holds an earlier delivery of it."""
+    return (message.queue_url, message.receipt_handle)
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

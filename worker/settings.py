@@ -40,7 +40,7 @@ class SqsSettings(_Section):
     visibility_timeout_s: int = Field(300, ge=10, le=43200)
     backoff_base_s: int = Field(10, ge=0, le=43200)
     backoff_max_s: int = Field(900, ge=0, le=43200)
-    max_in_flight: int = Field(2000, ge=10, le=100000, description="messages held at once")
+    max_in_flight: int = Field(400, ge=10, le=100000, description="messages held at once")
 
     @field_validator("queue_urls", mode="before")
     @classmethod
@@ -129,7 +129,7 @@ class PgSettings(_Section):
 
 
 class BatchSettings(_Section):
-    max_files: int = Field(500, ge=1, le=100000)
+    max_files: int = Field(200, ge=1, le=100000)
     max_bytes: int = Field(512 * 1024 * 1024, ge=1)
     max_wait_s: float = Field(1.0, ge=0, le=3600)
     output_files: int = Field(1, ge=1, le=1000, description="data files written per commit")

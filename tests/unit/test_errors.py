@@ -324,3 +324,19 @@ def test_a_rejected_token_reported_only_in_the_message_is_recognised() -> None:
     )
     assert isinstance(error, TransientError) and error.error_class == "SparkUnauthenticated"
     assert "token rejected or expired" in str(error)
+
+
+def test_balanced_union_keeps_every_frame_in_order_with_a_shallow_tree() -> None:
+    from worker.adapters.spark_sink import balanced_union
+
+    class Frame:
+        def __init__(self, leaves: list[int], depth: int = 0) -> None:
+            self.leaves, self.depth = leaves, depth
+
+        def unionByName(self, other: Frame) -> Frame:  # the pyspark name
+            return Frame(self.leaves + other.leaves, max(self.depth, other.depth) + 1)
+
+    for n in (1, 2, 3, 7, 500, 1000):
+        union = balanced_union([Frame([i]) for i in range(n)])
+        assert union.leaves == list(range(n))
+        assert union.depth <= max(0, (n - 1).bit_length())

@@ -48,7 +48,7 @@ def test_defaults_without_any_variable() -> None:
     assert s.spark.url.get_secret_value() == "sc://127.0.0.1:15002"
     assert s.pg.dsn.get_secret_value() == "postgresql://postgres@127.0.0.1:5432/postgres"
     assert s.pg.ledger_schema == "icefeed"
-    assert s.batch.max_files == 500
+    assert s.batch.max_files == 200
     assert s.batch.max_bytes == 512 * 1024 * 1024
     assert s.batch.max_wait_s == 1.0
     assert s.lease.ttl_s == 120
