@@ -4,6 +4,7 @@ polling to deadlines, and independent checks of Iceberg tables through pyiceberg
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote_plus
 
 import asyncpg
 
@@ -108,6 +110,47 @@ format = "csv"
 table = "glue.{db}.people"
 location = "s3://{warehouse}/{db}/people"
 """
+
+
+def s3_record(
+    bucket: str,
+    key: str,
+    etag: str,
+    size: int,
+    name: str = "ObjectCreated:Put",
+    version: str = "2.1",
+    sequencer: str | None = None,
+) -> dict[str, Any]:
+    """One S3 notification record as AWS sends it: the key form-encoded, "/" left alone."""
+    obj: dict[str, Any] = {"key": quote_plus(key, safe="/"), "size": size, "eTag": etag}
+    if sequencer is not None:
+        obj["sequencer"] = sequencer
+    return {
+        "eventVersion": version,
+        "eventSource": "aws:s3",
+        "awsRegion": "us-east-1",
+        "eventTime": "2026-11-22T00:00:00.000Z",
+        "eventName": name,
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "configurationId": "crafted",
+            "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+            "object": obj,
+        },
+    }
+
+
+def s3_event(
+    bucket: str,
+    key: str,
+    etag: str,
+    size: int,
+    name: str = "ObjectCreated:Put",
+    version: str = "2.1",
+    sequencer: str | None = None,
+) -> str:
+    """A crafted SQS body holding one S3 notification record."""
+    return json.dumps({"Records": [s3_record(bucket, key, etag, size, name, version, sequencer)]})
 
 
 def poll(fn: Callable[[], T | None], timeout: float = 60.0, what: str = "condition", interval: float = 0.1) -> T:

@@ -10,7 +10,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote_plus, unquote_plus
+from urllib.parse import unquote_plus
 
 from tests.harness import Env, poll
 
@@ -60,34 +60,6 @@ def wide_row(columns: int) -> dict[str, Any]:
 
 
 # -- crafted SQS bodies ---------------------------------------------------------------------------
-
-
-def s3_record(
-    bucket: str,
-    key: str,
-    etag: str,
-    size: int,
-    name: str = "ObjectCreated:Put",
-    version: str = "2.1",
-) -> dict[str, Any]:
-    return {
-        "eventVersion": version,
-        "eventSource": "aws:s3",
-        "awsRegion": "us-east-1",
-        "eventTime": "2026-11-22T00:00:00.000Z",
-        "eventName": name,
-        "s3": {
-            "s3SchemaVersion": "1.0",
-            "configurationId": "crafted",
-            "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
-            # As AWS does it: form-encoded, "/" left alone.
-            "object": {"key": quote_plus(key, safe="/"), "size": size, "eTag": etag},
-        },
-    }
-
-
-def s3_event(bucket: str, key: str, etag: str, size: int, name: str = "ObjectCreated:Put", version: str = "2.1") -> str:
-    return json.dumps({"Records": [s3_record(bucket, key, etag, size, name, version)]})
 
 
 def sns_wrapped(s3_body: str) -> str:

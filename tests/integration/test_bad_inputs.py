@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Env, make_env, poll
+from tests.harness import Env, make_env, poll, s3_event
 from tests.integration.bad_inputs_support import (
     FINAL,
     Snapshot,
@@ -32,7 +32,6 @@ from tests.integration.bad_inputs_support import (
     key_of,
     labelled,
     queue_counts,
-    s3_event,
     send,
     settle,
     snapshot,

@@ -10,11 +10,11 @@ import json
 import re
 import uuid
 from collections import Counter
-from urllib.parse import quote_plus, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 
-from tests.harness import Env, poll
+from tests.harness import Env, poll, s3_event
 from tests.integration.ops_support import Samples, TcpProxy, get, get_json, scrape, value
 from worker.localstack import free_port
 
@@ -25,21 +25,6 @@ OUTCOMES = ("loaded", "failed", "quarantined", "gone", "skipped")
 
 def jsonl(*rows: dict) -> bytes:
     return ("\n".join(json.dumps(r) for r in rows) + "\n").encode()
-
-
-def s3_event(bucket: str, key: str, etag: str, size: int) -> str:
-    record = {
-        "eventVersion": "2.1",
-        "eventSource": "aws:s3",
-        "awsRegion": "us-east-1",
-        "eventTime": "2026-11-22T00:00:00.000Z",
-        "eventName": "ObjectCreated:Put",
-        "s3": {
-            "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
-            "object": {"key": quote_plus(key, safe="/"), "size": size, "eTag": etag, "sequencer": "0055AED6DCD90281E5"},
-        },
-    }
-    return json.dumps({"Records": [record]})
 
 
 def start(env: Env, name: str = "w", **extra: str) -> int:

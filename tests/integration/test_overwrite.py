@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-from tests.harness import Env, poll
-from tests.integration.test_pipeline import s3_event
+from tests.harness import Env, poll, s3_event
 
 pytestmark = pytest.mark.integration
 

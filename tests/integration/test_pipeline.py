@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import gzip
-import json
 import signal
 from collections import Counter
 
 import pytest
 
-from tests.harness import Env, poll
+from tests.harness import Env, poll, s3_event
 
 pytestmark = pytest.mark.integration
 
@@ -50,26 +49,6 @@ def test_uploaded_files_load_exactly_once_with_lineage(env: Env) -> None:
     assert env.stop_workers() == [0]
     assert worker.returncode == 0
     assert env.queue_depth() == 0
-
-
-def s3_event(
-    bucket: str, key: str, etag: str, size: int, name: str = "ObjectCreated:Put", sequencer: str = "0055AED6DCD90281E5"
-) -> str:
-    from urllib.parse import quote_plus
-
-    record = {
-        "eventVersion": "2.1",
-        "eventSource": "aws:s3",
-        "awsRegion": "us-east-1",
-        "eventTime": "2026-11-22T00:00:00.000Z",
-        "eventName": name,
-        "s3": {
-            "s3SchemaVersion": "1.0",
-            "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
-            "object": {"key": quote_plus(key, safe="/"), "size": size, "eTag": etag, "sequencer": sequencer},
-        },
-    }
-    return json.dumps({"Records": [record]})
 
 
 def test_duplicate_events_and_multipart_double_event_load_once(env: Env) -> None:
