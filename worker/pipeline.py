@@ -11,12 +11,14 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID, uuid4
 
 import structlog
 from prometheus_client import CollectorRegistry
 
 from worker.adapters.dialects import dialect_for
+from worker.adapters.local_read import decode_json, worker_reads
 from worker.domain.batching import FileWork, halves
 from worker.domain.errors import DataError, IcefeedError, TransientError
 from worker.domain.events import FileEvent, Ignored, Malformed, parse_message, sequencer_newer
@@ -136,15 +138,25 @@ class Pipeline:
         async with self._heads:
             return await self.store.head(bucket, key)
 
+    def _needs_head(self, cand: _Candidate) -> bool:
+        """A file the worker will GET itself (If-Match on the event's etag) needs no HEAD now: the
+        GET tells a gone or overwritten object apart. Others are checked before they are claimed."""
+        ev = cand.event
+        return not (ev.etag and ev.size is not None and self.worker_reads(cand.ingestion.name, ev.size))
+
     async def _register(self, candidates: list[_Candidate]) -> None:
-        heads = await asyncio.gather(
-            *(self._head(c.event.bucket, c.event.key) for c in candidates), return_exceptions=True
+        checked = [c for c in candidates if self._needs_head(c)]
+        found = await asyncio.gather(
+            *(self._head(c.event.bucket, c.event.key) for c in checked), return_exceptions=True
         )
+        by_candidate = {id(c): h for c, h in zip(checked, found, strict=True)}
         registrations: list[Registration] = []
         verdicts: list[tuple[str, str, str] | None] = []  # (status, error_class, message) or None
         kept: list[_Candidate] = []
-        for cand, head in zip(candidates, heads, strict=True):
+        for cand in candidates:
             ev = cand.event
+            unchecked = id(cand) not in by_candidate
+            head = by_candidate.get(id(cand))
             if isinstance(head, BaseException):
                 error = head if isinstance(head, IcefeedError) else TransientError(str(head))
                 log.warning("head_failed", bucket=ev.bucket, key=ev.key, error=str(error))
@@ -153,9 +165,9 @@ class Pipeline:
             etag = ev.etag or (head.etag if head else "") or "unknown"
             size = ev.size if ev.size is not None else (head.size if head else None)
             verdict: tuple[str, str, str] | None = None
-            if head is None:
+            if not unchecked and head is None:  # unchecked: the worker's GET settles existence and etag
                 verdict = (GONE, "ObjectGone", "object no longer exists (deleted before it was loaded)")
-            elif ev.etag and head.etag != ev.etag:
+            elif not unchecked and head is not None and ev.etag and head.etag != ev.etag:
                 verdict = (SKIPPED, "Superseded", f"object was overwritten: its etag is now {head.etag}")
             elif self.parses_locally(cand.ingestion.name) and (size or 0) > self.settings.spark.local_parse_max_bytes:
                 limit = self.settings.spark.local_parse_max_bytes
@@ -271,20 +283,23 @@ class Pipeline:
             await self.faults.hit("after_claim")
             appending = asyncio.Event()
             loop = asyncio.get_running_loop()
+            with self.metrics.stage("fetch"):
+                decoded, settled = await self._fetch(claimed)
             request = WriteRequest(
                 batch_id=batch_id,
                 table=table,
                 location=ingestion.location,
                 readers=await self._readers(table, claimed),
-                files=claimed,
+                files=[f for f in claimed if f.file_id not in settled],
                 output_files=self.settings.batch.output_files,
                 policy=Policy(ingestion.schema_policy),
                 approved=await self.ledger.approved_signatures(table),
                 replace=frozenset(await self._replacing(claimed)),
-                payloads=await self._payloads(claimed),
+                decoded=decoded,
                 on_append=(lambda: loop.call_soon_threadsafe(appending.set)) if self.faults else None,
             )
             try:
+                waiting = time.monotonic()
                 async with self.ledger.table_lock(table, self.settings.lease.ttl_s):
                     started = time.monotonic()
                     write = asyncio.ensure_future(self.sink.write(request))
@@ -299,7 +314,10 @@ class Pipeline:
                     self.metrics.stage_duration.labels("infer+write").observe(time.monotonic() - started)
                     await self.faults.hit("after_commit")
                     with self.metrics.stage("finalize"):
-                        won = await self._finalize(batch_id, table, claimed, result.counts, blog, result)
+                        timing = {"lock_wait_s": round(started - waiting, 3)}
+                        won = await self._finalize(
+                            batch_id, table, claimed, result.counts, blog, result, settled, timing, started
+                        )
                     if won:
                         self.metrics.commit_duration.observe(time.monotonic() - started)
             except IcefeedError as error:
@@ -325,10 +343,48 @@ class Pipeline:
             dialect_for(self.settings.spark).parses_whole_file_json and self.routes.by_name(ingestion).whole_file_json
         )
 
-    async def _payloads(self, files: list[FileWork]) -> dict[int, bytes]:
-        local = [f for f in files if self.parses_locally(f.ingestion)]
-        bodies = await asyncio.gather(*(self.store.get(f.bucket, f.key, f.etag) for f in local))
-        return {f.file_id: body for f, body in zip(local, bodies, strict=True) if body is not None}
+    def worker_reads(self, ingestion: str, size: int | None) -> bool:
+        return worker_reads(self.settings.spark, self.routes.by_name(ingestion), size)
+
+    async def _fetch(self, files: list[FileWork]) -> tuple[dict[int, Any], dict[int, FileResult]]:
+        """GET and decode the files the worker reads itself. Returns the decoded files (or the
+        DataError each raised) and the results of files whose GET found them gone or replaced."""
+        mine = [f for f in files if self.worker_reads(f.ingestion, f.size)]
+        bodies = await asyncio.gather(*(self._get(f) for f in mine))
+        missing = [f for f, body in zip(mine, bodies, strict=True) if body is None]
+        settled = {r.file_id: r for r in await asyncio.gather(*(self._vanished(f) for f in missing))}
+        present = [(f, body) for f, body in zip(mine, bodies, strict=True) if body is not None]
+        decoded = await asyncio.to_thread(self._decode_all, present) if present else {}
+        return decoded, settled
+
+    async def _get(self, f: FileWork) -> bytes | None:
+        async with self._heads:
+            return await self.store.get(f.bucket, f.key, f.etag)
+
+    def _decode_all(self, files: list[tuple[FileWork, bytes]]) -> dict[int, Any]:
+        out: dict[int, Any] = {}
+        for f, body in files:
+            whole = self.routes.by_name(f.ingestion).whole_file_json
+            try:
+                out[f.file_id] = decode_json(body, whole_file=whole, compressed=f.key.endswith(".gz"))
+            except DataError as error:
+                out[f.file_id] = error
+        return out
+
+    async def _vanished(self, f: FileWork) -> FileResult:
+        """A file whose GET (If-Match) found nothing: gone, replaced, or (a race) back to pending."""
+        head = await self._head(f.bucket, f.key)
+        if head is None:
+            result = FileResult(
+                f.file_id, GONE, None, "ObjectGone", "object no longer exists (deleted before it was loaded)"
+            )
+        elif head.etag != f.etag:
+            message = f"object was overwritten: its etag is now {head.etag}"
+            result = FileResult(f.file_id, SKIPPED, None, "Superseded", message)
+        else:
+            result = FileResult(f.file_id, PENDING, None, "ReadRace", "object changed while it was read: load again")
+        log.warning("file_not_loadable", bucket=f.bucket, key=f.key, status=result.status, reason=result.error_message)
+        return result
 
     async def _replacing(self, files: list[FileWork]) -> set[int]:
         """Files of ``on_overwrite = replace`` routes whose key already has loaded rows."""
@@ -383,13 +439,21 @@ class Pipeline:
                 await self.run_batch(table, half)
 
     async def _results(
-        self, files: list[FileWork], counts: dict[str, int], result: WriteResult | None
+        self,
+        files: list[FileWork],
+        counts: dict[str, int],
+        result: WriteResult | None,
+        settled: dict[int, FileResult] | None = None,
     ) -> list[FileResult]:
         """Per-file outcome of a committed batch. Without the write's plan (recovery), a file
         that left no rows is released to load again: it may have been empty, quarantined or
-        gone, and loading it again cannot duplicate anything."""
+        gone, and loading it again cannot duplicate anything. ``settled``: files decided before
+        the write (found gone or replaced when fetched)."""
+        settled = settled or {}
 
         async def one(f: FileWork) -> FileResult:
+            if f.file_id in settled:
+                return settled[f.file_id]
             rows = counts.get(f.source_file, 0)
             if result is not None and f.file_id in result.unreadable:
                 error = result.unreadable[f.file_id]
@@ -402,7 +466,8 @@ class Pipeline:
                     return FileResult(f.file_id, QUARANTINED, 0, error_class, decision.reason)
             elif rows == 0:
                 return FileResult(f.file_id, PENDING, None, "Recovered", "committed batch left no rows: load again")
-            if rows == 0 and await self._head(f.bucket, f.key) is None:
+            read = result is not None and f.file_id in result.local  # the worker's GET found it
+            if rows == 0 and not read and await self._head(f.bucket, f.key) is None:
                 return FileResult(f.file_id, GONE, 0, "ObjectGone", "object disappeared before it was read")
             return FileResult(f.file_id, LOADED, rows)
 
@@ -416,25 +481,32 @@ class Pipeline:
         counts: dict[str, int],
         blog: structlog.typing.FilteringBoundLogger,
         result: WriteResult | None,
+        settled: dict[int, FileResult] | None = None,
+        timing: dict[str, float] | None = None,
+        held_since: float | None = None,
     ) -> bool:
-        """Record the committed batch in the ledger; False if another worker's sweeper settled it."""
+        """Record the committed batch in the ledger; False if another worker's sweeper settled it.
+        ``timing`` and ``held_since`` (when the table lock was taken) go into the log line."""
         known = {f.source_file for f in files}
         strangers = set(counts) - known
         if strangers:
             blog.error("batch_lineage_mismatch", unexpected=sorted(strangers)[:5])
-        results = await self._results(files, counts, result)
+        results = await self._results(files, counts, result, settled)
         quarantines = self._quarantines(table, files, result) if result else []
         version = await self._schema_version(batch_id, table, files, result, results)
         replacing = result.request_replace if result is not None else frozenset()
         replaced = [r.file_id for r in results if r.status == LOADED and r.file_id in replacing]
         if await self.ledger.finalize(batch_id, self.owner, results, quarantines, version, replaced):
             self.metrics.files_finalized(results, files)
+            if held_since is not None:  # the table lock's hold: bounds one table's commit rate
+                timing = {**(timing or {}), "held_s": round(time.monotonic() - held_since, 3)}
             blog.info(
                 "batch_committed",
                 files=len(files),
                 rows=sum(r.rows or 0 for r in results),
                 quarantined=len(quarantines),
                 schema_version=bool(version),
+                **(timing or {}),
             )
             for q in quarantines:
                 f = next(f for f in files if f.file_id == q.file_id)

@@ -123,7 +123,9 @@ class WriteRequest:
     output_files: int
     policy: Policy = Policy.EVOLVE
     replace: frozenset[int] = frozenset()  # file ids whose key's older rows are deleted first
-    payloads: dict[int, bytes] = field(default_factory=dict)  # files the worker parses itself
+    # Files the worker fetched and decoded itself (adapters/local_read.py): a Decoded, or the
+    # DataError decoding raised. The engine reads the others.
+    decoded: dict[int, Any] = field(default_factory=dict)
     on_append: Callable[[], None] | None = None  # called (from the writing thread) as the append starts
     approved: dict[str, str] = field(default_factory=dict)  # proposal signature → resolution
 
@@ -135,6 +137,7 @@ class WriteResult:
     file_schemas: dict[int, Struct]
     request_replace: frozenset[int] = frozenset()
     unreadable: dict[int, IcefeedError] = field(default_factory=dict)  # files the engine could not parse
+    local: frozenset[int] = frozenset()  # files the worker read (so they existed): no HEAD for zero rows
 
 
 @dataclass(frozen=True, slots=True)

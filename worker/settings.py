@@ -74,6 +74,9 @@ class SparkSettings(_Section):
     # local_parse_max_bytes per file.
     dialect: Literal["spark", "sail"] = "spark"
     local_parse_max_bytes: int = Field(64 * 1024 * 1024, ge=1)
+    # JSON / JSON-lines files up to this size are fetched by the worker (one GET) and handed to the
+    # engine as Arrow, a batch at a time; larger ones are read by the engine. 0: the engine reads all.
+    worker_read_max_bytes: int = Field(8 * 1024 * 1024, ge=0)
     # The tables' format: "iceberg", or "parquet" (plain Spark tables: for testing against Apache
     # Spark without an Iceberg runtime; only new top-level columns, no on_overwrite = replace).
     # Engine and format differences live in worker/adapters/dialects.py.

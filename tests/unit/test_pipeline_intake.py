@@ -76,12 +76,18 @@ class FakeLedger:
 @dataclass
 class FakeStore:
     objects: dict[tuple[str, str], ObjectInfo] = field(default_factory=dict)
+    bodies: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    heads: list[str] = field(default_factory=list)
 
     async def head(self, bucket: str, key: str) -> ObjectInfo | None:
+        self.heads.append(key)
         return self.objects.get((bucket, key))
 
     async def get(self, bucket: str, key: str, etag: str) -> bytes | None:
-        return None
+        info = self.objects.get((bucket, key))
+        if info is None or info.etag != etag:  # If-Match
+            return None
+        return self.bodies.get((bucket, key), b"")
 
 
 def event(key: str, etag: str, size: int = 10, sequencer: str | None = None, bucket: str = "landing") -> str:
@@ -110,6 +116,7 @@ def parts(monkeypatch: pytest.MonkeyPatch) -> tuple[Pipeline, FakeLedger, FakeSt
     monkeypatch.setenv("ICEFEED_BATCH_MAX_FILE_BYTES", "1000")
     monkeypatch.setenv("ICEFEED_SPARK_DIALECT", "sail")
     monkeypatch.setenv("ICEFEED_SPARK_LOCAL_PARSE_MAX_BYTES", "100")
+    monkeypatch.setenv("ICEFEED_SPARK_WORKER_READ_MAX_BYTES", "0")  # the engine reads: HEAD at admission
     ledger, store = FakeLedger(), FakeStore()
     pipeline = Pipeline(load_settings(), ROUTES, ledger, store, sink=None)  # type: ignore[arg-type]
     return pipeline, ledger, store
@@ -179,3 +186,43 @@ async def test_a_file_already_loaded_is_acked_and_one_in_flight_retried(
     )
     assert done.outcomes == [Ack("loaded")]
     assert isinstance(busy.outcomes[0], Retry) and busy.outcomes[0].delay_s >= 1
+
+
+async def test_small_json_files_are_not_headed_and_their_get_tells_gone_from_replaced(
+    parts: tuple[Pipeline, FakeLedger, FakeStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, ledger, store = parts
+    monkeypatch.setenv("ICEFEED_SPARK_WORKER_READ_MAX_BYTES", "1000")
+    pipeline = Pipeline(load_settings(), ROUTES, ledger, store, sink=None)  # type: ignore[arg-type]
+    store.objects[("landing", "events/new.json")] = ObjectInfo(10, "e2")
+    store.objects[("landing", "events/ok.json")] = ObjectInfo(10, "e1")
+    store.bodies[("landing", "events/ok.json")] = b'{"a": 1}\n{"a": 2.5}\n'
+    store.objects[("landing", "events/bad.json")] = ObjectInfo(10, "e3")
+    store.bodies[("landing", "events/bad.json")] = b'{"a": 1}\n{"a": \n'
+    store.objects[("landing", "events/huge.json")] = ObjectInfo(5000, "e4")
+    bodies = [
+        event("events/gone.json", "e9"),
+        event("events/new.json", "e-old"),
+        event("events/ok.json", "e1"),
+        event("events/bad.json", "e3"),
+        event("events/huge.json", "e4", size=5000),
+    ]
+    adms = await pipeline.admit([message(b, i) for i, b in enumerate(bodies)])
+    assert store.heads == ["events/huge.json"]  # only the file the engine would read is checked first
+    waiting = [w for a in adms for w in a.waiting.values()]
+    assert [w.key for w in waiting] == ["events/gone.json", "events/new.json", "events/ok.json", "events/bad.json"]
+    decoded, settled = await pipeline._fetch(waiting)
+    by_key = {w.key: w.file_id for w in waiting}
+    assert (settled[by_key["events/gone.json"]].status, settled[by_key["events/gone.json"]].error_class) == (
+        "GONE",
+        "ObjectGone",
+    )
+    assert (settled[by_key["events/new.json"]].status, settled[by_key["events/new.json"]].error_class) == (
+        "SKIPPED",
+        "Superseded",
+    )
+    ok = decoded[by_key["events/ok.json"]]
+    assert ok.rows == 2 and ok.columns["a"].to_pylist() == [1.0, 2.5]
+    bad = decoded[by_key["events/bad.json"]]
+    assert bad.error_class == "ParseError" and "line 2" in str(bad)
+    assert set(decoded) | set(settled) == set(by_key.values())

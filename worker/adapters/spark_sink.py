@@ -15,10 +15,11 @@ from uuid import UUID
 
 from worker.adapters.dialects import dialect_for
 from worker.adapters.dialects import read_path as read_path  # re-exported
+from worker.adapters.local_read import Decoded
 from worker.domain.batching import FileWork
 from worker.domain.errors import ConfigError, DataError, IcefeedError, classify_engine_error
 from worker.domain.policy import RESCUED_COLUMN, Policy, data_columns, plan_batch
-from worker.domain.schema import STRING, Array, DataType, Map, Struct, from_spark_json, to_ddl, type_string
+from worker.domain.schema import STRING, Array, DataType, Field, Map, Struct, from_spark_json, to_ddl, type_string
 from worker.ports import Reader, WriteRequest, WriteResult
 from worker.routes import LOCATION, PART
 from worker.settings import SparkSettings
@@ -44,27 +45,6 @@ def balanced_union(frames: list[Any]) -> Any:
 def hex_literal(value: str) -> str:
     """A Spark SQL expression for a string, safe for any content (engines lack bound parameters)."""
     return f"decode(unhex('{value.encode().hex().upper()}'), 'UTF-8')"
-
-
-def parse_json_document(payload: bytes) -> Any:
-    """A whole-file JSON document (an array of objects, or one object) as an Arrow table, for
-    engines whose reader knows only JSON lines. Bad input raises DataError(ParseError)."""
-    import gzip
-
-    import orjson
-    import pyarrow as pa
-
-    try:
-        if payload[:2] == b"\x1f\x8b":
-            payload = gzip.decompress(payload)
-        document = orjson.loads(payload)
-        rows = document if isinstance(document, list) else [document]
-        if not all(isinstance(r, dict) for r in rows):
-            raise ValueError("expected an object or an array of objects")
-        columns = list(dict.fromkeys(k for r in rows for k in r))  # every key of every row
-        return pa.Table.from_pydict({c: [r.get(c) for r in rows] for c in columns})
-    except (ValueError, TypeError, EOFError, OSError, pa.ArrowException) as exc:
-        raise DataError(f"whole-file JSON: {exc}", error_class="ParseError") from None
 
 
 def hinted(column: Any, have: str, want: DataType | None) -> Any:
@@ -108,9 +88,12 @@ def conform(expr: Any, have: DataType, want: DataType) -> Any:
     return expr.cast(type_string(want))
 
 
-def conform_frame(df: Any, have: Struct, want: Struct, rescued: tuple[str, ...], with_rescue: bool) -> Any:
+def conform_frame(
+    df: Any, have: Struct, want: Struct, rescued: tuple[str, ...], with_rescue: bool, keep: tuple[str, ...] = ()
+) -> Any:
     """Select ``want``'s columns from ``df`` (missing ones as nulls); with ``with_rescue`` the
-    columns in ``rescued`` go, with their original values, into one JSON column."""
+    columns in ``rescued`` go, with their original values, into one JSON column. Columns in
+    ``keep`` follow unchanged."""
     from pyspark.sql import functions as F  # noqa: N812
 
     columns = []
@@ -127,7 +110,12 @@ def conform_frame(df: Any, have: Struct, want: Struct, rescued: tuple[str, ...],
         else:
             payload = F.lit(None).cast("string")
         columns.append(payload.alias(RESCUED_COLUMN))
-    return df.select(*columns)
+    return df.select(*columns, *(F.col(quote_column(c)) for c in keep))
+
+
+def with_hints(schema: Struct, hints: dict[str, DataType]) -> Struct:
+    """A file's schema once its hinted columns are cast (what :func:`hinted` produces)."""
+    return Struct(tuple(Field(f.name, hints.get(f.name, f.type), f.nullable) for f in schema.fields))
 
 
 def batch_tag(batch_id: UUID) -> str:
@@ -231,21 +219,12 @@ class SparkSink:
             )
         )
 
-    def _read(self, spark: Any, reader: Reader, f: FileWork, payload: bytes | None = None) -> Any:
+    def _read(self, spark: Any, reader: Reader, f: FileWork) -> Any:
         from pyspark.sql import functions as F  # noqa: N812
 
         path = self._dialect.source_path(f.bucket, f.key)
         options = self._dialect.read_options(reader.format, reader.options)
-        if payload is not None:
-            document = parse_json_document(payload)
-            if document.num_columns == 0:  # [] or {}: an empty file
-                from pyspark.sql.types import StructType
-
-                df = spark.createDataFrame([], StructType([]))
-            else:
-                df = spark.createDataFrame(document)
-        else:
-            df = spark.read.format(reader.format).options(**options).load(path)
+        df = spark.read.format(reader.format).options(**options).load(path)
         if not reader.hints:
             return df
         if reader.format == "csv":
@@ -284,11 +263,20 @@ class SparkSink:
         frames: dict[int, Any] = {}
         schemas: dict[int, Struct] = {}
         unreadable: dict[int, IcefeedError] = {}
+        local: dict[int, Decoded] = {}
         for f in req.files:
             # Inference reads the file: a file that cannot be parsed is singled out here, by name,
             # instead of failing (and bisecting) the whole batch.
+            decoded = req.decoded.get(f.file_id)
             try:
-                df = self._read(spark, req.readers[f.ingestion], f, req.payloads.get(f.file_id))
+                if isinstance(decoded, IcefeedError):
+                    raise decoded
+                if decoded is not None:  # decoded by the worker: its schema is known, no round trip
+                    local[f.file_id] = decoded
+                    hints = req.readers[f.ingestion].hints
+                    schemas[f.file_id] = data_columns(with_hints(decoded.schema, hints))
+                    continue
+                df = self._read(spark, req.readers[f.ingestion], f)
                 schemas[f.file_id] = data_columns(from_spark_json(df.schema.json()))
                 frames[f.file_id] = df
             except Exception as exc:  # classified below; what is not the file's fault re-raises
@@ -299,7 +287,7 @@ class SparkSink:
         readable = [(f.file_id, schemas[f.file_id]) for f in req.files if f.file_id in schemas]
         plan = plan_batch(req.policy, table, readable, req.approved)
         if not plan.loaded:
-            return WriteResult({}, plan, schemas, req.replace, unreadable)
+            return WriteResult({}, plan, schemas, req.replace, unreadable, frozenset(local))
         if table is None:
             self._create_table(spark, req, plan.target)
         replaced = [f.source_file for f in req.files if f.file_id in req.replace and f.file_id in plan.loaded]
@@ -308,12 +296,23 @@ class SparkSink:
         if replaced and table is not None:
             self._delete_rows(spark, req, replaced)
         aligned = []
+        groups: dict[tuple[str, Struct, tuple[str, ...]], list[FileWork]] = {}
         for f in req.files:
             decision = plan.decisions.get(f.file_id)
             if decision is None or not decision.load:
                 continue
+            if f.file_id in local:  # worker-read files of one shape travel as ONE Arrow relation
+                groups.setdefault((f.ingestion, local[f.file_id].schema, decision.rescued), []).append(f)
+                continue
             df = conform_frame(frames[f.file_id], schemas[f.file_id], plan.target, decision.rescued, plan.rescues)
             aligned.append(df.withColumn("_source_file", F.lit(f.source_file)))
+        for (ingestion, schema, rescued), members in groups.items():
+            df = self._local_frame(spark, [(f, local[f.file_id]) for f in members], req.readers[ingestion], schema)
+            if df is not None:
+                have = data_columns(with_hints(schema, req.readers[ingestion].hints))
+                aligned.append(conform_frame(df, have, plan.target, rescued, plan.rescues, keep=("_source_file",)))
+        if not aligned:  # only empty files: nothing to append
+            return WriteResult({}, plan, schemas, req.replace, unreadable, frozenset(local))
         union = balanced_union(aligned)
         out = (
             union.withColumn("_batch_id", F.lit(str(req.batch_id)))
@@ -328,7 +327,28 @@ class SparkSink:
             self._dialect.append(out, req.table)
         finally:
             spark.removeTag(tag)
-        return WriteResult(self._counts(spark, req.table, req.batch_id), plan, schemas, req.replace, unreadable)
+        counts = self._counts(spark, req.table, req.batch_id)
+        return WriteResult(counts, plan, schemas, req.replace, unreadable, frozenset(local))
+
+    def _local_frame(self, spark: Any, files: list[tuple[FileWork, Decoded]], reader: Reader, schema: Struct) -> Any:
+        """One DataFrame over worker-decoded files of one shape, with ``_source_file`` and the
+        route's hints applied; None when they hold no rows."""
+        import pyarrow as pa
+        from pyspark.sql import functions as F  # noqa: N812
+
+        tables = [d.table("_source_file", f.source_file) for f, d in files if d.rows]
+        if not tables:
+            return None
+        df = spark.createDataFrame(pa.concat_tables(tables))
+        if not reader.hints:
+            return df
+        return df.select(
+            *(
+                hinted(F.col(quote_column(c.name)), type_string(c.type), reader.hints.get(c.name)).alias(c.name)
+                for c in schema.fields
+            ),
+            F.col("_source_file"),
+        )
 
     def _counts(self, spark: Any, table: str, batch_id: UUID) -> dict[str, int]:
         from pyspark.sql import functions as F  # noqa: N812

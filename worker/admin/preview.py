@@ -15,7 +15,8 @@ from typing import Any
 
 from worker.adapters.aws import AwsClients, S3Store
 from worker.adapters.dialects import dialect_for
-from worker.adapters.spark_sink import SparkSink
+from worker.adapters.local_read import decode_json, worker_reads
+from worker.adapters.spark_sink import SparkSink, with_hints
 from worker.admin.common import jsonable, ledger, parse_s3_uri, row, s3_uri, spark_error
 from worker.domain.batching import FileWork
 from worker.domain.errors import ConfigError, DataError, IcefeedError, TransientError
@@ -56,8 +57,18 @@ class PreviewSink(SparkSink):
         self, table: str, reader: Reader, work: FileWork, payload: bytes | None, rows: int
     ) -> tuple[Struct, list[dict[str, Any]], Struct | None]:
         spark = self._spark()
-        df = self._read(spark, reader, work, payload)
-        schema = data_columns(from_spark_json(df.schema.json()))
+        if payload is not None:  # a file the worker reads itself: decoded the same way
+            decoded = decode_json(
+                payload, whole_file=reader.options.get("multiLine") == "true", compressed=work.key.endswith(".gz")
+            )
+            schema = data_columns(with_hints(decoded.schema, reader.hints))
+            df = self._local_frame(spark, [(work, decoded)], reader, decoded.schema)
+            if df is None:
+                return schema, [], self._table_schema(spark, table)
+            df = df.drop("_source_file")
+        else:
+            df = self._read(spark, reader, work)
+            schema = data_columns(from_spark_json(df.schema.json()))
         sample = [r.asDict(recursive=True) for r in df.limit(rows).collect()] if rows else []
         return schema, sample, self._table_schema(spark, table)
 
@@ -140,6 +151,7 @@ async def preview(
                 return result
             local = dialect_for(settings.spark).parses_whole_file_json and ing.whole_file_json
             too_big = _too_big(settings, head.size, local)
+            local = worker_reads(settings.spark, ing, head.size)
             if too_big:
                 result.update(file_schema=None, sample=[], table_schema=None, diff=[])
                 result["decision"] = {
