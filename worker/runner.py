@@ -48,7 +48,11 @@ class TableLane:
     table: str
     buffer: BatchBuffer
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    busy: bool = False
+    running: int = 0  # batches of this lane in flight (their commits still take the table lock in turn)
+
+    @property
+    def busy(self) -> bool:
+        return self.running > 0
 
 
 class Runner:
@@ -163,20 +167,18 @@ class Runner:
         lane.wake.set()
 
     async def _committer(self, lane: TableLane) -> None:
+        """Starts the lane's batches, up to ``ICEFEED_BATCH_IN_FLIGHT`` at once: the next batch is
+        claimed and fetched while the current one commits."""
         while True:
             now = time.monotonic()
-            if lane.buffer.ready(now) or (self._draining and len(lane.buffer)):
+            if lane.running < self.s.batch.in_flight and (
+                lane.buffer.ready(now) or (self._draining and len(lane.buffer))
+            ):
                 files = lane.buffer.take(now)
-                lane.busy = True
-                try:
-                    await self.pipeline.run_batch(lane.table, files)
-                except IcefeedError as error:
-                    log.warning("batch_aborted", table=lane.table, error=str(error), files=len(files))
-                except Exception as error:  # the lease runs out; a sweeper settles it
-                    log.exception("batch_crashed", table=lane.table, error=str(error), files=len(files))
-                finally:
-                    lane.busy = False
-                await self._settle_files([f.file_id for f in files])
+                lane.running += 1
+                task = self._committers.create_task(self._batch(lane, files))
+                self._committer_tasks.append(task)
+                task.add_done_callback(self._committer_tasks.remove)
                 continue
             self._check_idle()
             deadline = lane.buffer.deadline()
@@ -184,6 +186,19 @@ class Runner:
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(lane.wake.wait(), timeout)
+
+    async def _batch(self, lane: TableLane, files: list[FileWork]) -> None:
+        try:
+            await self.pipeline.run_batch(lane.table, files)
+        except IcefeedError as error:
+            log.warning("batch_aborted", table=lane.table, error=str(error), files=len(files))
+        except Exception as error:  # the lease runs out; a sweeper settles it
+            log.exception("batch_crashed", table=lane.table, error=str(error), files=len(files))
+        finally:
+            lane.running -= 1
+            lane.wake.set()
+        await self._settle_files([f.file_id for f in files])
+        self._check_idle()
 
     def _check_idle(self) -> None:
         if all(not lane.busy and not len(lane.buffer) for lane in self._lanes.values()):
@@ -364,6 +379,14 @@ class Runner:
         self.failure = self.failure or IcefeedError(f"side task {name} died: {error}", error_class="SideTaskDied")
         stop.set()
 
+    async def _warm_up(self) -> None:
+        """Open the Spark Connect session while the first messages arrive, not inside the first
+        batch. Best effort: a failure here shows up again, classified, in the batch."""
+        ping = getattr(self.pipeline.sink, "ping", None)
+        if ping is not None:
+            with contextlib.suppress(Exception):
+                await ping()
+
     def _held(self, queue_url: str) -> list[datetime | None]:
         return [t.message.sent_at for t in self._tracked.values() if t.message.queue_url == queue_url]
 
@@ -377,6 +400,7 @@ class Runner:
             heartbeat = side.create_task(self._monitor("heartbeat", self._heartbeat_loop, stop))
             sweeper = side.create_task(self._monitor("sweeper", self._sweep_loop, stop))
             extras = [side.create_task(self._monitor(name, fn, stop)) for name, fn in side_tasks]
+            extras.append(side.create_task(self._warm_up()))
             receivers = self.receivers = [
                 side.create_task(self._receive_loop(q, stop))
                 for q in self.s.sqs.queue_urls

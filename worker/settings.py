@@ -135,6 +135,7 @@ class BatchSettings(_Section):
     max_files: int = Field(200, ge=1, le=100000)
     max_bytes: int = Field(512 * 1024 * 1024, ge=1)
     max_wait_s: float = Field(1.0, ge=0, le=3600)
+    in_flight: int = Field(2, ge=1, le=16, description="batches per table prepared at once by one worker")
     output_files: int = Field(1, ge=1, le=1000, description="data files written per commit")
     max_file_bytes: int = Field(5 * 1024**3, ge=1, description="larger files are FAILED")
 

@@ -34,7 +34,14 @@ EVENT_KEYS = [
 ]
 
 
-def test_files_load_in_one_commit_per_table_with_exact_lineage(s4env: Spark4Env) -> None:
+@pytest.mark.parametrize(
+    "worker_read_max_bytes",
+    [
+        pytest.param("0", id="engine-reads-all"),  # Spark's own JSON reader, FAILFAST
+        pytest.param("8388608", id="worker-reads-json"),  # the default: JSON decoded by the worker
+    ],
+)
+def test_files_load_in_one_commit_per_table_with_exact_lineage(s4env: Spark4Env, worker_read_max_bytes: str) -> None:
     env = s4env
     env.migrate()
     expected: Counter[tuple[int, str]] = Counter()
@@ -44,13 +51,14 @@ def test_files_load_in_one_commit_per_table_with_exact_lineage(s4env: Spark4Env)
     env.put("events/broken.json", b'{"id": 1}\n{"id": \n')
     env.put("people/p.csv", b"name,age,joined\nada,36,2026-01-02\nalan,41,2025-12-31\n")
     env.put("docs/array.json", json.dumps([{"id": 1, "tags": ["a", "b"]}, {"id": 2, "tags": []}], indent=2).encode())
-    env.start_worker(ICEFEED_BATCH_MAX_WAIT_S="3")  # everything is queued: one batch per table
+    # everything is queued: one batch per table
+    env.start_worker(ICEFEED_BATCH_MAX_WAIT_S="3", ICEFEED_SPARK_WORKER_READ_MAX_BYTES=worker_read_max_bytes)
 
     files = {f["key"]: f for f in env.wait_files(8, timeout=180)}
     outcome = {k: (f["status"], f["rows_loaded"], f["error_class"]) for k, f in files.items()}
     assert outcome == {
         **{key: ("LOADED", i + 1, None) for i, key in enumerate(EVENT_KEYS)},
-        "events/broken.json": ("FAILED", None, "ParseError"),  # FAILFAST: no _corrupt_record column
+        "events/broken.json": ("FAILED", None, "ParseError"),  # engine: FAILFAST, no _corrupt_record column
         "people/p.csv": ("LOADED", 2, None),
         "docs/array.json": ("LOADED", 2, None),
     }

@@ -120,3 +120,52 @@ async def test_on_a_normal_stop_side_tasks_run_through_the_drain_and_are_then_ca
     assert cancelled.is_set()
     assert runner.failure is None
     assert source.polls >= 1
+
+
+async def test_a_table_lane_runs_up_to_in_flight_batches_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next batch of a table is prepared while the current one commits, never more than
+    ICEFEED_BATCH_IN_FLIGHT at once, and every batch still runs."""
+    from types import SimpleNamespace
+
+    from worker.domain.batching import FileWork
+
+    for name in list(os.environ):
+        if name.upper().startswith("ICEFEED_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("ICEFEED_SQS_QUEUE_URLS", "https://sqs.local/1/q")
+    monkeypatch.setenv("ICEFEED_BATCH_MAX_FILES", "1")
+    monkeypatch.setenv("ICEFEED_BATCH_MAX_WAIT_S", "0")
+    monkeypatch.setenv("ICEFEED_BATCH_IN_FLIGHT", "2")
+    release, two_running, all_done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    running: list[int] = []
+    peak, done = 0, []
+
+    class LanePipeline(FakePipeline):
+        routes = SimpleNamespace(by_name=lambda _name: SimpleNamespace(table="glue.db.events"))
+
+        async def run_batch(self, table: str, files: list[FileWork]) -> None:
+            nonlocal peak
+            running.append(files[0].file_id)
+            peak = max(peak, len(running))
+            if len(running) == 2:
+                two_running.set()
+            await release.wait()
+            running.remove(files[0].file_id)
+            done.append(files[0].file_id)
+            if len(done) == 5:
+                all_done.set()
+
+    runner = Runner(load_settings(), LanePipeline(), IdleSource(asyncio.Event()))  # type: ignore[arg-type]
+    async with asyncio.TaskGroup() as group:
+        runner._committers = group
+        for i in range(5):
+            runner._enqueue(FileWork(i, "events", "b", f"k{i}.json", "e", 1))
+        await asyncio.wait_for(two_running.wait(), 5)
+        for _ in range(50):  # let the committer try to start more while two are held
+            await asyncio.sleep(0)
+        assert sorted(running) == [0, 1] and peak == 2
+        release.set()
+        await asyncio.wait_for(all_done.wait(), 5)
+        for task in list(runner._committer_tasks):
+            task.cancel()
+    assert peak == 2 and sorted(done) == [0, 1, 2, 3, 4]
