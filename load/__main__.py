@@ -17,6 +17,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(summarize(args.raw, args.top))
         return 0
+    if args.command == "model":
+        from load.model import main as model_main
+
+        return model_main(args)
     try:
         sc = scenario_from_args(args)
     except ValueError as error:

@@ -356,8 +356,14 @@ class Bench:
         for proc in procs:
             for op, n in (proc.stopped.get("sqs_calls") or {}).items():
                 calls[op] = calls.get(op, 0) + int(n)
+        held = [float(c["held_s"]) for p in procs for c in p.commits]
+        waits = [float(c.get("lock_wait_s", 0.0)) for p in procs for c in p.commits]
         return {
             "stop_s": round(time.monotonic() - t, 1),
+            # The table lock's hold per commit (append + finalize): one table takes <= 1/hold commits/s.
+            "commit_hold_s_p50": rnd(percentile(held, 50)),
+            "commit_hold_s_p95": rnd(percentile(held, 95)),
+            "lock_wait_s_p50": rnd(percentile(waits, 50)),
             "exit_codes": [p.exit_code for p in procs],
             "worker_stopped": [
                 {k: p.stopped.get(k) for k in ("received", "acked", "requeued", "sqs_calls")} for p in procs

@@ -148,6 +148,35 @@ def parser() -> argparse.ArgumentParser:
     prof = sub.add_parser("profile", help="summarize a py-spy raw (collapsed stacks) recording")
     prof.add_argument("raw", type=Path)
     prof.add_argument("--top", type=int, default=25)
+    model = sub.add_parser(
+        "model", help="replicas, batch size and KEDA queueLength per target files/s, from a load report"
+    )
+    model.add_argument(
+        "--report",
+        type=Path,
+        default=Path("load/results/latest.json"),
+        help="harness JSON report (default load/results/latest.json)",
+    )
+    model.add_argument(
+        "--per-replica",
+        type=float,
+        metavar="FILES_PER_S",
+        help="files/s of one replica (default: report files_per_s_1)",
+    )
+    model.add_argument(
+        "--hold-s",
+        type=float,
+        metavar="SECONDS",
+        help="table lock hold per commit (default: drain1 commit_hold_s_p50, else batch_seconds_p50)",
+    )
+    model.add_argument("--batch-files", type=float, metavar="N", help="measured files per commit (default: report)")
+    model.add_argument("--drain-seconds", type=float, metavar="T", help="target burst drain time (default 60)")
+    model.add_argument("--headroom", type=float, help="plan replicas at this fraction of r (default 0.7)")
+    model.add_argument("--max-batch-files", type=int, help="largest ICEFEED_BATCH_MAX_FILES to plan (default 5000)")
+    model.add_argument(
+        "--targets", default="1000,10000,100000", help="comma-separated target files/s (default 1000,10000,100000)"
+    )
+    model.add_argument("--json", action="store_true", help="machine-readable output")
     return p
 
 

@@ -31,6 +31,7 @@ class WorkerProc:
     log: IO[bytes] | None = None
     exit_code: int | None = None
     stopped: dict[str, Any] = field(default_factory=dict)
+    commits: list[dict[str, Any]] = field(default_factory=list)  # batch_committed lines (with timings)
 
 
 class Fleet:
@@ -137,8 +138,10 @@ class Fleet:
             if proc.log is not None:
                 proc.log.close()
                 proc.log = None
-            stopped = [e for e in events(proc.log_path) if e.get("event") == "worker_stopped"]
+            lines = list(events(proc.log_path))
+            stopped = [e for e in lines if e.get("event") == "worker_stopped"]
             proc.stopped = stopped[-1] if stopped else {}
+            proc.commits = [e for e in lines if e.get("event") == "batch_committed" and "held_s" in e]
 
     def kill_all(self) -> None:
         for proc in self.procs:
