@@ -132,7 +132,7 @@ class WriteRequest:
 
 @dataclass(frozen=True, slots=True)
 class WriteResult:
-    counts: dict[str, int]  # rows per _source_file read back from the table
+    counts: dict[str, int]  # rows per _source_file: as sent (worker-decoded batch) or read back from the table
     plan: BatchPlan
     file_schemas: dict[int, Struct]
     request_replace: frozenset[int] = frozenset()
