@@ -8,7 +8,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from conftest import K8S, load_manifests, load_schema, one
+from conftest import K8S, REPO, load_manifests, load_schema, one
 
 MANIFESTS = load_manifests()
 
@@ -237,12 +237,28 @@ def test_scale_down_removes_at_most_one_pod_per_period(by_kind) -> None:
     assert scale_down.get("selectPolicy", "Max") != "Disabled"
 
 
-def test_queue_length_is_documented_as_provisional() -> None:
+def _fleet_model() -> Any:
+    """load/model.py (stdlib only), loaded by path: the infra venv does not install the worker."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fleet_model", REPO / "load" / "model.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_queue_length_is_the_fleet_models_answer_for_the_recorded_measurement(by_kind) -> None:
+    """queueLength = max(r x T, in-flight window) for the per-replica rate r recorded next to it."""
     scaled = (K8S / "scaledobject.yaml").read_text(encoding="utf-8")
+    found = re.search(r"# measured: files_per_s_1=([\d.]+) drain_seconds=(\d+)", scaled)
+    assert found, "scaledobject.yaml must record the measurement queueLength is derived from"
+    rate, drain = float(found.group(1)), int(found.group(2))
+    (trigger,) = one(by_kind, "ScaledObject")["spec"]["triggers"]
+    window = int(_env(one(by_kind, "Deployment"), by_kind)["ICEFEED_SQS_MAX_IN_FLIGHT"])
+    assert int(trigger["metadata"]["queueLength"]) == _fleet_model().queue_length(rate, drain, window)
     readme = (K8S / "README.md").read_text(encoding="utf-8")
-    assert "PROVISIONAL" in scaled
-    assert "provisional" in readme.lower() and "load harness" in readme
-    assert "files/s" in readme and "drain" in readme
+    assert "python -m load model" in readme and "files/s" in readme and "drain" in readme
 
 
 # --- CRD schemas ---------------------------------------------------------------------------------
