@@ -390,13 +390,23 @@ def test_sigterm_during_load_then_restart(env: Env) -> None:
     env.migrate()
     exp = Expected(env.bucket)
     gate = env.tmp / "gate"
-    start(env, "a")  # default grace (20 s): drains its in-flight batches
-    start(env, "b", ICEFEED_SHUTDOWN_GRACE_S="2")
-    # c holds its first claimed batch past its 1 s grace: must release batch and messages
-    start(env, "c", ICEFEED_SHUTDOWN_GRACE_S="1", ICEFEED_FAULTS=f"after_claim=hold:{gate}")
+    # c holds its claimed batches past its 1 s grace: must release batches and messages. It starts
+    # first and takes few messages (small batches, small window), so it surely holds a batch while
+    # the others load the rest.
+    start(
+        env,
+        "c",
+        ICEFEED_SHUTDOWN_GRACE_S="1",
+        ICEFEED_FAULTS=f"after_claim=hold:{gate}",
+        ICEFEED_BATCH_MAX_FILES="3",
+        ICEFEED_SQS_MAX_IN_FLIGHT="10",
+    )
     for i in range(60):
         exp.upload(env, f"events/term/f{i:02}.json", rng.randint(1, 5))
-    poll(lambda: (gate / "after_claim.reached").exists() and loaded_count(env) >= 10, 60, "a load under way")
+    poll(lambda: (gate / "after_claim.reached").exists(), 60, "worker c holding a claimed batch")
+    start(env, "a")  # default grace (20 s): drains its in-flight batches
+    start(env, "b", ICEFEED_SHUTDOWN_GRACE_S="2")
+    poll(lambda: loaded_count(env) >= 10, 60, "a load under way")
     loaded_at_term = loaded_count(env)
     codes = stop_all(env)  # SIGTERM to all three at once
     assert codes == [0, 0, 0], f"workers exited {codes} on SIGTERM"
