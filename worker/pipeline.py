@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from worker.adapters.dialects import dialect_for
 from worker.adapters.local_read import decode_json, worker_reads
-from worker.domain.batching import FileWork, halves
+from worker.domain.batching import FileWork, halves, upload_order
 from worker.domain.errors import DataError, IcefeedError, TransientError
 from worker.domain.events import FileEvent, Ignored, Malformed, parse_message, sequencer_newer
 from worker.domain.outcomes import (
@@ -274,6 +274,7 @@ class Pipeline:
         if not claimed:
             blog.info("batch_empty", offered=len(files))
             return
+        claimed = sorted(claimed, key=upload_order)
         self.metrics.batch_files.observe(len(claimed))
         self.active_batches.add(batch_id)
         written = False

@@ -292,3 +292,18 @@ def test_taking_until_empty_returns_every_file_once(
         order_taken = [f.file_id for f in taken if f.key == key]
         order_added = [fid for fid in added if added[fid].key == key]
         assert order_taken == order_added
+
+
+def test_a_batch_is_decided_in_upload_order_not_arrival_order() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from worker.domain.batching import FileWork, upload_order
+
+    t0 = datetime(2026, 11, 22, tzinfo=UTC)
+    late = FileWork(1, "e", "b", "m3.json", "x", 1, t0 + timedelta(milliseconds=30))
+    early = FileWork(2, "e", "b", "m1.json", "x", 1, t0)
+    unknown = FileWork(0, "e", "b", "m0.json", "x", 1, None)
+    same_a = FileWork(4, "e", "b", "a.json", "x", 1, t0 + timedelta(milliseconds=10))
+    same_b = FileWork(3, "e", "b", "b.json", "x", 1, t0 + timedelta(milliseconds=10))
+    ordered = sorted([late, unknown, same_a, early, same_b], key=upload_order)
+    assert [f.key for f in ordered] == ["m1.json", "b.json", "a.json", "m3.json", "m0.json"]

@@ -98,3 +98,9 @@ def halves(files: list[FileWork]) -> tuple[list[FileWork], list[FileWork]]:
     """Split a failed batch in two to isolate the bad file(s)."""
     middle = len(files) // 2
     return files[:middle], files[middle:]
+
+
+def upload_order(f: FileWork) -> tuple[float, int]:
+    """Files of a batch are decided (schema evolution, quarantine) in the order they were uploaded
+    (S3 event time), not in the order their notifications happened to arrive; ties by file id."""
+    return (f.event_time.timestamp() if f.event_time is not None else float("inf"), f.file_id)
