@@ -244,6 +244,9 @@ def _fleet_model() -> Any:
     spec = importlib.util.spec_from_file_location("fleet_model", REPO / "load" / "model.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    import sys
+
+    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
     spec.loader.exec_module(module)
     return module
 
