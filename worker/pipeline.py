@@ -287,6 +287,7 @@ class Pipeline:
         self.active_batches.add(batch_id)
         session_id = str(uuid4())
         write: asyncio.Future[WriteResult] | None = None
+        opened = False
         halves_left: list[list[FileWork]] = []
         try:
             blog.info("batch_claimed", files=len(claimed), offered=len(files))
@@ -306,6 +307,7 @@ class Pipeline:
                     decoded=decoded,
                     session_id=session_id,
                 )
+                opened = True  # (a failed open may still have created it on the server)
                 await self.sink.open_session(session_id)
                 waiting = time.monotonic()
                 deadline = waiting + self.settings.lease.ttl_s
@@ -340,6 +342,8 @@ class Pipeline:
                 await self.ledger.expire([batch_id], self.owner, self.settings.lease.orphan_grace_s + 1)
             raise
         finally:
+            if opened and write is None:  # no append was started in it: give the engine session back
+                await self.sink.stop(session_id)
             self.active_batches.discard(batch_id)
             self._sessions.pop(batch_id, None)
             self._lease_lost.discard(batch_id)

@@ -94,7 +94,7 @@ async def test_a_killed_lock_connection_is_noticed_and_the_slot_still_keeps_the_
     b = await open_batch(led, [await register(led, "b.json", "e2")], owner="w2")
     async with led.table_lock(TABLE, 5) as lock:
         assert (await lock.fence(a, "w1", TABLE, "session-a", 60)).ok
-        pid = await lock._conn.fetchval("SELECT pg_backend_pid()")  # noqa: SLF001 - the test kills it
+        pid = await lock._conn.fetchval("SELECT pg_backend_pid()")
         await pool.execute("SELECT pg_terminate_backend($1)", pid)
         await asyncio.wait_for(lock.lost.wait(), 10)
         assert not await lock.held()
