@@ -316,6 +316,7 @@ class Pipeline:
                         fence = await lock.fence(batch_id, self.owner, table, session_id, self.settings.lease.ttl_s)
                         if fence.ok:
                             self._sessions[batch_id] = session_id
+                            await self.faults.hit("after_fence")
                             started = time.monotonic()
                             timing = {"lock_wait_s": round(started - waiting, 3)}
                             write, halves_left = await self._locked_write(lock, base, settled, blog, timing, started)
