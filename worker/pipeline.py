@@ -63,7 +63,9 @@ from worker.settings import Settings
 
 log = structlog.get_logger("icefeed.pipeline")
 SQS_MAX_DELAY_S = 43200
-WRITER_POLL_S = 0.5  # a batch waiting for the table's previous writer to be settled checks this often
+#: A batch waiting for the table's previous writer to be settled checks again after this (doubling,
+#: so that the sweeper settling that writer is not crowded out of the table lock).
+WRITER_POLL_S = (0.25, 4.0)
 
 
 @dataclass
@@ -311,6 +313,7 @@ class Pipeline:
                 await self.sink.open_session(session_id)
                 waiting = time.monotonic()
                 deadline = waiting + self.settings.lease.ttl_s
+                poll_s = WRITER_POLL_S[0]
                 while True:
                     async with self.ledger.table_lock(table, max(0.0, deadline - time.monotonic())) as lock:
                         fence = await lock.fence(batch_id, self.owner, table, session_id, self.settings.lease.ttl_s)
@@ -330,7 +333,8 @@ class Pipeline:
                             error_class="TableBusy",
                         )
                     blog.info("batch_waiting_for_writer", blocking=str(fence.blocking))
-                    await asyncio.sleep(WRITER_POLL_S)
+                    await asyncio.sleep(poll_s)
+                    poll_s = min(poll_s * 2, WRITER_POLL_S[1])
             except IcefeedError as error:
                 if write is not None:  # after the append started: its own path decided already
                     raise
@@ -359,8 +363,9 @@ class Pipeline:
         blog: structlog.typing.FilteringBoundLogger,
         timing: dict[str, float],
         started: float,
-    ) -> tuple[asyncio.Future[WriteResult], list[list[FileWork]]]:
-        """The fenced part, under the table lock: decide replacements, append, settle."""
+    ) -> tuple[asyncio.Future[WriteResult] | None, list[list[FileWork]]]:
+        """The fenced part, under the table lock: decide replacements, append, settle. Returns the
+        append (None if it was not started) and the halves of a failed batch to retry."""
         settled = dict(settled)
         table, batch_id, claimed = base.table, base.batch_id, base.files
         replacing, superseded = await self._replace_plan(claimed, settled)
@@ -368,6 +373,11 @@ class Pipeline:
             settled[file_id] = FileResult(
                 file_id, SKIPPED, None, "Superseded", "a newer version of this object is already loaded"
             )
+        if not await lock.held():  # narrows the window: a worker frozen after its fence wakes up here
+            self.metrics.table_locks_lost.inc()
+            blog.warning("table_lock_lost", during="before the append")
+            await self._hand_over(batch_id, blog)
+            return None, []
         appending = asyncio.Event()
         loop = asyncio.get_running_loop()
         request = replace(
