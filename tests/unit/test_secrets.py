@@ -38,13 +38,17 @@ def canary(name: str) -> str:
 
 @pytest.fixture(autouse=True)
 def restore_logging() -> Iterator[None]:
-    """configure() replaces structlog's config, the root handlers and the exception hooks."""
+    """configure() replaces structlog's config, the root handlers, the record factory and the
+    exception hooks: put them back."""
     root = logging.getLogger()
-    saved = root.handlers[:], root.level, sys.excepthook, threading.excepthook
+    handlers, level, factory = root.handlers[:], root.level, logging.getLogRecordFactory()
+    hooks = sys.excepthook, threading.excepthook
     yield
     structlog.reset_defaults()
-    root.handlers[:], level, sys.excepthook, threading.excepthook = saved[0], saved[1], saved[2], saved[3]
+    root.handlers[:] = handlers
     root.setLevel(level)
+    logging.setLogRecordFactory(factory)
+    sys.excepthook, threading.excepthook = hooks
 
 
 @pytest.fixture
@@ -219,6 +223,27 @@ def test_operator_command_results_are_scrubbed(
         assert cli.run(args, None, Redactor([secret])) == 0  # type: ignore[arg-type]
         printed = capsys.readouterr().out
         assert secret not in printed and MASK in printed
+
+
+def test_library_loggers_with_handlers_of_their_own_are_scrubbed() -> None:
+    """pyspark's Spark Connect logger writes through its own handler (SPARK_CONNECT_LOG_LEVEL)."""
+    secret = canary("library")
+    own = io.StringIO()
+    library = logging.getLogger("tests.library_with_own_handler")
+    handler = logging.StreamHandler(own)
+    library.addHandler(handler)
+    library.propagate = False
+    try:
+        configure(fmt="json", stream=io.StringIO(), secrets=[secret])
+        library.warning("connecting with %s", secret)
+        try:
+            raise RuntimeError(f"refused {secret}")
+        except RuntimeError:
+            library.exception("failed")
+    finally:
+        library.removeHandler(handler)
+    assert secret not in own.getvalue()
+    assert f"connecting with {MASK}" in own.getvalue() and f"refused {MASK}" in own.getvalue()
 
 
 def test_uncaught_exceptions_of_threads_are_logged_scrubbed() -> None:

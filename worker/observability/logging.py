@@ -14,7 +14,7 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -141,8 +141,10 @@ def configure(
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
+    # Library records are scrubbed as they are made, so that handlers of their own (pyspark's
+    # Spark Connect logger has one, turned on by SPARK_CONNECT_LOG_LEVEL) never see a secret.
+    logging.setLogRecordFactory(_ScrubbedRecords(redactor, logging.getLogRecordFactory()))
     handler = logging.StreamHandler(stream)
-    handler.addFilter(_StdlibRedaction(redactor))
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     root = logging.getLogger()
@@ -167,20 +169,25 @@ def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
     )
 
 
-class _StdlibRedaction(logging.Filter):
-    def __init__(self, redactor: Redactor) -> None:
-        super().__init__()
-        self._r = redactor
+class _ScrubbedRecords:
+    """A log record factory: the message (arguments merged) and the traceback scrubbed."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = self._r.scrub(record.getMessage())
+    def __init__(self, redactor: Redactor, factory: Callable[..., logging.LogRecord]) -> None:
+        self._r = redactor
+        self.base: Callable[..., logging.LogRecord] = factory.base if isinstance(factory, _ScrubbedRecords) else factory
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = self.base(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # arguments that do not fit the format: show both
+            message = f"{record.msg} {record.args!r}"
+        record.msg = self._r.scrub(message)
         record.args = None
         if record.exc_info:
             record.exc_text = self._r.scrub(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
-        elif record.exc_text:
-            record.exc_text = self._r.scrub(record.exc_text)
-        return True
+        return record
 
 
 class _JsonFormatter(logging.Formatter):
