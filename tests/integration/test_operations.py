@@ -303,9 +303,11 @@ def test_secrets_stay_out_of_logs_metrics_probes_cli_and_the_ledger(env: Env) ->
 
     # 1. A worker whose Spark URL the client rejects, quoting the secret: the batch fails and the
     # error is logged (the batch stays open: the probe cannot reach Spark either).
-    env.start_worker("echo", ICEFEED_SPARK_URL=echo_url, **secrets)
+    echo_port = start(env, "echo", ICEFEED_SPARK_URL=echo_url, **secrets)
     env.put("events/a.json", jsonl({"id": 1, "price": 1.5}))
     poll(lambda: "x-gateway-key=***" in env.worker_logs(), 90, "the Spark client's error, masked, in the log")
+    status, unready = get(echo_port, "/readyz")  # its Spark probe fails with the same error
+    assert status == 503 and "x-gateway-key=***" in unready, unready
     assert env.stop_workers() == [0]
     # A message that is no event, carrying a secret (a producer's connection string): rejected,
     # and kept in the ledger for the operator.
@@ -321,6 +323,7 @@ def test_secrets_stay_out_of_logs_metrics_probes_cli_and_the_ledger(env: Env) ->
     assert files["events/a.json"]["status"] == "LOADED", files  # the secret URL and DSN were used
     assert files["events/conflict.json"]["status"] == "QUARANTINED", files
     outputs = {
+        "/readyz of the failing worker": unready,
         "/metrics": get(port, "/metrics")[1],
         "/readyz": poll(lambda: (r := get(port, "/readyz"))[0] == 200 and r[1], 60, "ready"),
         "/healthz": get(port, "/healthz")[1],
