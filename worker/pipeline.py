@@ -22,6 +22,7 @@ from worker.adapters.local_read import decode_json, worker_reads
 from worker.domain.batching import FileWork, halves, upload_order
 from worker.domain.errors import DataError, IcefeedError, TransientError
 from worker.domain.events import FileEvent, Ignored, Malformed, parse_message, sequencer_newer
+from worker.domain.keys import UNSAFE_KEY, unsafe_key
 from worker.domain.outcomes import (
     CLAIMED,
     FAILED,
@@ -145,7 +146,8 @@ class Pipeline:
         return not (ev.etag and ev.size is not None and self.worker_reads(cand.ingestion.name, ev.size))
 
     async def _register(self, candidates: list[_Candidate]) -> None:
-        checked = [c for c in candidates if self._needs_head(c)]
+        # An unsafe key is refused without a HEAD (a client could normalise its path too).
+        checked = [c for c in candidates if unsafe_key(c.event.key) is None and self._needs_head(c)]
         found = await asyncio.gather(
             *(self._head(c.event.bucket, c.event.key) for c in checked), return_exceptions=True
         )
@@ -165,7 +167,10 @@ class Pipeline:
             etag = ev.etag or (head.etag if head else "") or "unknown"
             size = ev.size if ev.size is not None else (head.size if head else None)
             verdict: tuple[str, str, str] | None = None
-            if not unchecked and head is None:  # unchecked: the worker's GET settles existence and etag
+            unsafe = unsafe_key(ev.key)
+            if unsafe is not None:
+                verdict = (FAILED, UNSAFE_KEY, unsafe)
+            elif not unchecked and head is None:  # unchecked: the worker's GET settles existence and etag
                 verdict = (GONE, "ObjectGone", "object no longer exists (deleted before it was loaded)")
             elif not unchecked and head is not None and ev.etag and head.etag != ev.etag:
                 verdict = (SKIPPED, "Superseded", f"object was overwritten: its etag is now {head.etag}")

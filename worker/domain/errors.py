@@ -75,6 +75,19 @@ _DATA_PATTERNS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
 )
+# The engine refused the path it was given for a file: permanent, whatever else the message says
+# (the key itself is in the message and may contain any word). Keys the engines would rewrite are
+# refused at admission (domain/keys.py); these catch a rule of an engine not known there.
+# Sail: "Encountered object with invalid path: Path "/a//b.csv" contained empty path segment";
+# Hadoop ``Path``: "java.net.URISyntaxException: Relative path in absolute URI: …" and
+# "Can not create a Path from an empty string".
+_INVALID_PATH: tuple[str, ...] = (
+    "invalid path",
+    "empty path segment",
+    "relative path in absolute uri",
+    "urisyntaxexception",
+    "can not create a path from an empty string",
+)
 _TRANSIENT_PATTERNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "CommitConflict",
@@ -100,6 +113,8 @@ def classify_engine_error(kind: str, message: str, grpc_code: str | None = None)
         return TransientError(f"Spark Connect token rejected or expired: {message}", error_class="SparkUnauthenticated")
     if "unauthenticated" in text or "statuscode.permission_denied" in text:
         return TransientError(f"Spark Connect token rejected or expired: {message}", error_class="SparkUnauthenticated")
+    if any(n in text for n in _INVALID_PATH):
+        return DataError(f"{kind}: {message}", error_class="InvalidPath")
     for error_class, needles in _TRANSIENT_PATTERNS:
         if any(n in text for n in needles):
             return TransientError(f"{kind}: {message}", error_class=error_class)
