@@ -4,6 +4,7 @@ keys no engine reads as written: the pure rules, and where the worker applies th
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -224,3 +225,18 @@ def test_a_table_location_with_rewritten_segments_is_refused() -> None:
 
 def test_unsafe_key_error_class_is_named() -> None:
     assert UNSAFE_KEY == "UnsafeKey"
+
+
+def test_a_proposal_for_a_reserved_or_doubled_name_cannot_be_approved() -> None:
+    from worker.ports import change_json
+    from worker.schema_admin import unapprovable
+
+    plan = plan_batch(Policy.EVOLVE, None, [(1, S(Field("a", LONG), Field("_Batch_Id", STRING)))])
+    changes = [change_json(c) for c in plan.decisions[1].changes]
+    refusal = unapprovable(7, changes)
+    assert refusal is not None and "icefeed schema reject 7" in refusal and "icefeed's own columns" in refusal
+    assert unapprovable(7, json.dumps(changes)) == refusal  # as the ledger returns it (JSON text)
+    doubled = plan_batch(Policy.EVOLVE, None, [(1, S(Field("a", LONG), Field("A", LONG)))])
+    assert "spelled twice" in (unapprovable(8, [change_json(c) for c in doubled.decisions[1].changes]) or "")
+    conflict = plan_batch(Policy.EVOLVE, S(Field("a", LONG)), [(1, S(Field("a", STRING)))])
+    assert unapprovable(9, [change_json(c) for c in conflict.decisions[1].changes]) is None
