@@ -145,9 +145,16 @@ class Pipeline:
         ev = cand.event
         return not (ev.etag and ev.size is not None and self.worker_reads(cand.ingestion.name, ev.size))
 
+    def _unreadable_key(self, cand: _Candidate) -> str | None:
+        """Why the engine would not read this key as written (``.``/``..``/empty segments), or None.
+        A file the worker reads itself is fetched by its literal key, so any key is fine there."""
+        reason = unsafe_key(cand.event.key)
+        if reason is None or self.worker_reads(cand.ingestion.name, cand.event.size):
+            return None
+        return reason
+
     async def _register(self, candidates: list[_Candidate]) -> None:
-        # An unsafe key is refused without a HEAD (a client could normalise its path too).
-        checked = [c for c in candidates if unsafe_key(c.event.key) is None and self._needs_head(c)]
+        checked = [c for c in candidates if self._needs_head(c) and self._unreadable_key(c) is None]
         found = await asyncio.gather(
             *(self._head(c.event.bucket, c.event.key) for c in checked), return_exceptions=True
         )
@@ -167,7 +174,7 @@ class Pipeline:
             etag = ev.etag or (head.etag if head else "") or "unknown"
             size = ev.size if ev.size is not None else (head.size if head else None)
             verdict: tuple[str, str, str] | None = None
-            unsafe = unsafe_key(ev.key)
+            unsafe = self._unreadable_key(cand)
             if unsafe is not None:
                 verdict = (FAILED, UNSAFE_KEY, unsafe)
             elif not unchecked and head is None:  # unchecked: the worker's GET settles existence and etag

@@ -228,7 +228,7 @@ async def test_small_json_files_are_not_headed_and_their_get_tells_gone_from_rep
     assert set(decoded) | set(settled) == set(by_key.values())
 
 
-async def test_keys_engines_would_rewrite_fail_at_admission_without_a_head(
+async def test_keys_the_engine_would_rewrite_fail_at_admission_without_a_head(
     parts: tuple[Pipeline, FakeLedger, FakeStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pipeline, ledger, store = parts
@@ -242,8 +242,12 @@ async def test_keys_engines_would_rewrite_fail_at_admission_without_a_head(
         assert "path segment" in ledger.files[("landing", key, "e1")]["message"]
     assert store.heads == ["events/x/target.json"]  # only the safe key was looked at
     assert [w.key for w in adms[-1].waiting.values()] == ["events/x/target.json"]
-    # The same on the worker-read path (small JSON: no HEAD, the worker would GET it itself).
+    # A file the worker reads itself (small JSON) is fetched by its literal key: it waits for a batch.
     monkeypatch.setenv("ICEFEED_SPARK_WORKER_READ_MAX_BYTES", "1000")
     local = Pipeline(load_settings(), ROUTES, ledger, store, sink=None)  # type: ignore[arg-type]
-    (adm,) = await local.admit([message(event("events/y//z.json", "e7"), 9)])
-    assert isinstance(adm.outcomes[0], Ack) and ledger.status("events/y//z.json") == [("FAILED", "UnsafeKey")]
+    small, big = await local.admit(
+        [message(event("events/y//z.json", "e7"), 9), message(event("events/y/../big.json", "e8", size=2000), 10)]
+    )
+    assert small.outcomes == [] and [w.key for w in small.waiting.values()] == ["events/y//z.json"]
+    assert ledger.status("events/y//z.json") == [("PENDING", None)]
+    assert isinstance(big.outcomes[0], Ack) and ledger.status("events/y/../big.json") == [("FAILED", "UnsafeKey")]

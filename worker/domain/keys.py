@@ -10,9 +10,11 @@ their own. Engines read objects by path, and paths are normalised on the way:
 - Apache Spark (Hadoop ``Path``): the path is normalised as a URI (``.`` and ``..`` resolved) and
   ``//`` collapsed to ``/``, so such a key reads another object or none.
 
-So such a key is refused at admission, before any read: the file is FAILED with the permanent
-error class ``UnsafeKey``, its message acked, never retried. The same rule holds on every route
-and engine, whether the engine or the worker would have read the file.
+The worker's own S3 client sends the key as written (measured: a small JSON file under
+``events/keys/sub/../plain.json`` or ``events/keys//double.json`` loaded its own rows). So a file
+the worker reads itself loads whatever its key; a file the engine would read under such a key is
+refused at admission, before any read: FAILED with the permanent error class ``UnsafeKey``, its
+message acked, never retried.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def unsafe_key(key: str) -> str | None:
         names = " and ".join(f"'{s}'" for s in dots)
         return (
             f"the key has a {names} path segment: engines resolve such segments (Sail read another object "
-            "or nothing), so it cannot be read as written; copy the object to a key without them"
+            "or nothing), so the engine cannot read it as written; copy the object to a key without them"
         )
     if "" in segments:
         where = "a leading '/'" if key.startswith("/") else "a trailing '/'" if key.endswith("/") else "'//'"
