@@ -240,3 +240,13 @@ def test_a_proposal_for_a_reserved_or_doubled_name_cannot_be_approved() -> None:
     assert "spelled twice" in (unapprovable(8, [change_json(c) for c in doubled.decisions[1].changes]) or "")
     conflict = plan_batch(Policy.EVOLVE, S(Field("a", LONG)), [(1, S(Field("a", STRING)))])
     assert unapprovable(9, [change_json(c) for c in conflict.decisions[1].changes]) is None
+
+
+def test_apache_spark_refusing_two_columns_differing_in_case_is_permanent() -> None:
+    # Spark 4.0.1 reading {"a": 1, "A": 2} as JSON or Parquet (measured): never retried into the DLQ.
+    message = (
+        "[COLUMN_ALREADY_EXISTS] The column `a` already exists. Choose another name or rename the existing column."
+        " SQLSTATE: 42711"
+    )
+    error = classify_engine_error("AnalysisException", message, None)
+    assert isinstance(error, DataError) and error.error_class == "DuplicateName"

@@ -51,6 +51,9 @@ _DATA_PATTERNS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "SchemaConflict",
         ("in the table but", "cannot be cast", "incompatible type", "cannot safely cast", "ambiguous attribute"),
     ),
+    # Apache Spark refuses a JSON or Parquet file with two columns differing only in case (Sail
+    # reads both, and the schema policy quarantines the file as a duplicate name).
+    ("DuplicateName", ("column_already_exists", "found duplicate column")),
     # The Spark Connect client cannot decode the answer about this file: seen for JSON nested
     # deeper than ~32 levels (protobuf's decode depth limit).
     ("NestingTooDeep", ("maxdepth", "recursion limit", "nested too deep", "exception deserializing response")),
