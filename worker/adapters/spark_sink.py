@@ -274,10 +274,10 @@ class SparkSink:
                 if decoded is not None:  # decoded by the worker: its schema is known, no round trip
                     local[f.file_id] = decoded
                     hints = req.readers[f.ingestion].hints
-                    schemas[f.file_id] = data_columns(with_hints(decoded.schema, hints))
+                    schemas[f.file_id] = with_hints(decoded.schema, hints)  # as read: the plan judges names
                     continue
                 df = self._read(spark, req.readers[f.ingestion], f)
-                schemas[f.file_id] = data_columns(from_spark_json(df.schema.json()))
+                schemas[f.file_id] = from_spark_json(df.schema.json())
                 frames[f.file_id] = df
             except Exception as exc:  # classified below; what is not the file's fault re-raises
                 error = to_icefeed_error(exc)
@@ -417,6 +417,18 @@ class SparkSink:
         catalog, database, _ = table.split(".")
         spark.sql(f"SHOW TABLES IN `{catalog}`.`{database}`").collect()  # parts validated by the routes
         return "database reachable; the table is created on the first load"
+
+    def _table_columns(self, table: str) -> list[str] | None:
+        spark = self._spark()
+        if not spark.catalog.tableExists(table):
+            return None
+        self._dialect.refresh(spark, table)
+        return [str(c) for c in spark.table(table).columns]
+
+    async def table_columns(self, table: str) -> list[str] | None:
+        """For `icefeed check`: the table's column names (icefeed's own included), None if absent."""
+        result: list[str] | None = await self._run(self._table_columns, table)
+        return result
 
     async def table_status(self, table: str) -> str:
         """For `icefeed check`: the table exists, or its database answers (read-only)."""
