@@ -122,12 +122,13 @@ class WriteRequest:
     files: list[FileWork]
     output_files: int
     policy: Policy = Policy.EVOLVE
-    replace: frozenset[int] = frozenset()  # file ids whose key's older rows are deleted first
+    replace: frozenset[int] = frozenset()  # file ids whose key's older rows are deleted after the append
     # Files the worker fetched and decoded itself (adapters/local_read.py): a Decoded, or the
     # DataError decoding raised. The engine reads the others.
     decoded: dict[int, Any] = field(default_factory=dict)
     on_append: Callable[[], None] | None = None  # called (from the writing thread) as the append starts
     approved: dict[str, str] = field(default_factory=dict)  # proposal signature → resolution
+    session_id: str = ""  # the engine session of this write (TableSink.open_session); "" = the shared one
 
 
 @dataclass(frozen=True, slots=True)

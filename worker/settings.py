@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import urllib.parse
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -63,6 +64,22 @@ class SqsSettings(_Section):
         return value
 
 
+# ICEFEED_SPARK_DETACHED_LIMIT_S defaults, per dialect (measured: docs/engines.md).
+DETACHED_LIMIT_S = {"spark": 600, "sail": 60}
+
+
+def spark_url_params(url: str) -> dict[str, str]:
+    """The ``;key=value`` parameters of a Spark Connect URL (``sc://host:port/;k=v;…``), read the
+    way the pyspark client reads them."""
+    parsed = urllib.parse.urlparse("http" + url[2:])
+    params = {}
+    for part in parsed.params.split(";"):
+        key, sep, value = part.partition("=")
+        if sep:
+            params[key] = urllib.parse.unquote(value)
+    return params
+
+
 class SparkSettings(_Section):
     # sc://host:port/;token=…;use_ssl=true;user_id=… — may carry a token: a secret.
     url: SecretStr = SecretStr("sc://127.0.0.1:15002")
@@ -84,12 +101,31 @@ class SparkSettings(_Section):
     # Test-only: read source objects from <source_root>/<bucket>/<key> (a file:// mirror) instead
     # of s3://<bucket>/<key>, for an engine without S3 access (tests/spark4). Empty in production.
     source_root: str = ""
+    # How long the engine may keep running a write after its client is gone (killed, frozen,
+    # disconnected), in seconds: a batch whose engine session could not be stopped for certain is
+    # released only after this. Default per dialect, measured (docs/engines.md): Apache Spark 4
+    # keeps a detached execution up to senderMaxStreamDuration (2 min) + detachedTimeout (5 min)
+    # + one maintenance interval (30 s) = 450 s, so 600; Sail pauses it at its next heartbeat
+    # (15 s) once the client is gone, so 60. 0 (or unset): the dialect's default.
+    detached_limit_s: int = Field(0, ge=0, le=86400)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _detached_default(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("detached_limit_s") in (None, 0, "0", ""):
+            dialect = data.get("dialect", "spark")
+            return {**data, "detached_limit_s": DETACHED_LIMIT_S.get(str(dialect), DETACHED_LIMIT_S["spark"])}
+        return data
 
     @field_validator("url")
     @classmethod
     def _sc(cls, value: SecretStr) -> SecretStr:
         if not value.get_secret_value().startswith("sc://"):
             raise ValueError("must start with sc:// (a Spark Connect URL)")
+        if "session_id" in spark_url_params(value.get_secret_value()):
+            raise ValueError(
+                "must not carry session_id: icefeed opens one Spark Connect session per write (and one shared one)"
+            )
         return value
 
     @field_validator("source_root")
