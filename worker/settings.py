@@ -65,7 +65,7 @@ class SqsSettings(_Section):
 
 
 # ICEFEED_SPARK_DETACHED_LIMIT_S defaults, per dialect (measured: docs/engines.md).
-DETACHED_LIMIT_S = {"spark": 600, "sail": 60}
+DETACHED_LIMIT_S = {"spark": 3900, "sail": 960}
 
 
 def spark_url_params(url: str) -> dict[str, str]:
@@ -103,10 +103,12 @@ class SparkSettings(_Section):
     source_root: str = ""
     # How long the engine may keep running a write after its client is gone (killed, frozen,
     # disconnected), in seconds: a batch whose engine session could not be stopped for certain is
-    # released only after this. Default per dialect, measured (docs/engines.md): Apache Spark 4
-    # keeps a detached execution up to senderMaxStreamDuration (2 min) + detachedTimeout (5 min)
-    # + one maintenance interval (30 s) = 450 s, so 600; Sail pauses it at its next heartbeat
-    # (15 s) once the client is gone, so 60. 0 (or unset): the dialect's default.
+    # released only after this. 0 (or unset): the dialect's default, from measurements
+    # (docs/engines.md). On both engines a SIGKILLed client's append ran on and committed (Apache
+    # Spark 4: 597 s after the kill; Sail: 36 s, at its natural end); what ends such an execution is
+    # the expiry of its idle session: Spark's spark.connect.session.manager.defaultSessionTimeout
+    # (60 min) + one maintenance interval (30 s) -> 3900; Sail's spark.session_timeout_secs (15 min)
+    # -> 960. Lower it only with the server's session timeout.
     detached_limit_s: int = Field(0, ge=0, le=86400)
 
     @model_validator(mode="before")

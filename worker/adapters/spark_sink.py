@@ -185,7 +185,15 @@ class SparkSink:
         from pyspark.sql.connect.client.retries import DefaultPolicy
 
         url = self._settings.url.get_secret_value()
-        session = SparkSession.builder.remote(session_url(url, session_id) if session_id else url).create()
+        if session_id:
+            # Not builder.create(): that makes the new session pyspark's process-wide default and
+            # active one, whose client pyspark then uses for its own calls after this session's
+            # channel is closed ("Cannot invoke RPC on closed channel").
+            from pyspark.sql.connect.session import SparkSession as ConnectSession
+
+            session = ConnectSession(connection=session_url(url, session_id))
+        else:
+            session = SparkSession.builder.remote(url).create()
         # create() makes no call; the retry policy must be in place before the first one
         # (the client's default retries for ~10 minutes against an unreachable server).
         session.client.set_retry_policies([DefaultPolicy(max_retries=self._settings.client_retries, max_backoff=5000)])
@@ -219,6 +227,9 @@ class SparkSink:
     # -- one session per fenced write ------------------------------------------------------
 
     def _open_session(self, session_id: str) -> None:
+        # pyspark's client-side helpers (DDL parsing, its debugging switch) use the process's active
+        # session: the shared one is that, and is kept alive while write sessions come and go.
+        self._spark()
         session = self._connect(session_id)
         try:
             # A round trip: the server creates the session now, and the client learns the server's
