@@ -100,7 +100,21 @@ _TRANSIENT_PATTERNS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "SparkUnavailable",
         ("unavailable", "connection refused", "failed to connect", "deadline exceeded", "socket closed"),
     ),
-    ("SparkSessionLost", ("session_not_found", "session_closed", "invalid_handle", "operation not found")),
+    # The session or operation is gone: expired, lost in a server restart, or stopped by a fence
+    # (Apache Spark: INVALID_HANDLE.SESSION_CLOSED / OPERATION_CANCELED; Sail: "session … is not
+    # running", "operation not found", "job runner is stopped").
+    (
+        "SparkSessionLost",
+        (
+            "session_not_found",
+            "session_closed",
+            "invalid_handle",
+            "operation not found",
+            "is not running",
+            "job runner is stopped",
+            "operation_canceled",
+        ),
+    ),
 )
 
 
