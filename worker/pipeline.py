@@ -617,6 +617,10 @@ class Pipeline:
             f for f in files if counts.get(f.source_file) and f.file_id not in settled and f.file_id not in local
         ]
         changed = await self._changed(by_path) if by_path else []
+        if changed and not dialect_for(self.settings.spark).supports_delete:
+            for f in changed:  # a format without DELETE (the test-only parquet tables) keeps them
+                log.error("file_version_changed", bucket=f.bucket, key=f.key, table=table, rows_removed=0)
+            changed = []
         if changed:
             sources = [f.source_file for f in changed]
             removed = await self.sink.delete_batch_rows(table, batch_id, sources)

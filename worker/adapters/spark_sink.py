@@ -356,15 +356,22 @@ class SparkSink:
         )
         spark.sql(statement).collect()
 
-    def _delete_batch_rows(self, table: str, batch_id: UUID) -> int:
-        """Remove every row carrying ``_batch_id`` (a released batch's late commit); the count."""
-        spark = self._deleting(table, "removing a released batch's rows")
+    def _delete_batch_rows(self, table: str, batch_id: UUID, sources: list[str] | None) -> int:
+        """Remove the rows carrying ``_batch_id`` (a released batch's late commit), or only those
+        of ``sources`` (files whose object changed while the engine read them); the count."""
+        spark = self._deleting(table, "removing a batch's rows")
         if spark is None:
             return 0
         values = {"table": quote_table(table), "batch": hex_literal(str(batch_id))}
-        rows = int(spark.sql(self._sql["count_batch_rows"].format(**values)).collect()[0][0])
+        count, delete = "count_batch_rows", "delete_batch_rows"
+        if sources is not None:
+            if not sources:
+                return 0
+            values["sources"] = ", ".join(hex_literal(s) for s in sources)
+            count, delete = "count_batch_source_rows", "delete_batch_source_rows"
+        rows = int(spark.sql(self._sql[count].format(**values)).collect()[0][0])
         if rows:
-            spark.sql(self._sql["delete_batch_rows"].format(**values)).collect()
+            spark.sql(self._sql[delete].format(**values)).collect()
         return rows
 
     def _deleting(self, table: str, what: str) -> Any:
@@ -551,9 +558,10 @@ class SparkSink:
         except Exception:  # noqa: BLE001 - unreachable or refused: not confirmed
             return False
 
-    async def delete_batch_rows(self, table: str, batch_id: UUID) -> int:
-        """Delete the rows of batch ``batch_id`` (audit repair); how many there were."""
-        result: int = await self._run(self._delete_batch_rows, table, batch_id)
+    async def delete_batch_rows(self, table: str, batch_id: UUID, sources: list[str] | None = None) -> int:
+        """Delete the rows of batch ``batch_id`` (audit repair), or only those of ``sources``;
+        how many there were."""
+        result: int = await self._run(self._delete_batch_rows, table, batch_id, sources)
         return result
 
     async def delete_replaced(self, table: str, sources: list[str], keep_batch: UUID) -> None:

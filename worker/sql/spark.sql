@@ -43,3 +43,11 @@ SELECT count(*) FROM {table} WHERE _batch_id = {batch}
 -- name: delete_batch_rows
 -- {batch}: hex_literal(batch id). A released batch's rows (audit repair).
 DELETE FROM {table} WHERE _batch_id = {batch}
+
+-- name: count_batch_source_rows
+-- {batch}: hex_literal(batch id); {sources}: hex_literal(...) expressions.
+SELECT count(*) FROM {table} WHERE _batch_id = {batch} AND _source_file IN ({sources})
+
+-- name: delete_batch_source_rows
+-- Rows of these files in one batch (an object overwritten while the engine read it).
+DELETE FROM {table} WHERE _batch_id = {batch} AND _source_file IN ({sources})
