@@ -398,6 +398,7 @@ class Pipeline:
             replace=frozenset(replacing - superseded),
             on_append=(lambda: loop.call_soon_threadsafe(appending.set)) if self.faults else None,
         )
+        await self.faults.hit("before_append")
         write = asyncio.ensure_future(self.sink.write(request))
         if self.faults:  # tests: die while the append is on its way to the engine
             waiter = asyncio.ensure_future(appending.wait())

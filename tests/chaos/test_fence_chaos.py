@@ -20,6 +20,8 @@ import signal
 from collections import Counter
 from typing import Any
 
+import pytest
+
 from tests.chaos.support import (
     DOOMED,
     NOTES,
@@ -78,15 +80,18 @@ def test_lock_holder_backend_terminated_mid_append_with_a_waiter(env: Env) -> No
     assert stop_all(env) == [0, 0]
 
 
-def test_worker_frozen_after_its_fence_wakes_after_its_batch_was_released(env: Env) -> None:
-    rng = random.Random(f"{SEED}:fence-frozen")
+@pytest.mark.parametrize("point", ["after_fence", "before_append"])
+def test_worker_frozen_after_its_fence_wakes_after_its_batch_was_released(env: Env, point: str) -> None:
+    """Frozen right after its fence (the pre-append lock check catches it), or after that check
+    too (only the stopped engine session can refuse its append)."""
+    rng = random.Random(f"{SEED}:fence-frozen-{point}")
     env.migrate()
     exp = Expected(env.bucket)
     gate = env.tmp / "gate"
-    frozen = start(env, "frozen", ICEFEED_FAULTS=f"after_fence=hold:{gate}", **DOOMED, **AUDIT)
+    frozen = start(env, "frozen", ICEFEED_FAULTS=f"{point}=hold:{gate}", **DOOMED, **AUDIT)
     for i in range(5):
         exp.upload(env, f"events/frozen/a{i:02}.json", rng.randint(1, 5))
-    poll(lambda: (gate / "after_fence.reached").exists(), 60, "a fenced batch about to append")
+    poll(lambda: (gate / f"{point}.reached").exists(), 60, "a fenced batch about to append")
     (stale,) = env.sql("SELECT id FROM batches WHERE status = 'WRITING' AND write_started_at IS NOT NULL")
     os.kill(frozen.pid, signal.SIGSTOP)  # the whole process: heartbeat, lock connection, all
     try:
@@ -99,13 +104,16 @@ def test_worker_frozen_after_its_fence_wakes_after_its_batch_was_released(env: E
         mine = "SELECT count(*) AS n FROM files WHERE batch_id <> $1 AND status = 'LOADED' AND key LIKE '%/a%'"
         poll(lambda: env.sql(mine, stale["id"])[0]["n"] == 5, 90, "its files loaded by the helper")
     finally:
-        (gate / "after_fence.release").touch()
+        (gate / f"{point}.release").touch()
         os.kill(frozen.pid, signal.SIGCONT)
-    stats = finish(env, exp, "worker frozen after its fence, batch released, then woken", timeout=120)
+    stats = finish(env, exp, f"worker frozen at {point}, batch released, then woken", timeout=120)
     stale_rows = env.sql("SELECT status, zombie_rows FROM batches WHERE id = $1", stale["id"])[0]
-    how = [e["event"] for e in _events(env, "table_lock_lost", "zombie_rows_removed", "batch_finalize_lost")]
+    how = [
+        f"{e['event']}({e.get('during', '')})"
+        for e in _events(env, "table_lock_lost", "zombie_rows_removed", "batch_finalize_lost", "batch_failed")
+    ]
     NOTES.append(
-        f"frozen after fence: {killed} backend(s) killed, stale batch {stale_rows['status']} "
+        f"frozen at {point}: {killed} backend(s) killed, stale batch {stale_rows['status']} "
         f"(zombie rows removed: {stale_rows['zombie_rows'] or 0}); the woken worker: {Counter(how)}; "
         f"{stats.loaded} files loaded"
     )
@@ -152,15 +160,24 @@ def test_replace_versions_race_with_two_workers(env: Env) -> None:
     older: list[tuple[str, str]] = []
     next_id = 1
     keys = [f"snap/k{i}.json" for i in range(6)]
-    for _ in range(3):
+
+    def upload(key: str) -> None:
+        nonlocal next_id
+        ids = list(range(next_id, next_id + rng.randint(1, 4)))
+        next_id += len(ids)
+        body = "".join(json.dumps({"id": i, "key": key}) + "\n" for i in ids).encode()
+        etag = env.put(key, body)
+        if key in newest:
+            older.append((key, newest[key][0]))
+        newest[key] = (etag, ids)
+
+    for key in keys:  # round 1: every key loaded once, so later versions replace loaded rows
+        upload(key)
+    loaded = "SELECT count(*) AS n FROM files WHERE status = 'LOADED'"
+    poll(lambda: env.sql(loaded)[0]["n"] == len(keys), 120, "the first versions loaded", 0.25)
+    for _ in range(2):  # rounds 2 and 3 back to back, in random key order
         for key in rng.sample(keys, len(keys)):
-            ids = list(range(next_id, next_id + rng.randint(1, 4)))
-            next_id += len(ids)
-            body = "".join(json.dumps({"id": i, "key": key}) + "\n" for i in ids).encode()
-            etag = env.put(key, body)
-            if key in newest:
-                older.append((key, newest[key][0]))
-            newest[key] = (etag, ids)
+            upload(key)
 
     def done() -> bool:
         files = {(f["key"], f["etag"]): f["status"] for f in env.files()}
@@ -188,7 +205,7 @@ def test_replace_versions_race_with_two_workers(env: Env) -> None:
     ]
     REPORT.append(
         {
-            "scenario": "replace: 3 versions of 6 keys, 2 workers",
+            "scenario": "replace: 3 versions of 6 keys (2 back to back), 2 workers",
             "files": len(newest),
             "loaded": sum(files[(k, e)]["status"] == "LOADED" for k, (e, _) in newest.items()),
             "quarantined": 0,
