@@ -21,7 +21,7 @@ from worker.domain.batching import FileWork
 from worker.domain.errors import ConfigError, TransientError
 from worker.domain.outcomes import FileResult
 from worker.ports import ExpiredBatch, FileState, Message, Quarantine, Registration, SchemaVersion
-from worker.settings import IDENTIFIER, PgSettings
+from worker.settings import IDENTIFIER, PgSettings, milliseconds
 from worker.sql import queries
 
 T = TypeVar("T")
@@ -52,7 +52,8 @@ async def connect_pool(settings: PgSettings) -> asyncpg.Pool:
             min_size=settings.pool_min,
             max_size=settings.pool_max,
             timeout=settings.connect_timeout_s,
-            server_settings={"search_path": settings.ledger_schema, "application_name": "icefeed"},
+            command_timeout=settings.command_timeout_s or None,
+            server_settings=settings.server_settings("icefeed"),
         )
     except (OSError, asyncpg.PostgresError) as exc:
         raise TransientError(
@@ -392,10 +393,19 @@ async def migrate(settings: PgSettings, directory: Path) -> list[str]:
     if not IDENTIFIER.match(schema):
         raise ConfigError("ICEFEED_PG_LEDGER_SCHEMA: invalid identifier")
     try:
+        # A migration may run long (statement timeout off), but it never queues behind a long
+        # transaction for its locks: every request it queues blocks the fleet's statements on that
+        # table behind it. Each migration's transaction sets lock_timeout itself (below), so the
+        # wait for another replica's migration lock stays unbounded.
         conn = await asyncpg.connect(
             settings.dsn.get_secret_value(),
             timeout=settings.connect_timeout_s,
-            server_settings={"search_path": schema, "application_name": "icefeed-migrate"},
+            server_settings={
+                **settings.server_settings("icefeed-migrate"),
+                "statement_timeout": "0",
+                "lock_timeout": "0",
+                "idle_in_transaction_session_timeout": "0",
+            },
         )
     except (OSError, asyncpg.PostgresError) as exc:
         raise TransientError(
@@ -416,9 +426,18 @@ async def migrate(settings: PgSettings, directory: Path) -> list[str]:
                             "forward-only: add a new one instead"
                         )
                     continue
-                async with conn.transaction():
-                    await conn.execute(sql)
-                    await conn.execute(q["record"], version, name, checksum(sql))
+                try:
+                    async with conn.transaction():
+                        await conn.fetchval(q["local_lock_timeout"], milliseconds(settings.lock_timeout_s))
+                        await conn.execute(sql)
+                        await conn.execute(q["record"], version, name, checksum(sql))
+                except asyncpg.exceptions.LockNotAvailableError as exc:
+                    raise TransientError(
+                        f"migration {name} waited more than {settings.lock_timeout_s:g} s for a lock"
+                        f" (ICEFEED_PG_LOCK_TIMEOUT_S): a long transaction holds a table it changes;"
+                        f" nothing of it was applied, run icefeed migrate again ({exc})",
+                        error_class="PgLockTimeout",
+                    ) from None
                 applied_now.append(name)
         finally:
             await conn.fetchval(q["unlock"], schema)
