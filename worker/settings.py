@@ -147,11 +147,33 @@ class SparkSettings(_Section):
 
 
 class PgSettings(_Section):
+    """The ledger's connection pool and the time limits of every statement on it.
+
+    Server-side limits (statement, lock, idle in transaction, TCP keepalives) are sent as
+    session settings on every connection; 0 turns one off (PostgreSQL's own meaning). The
+    client-side limits (command, acquire) bound a wait the server cannot see: a dead network,
+    a pool with no free connection. See docs/postgresql.md."""
+
     dsn: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/postgres")
     ledger_schema: str = "icefeed"
     pool_min: int = Field(1, ge=0, le=100)
     pool_max: int = Field(8, ge=1, le=100)
-    connect_timeout_s: float = Field(10.0, gt=0)
+    connect_timeout_s: float = Field(10.0, gt=0, le=600)
+    # Client side: a statement whose answer has not come back after this long is abandoned
+    # (asyncpg cancels it). Above statement_timeout_s, so the server's cleaner error comes first.
+    command_timeout_s: float = Field(30.0, ge=0, le=3600, description="0: no client-side limit")
+    # Server side (session settings on every pooled connection).
+    statement_timeout_s: float = Field(15.0, ge=0, le=3600, description="0: off")
+    lock_timeout_s: float = Field(5.0, ge=0, le=3600, description="0: off")
+    idle_in_transaction_timeout_s: float = Field(60.0, ge=0, le=86400, description="0: off")
+    # Waiting for a free pooled connection (PgLedger passes it to every acquire).
+    acquire_timeout_s: float = Field(10.0, gt=0, le=3600)
+    # The server probes an idle client connection: a worker whose host vanished loses its
+    # backend (and the session advisory locks it held) after about idle + interval × count
+    # seconds instead of the operating system's default of over two hours. 0: the OS default.
+    keepalive_idle_s: int = Field(30, ge=0, le=7200)
+    keepalive_interval_s: int = Field(10, ge=0, le=600)
+    keepalive_count: int = Field(3, ge=0, le=100)
 
     @model_validator(mode="after")
     def _pool(self) -> PgSettings:
@@ -160,6 +182,34 @@ class PgSettings(_Section):
                 f"ICEFEED_PG_POOL_MIN ({self.pool_min}) is greater than ICEFEED_PG_POOL_MAX ({self.pool_max})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _timeouts(self) -> PgSettings:
+        statement, lock, command = self.statement_timeout_s, self.lock_timeout_s, self.command_timeout_s
+        if statement and lock and lock >= statement:
+            raise ValueError(
+                f"ICEFEED_PG_LOCK_TIMEOUT_S ({lock:g}) must be below ICEFEED_PG_STATEMENT_TIMEOUT_S ({statement:g}):"
+                " a lock wait is part of its statement"
+            )
+        if command and statement and command <= statement:
+            raise ValueError(
+                f"ICEFEED_PG_COMMAND_TIMEOUT_S ({command:g}) must be above ICEFEED_PG_STATEMENT_TIMEOUT_S"
+                f" ({statement:g}): the server ends a slow statement first, with a clear error"
+            )
+        return self
+
+    def server_settings(self, application_name: str) -> dict[str, str]:
+        """Session settings for every connection (values in milliseconds / seconds, as text)."""
+        return {
+            "search_path": self.ledger_schema,
+            "application_name": application_name,
+            "statement_timeout": milliseconds(self.statement_timeout_s),
+            "lock_timeout": milliseconds(self.lock_timeout_s),
+            "idle_in_transaction_session_timeout": milliseconds(self.idle_in_transaction_timeout_s),
+            "tcp_keepalives_idle": str(self.keepalive_idle_s),
+            "tcp_keepalives_interval": str(self.keepalive_interval_s),
+            "tcp_keepalives_count": str(self.keepalive_count),
+        }
 
     @field_validator("ledger_schema")
     @classmethod
@@ -212,6 +262,11 @@ class HttpSettings(_Section):
     ready_cache_s: float = Field(5.0, ge=0, le=300, description="how long a /readyz answer is reused")
     probe_timeout_s: float = Field(1.5, gt=0, le=60, description="per dependency, for /readyz")
     stats_interval_s: float = Field(15.0, gt=0, le=3600, description="queue depths and quarantine count refresh")
+
+
+def milliseconds(seconds: float) -> str:
+    """Seconds as a PostgreSQL duration in whole milliseconds (0 stays 0: off; never rounded to 0)."""
+    return "0" if seconds == 0 else str(max(1, round(seconds * 1000)))
 
 
 def _default_worker_id() -> str:

@@ -233,8 +233,12 @@ UPDATE schema_proposals SET status = $2, resolution = $3, resolved_at = now()
 RETURNING id;
 
 -- name: requeue_proposal_files
--- Approval: the quarantined files go back to PENDING; the caller sends them to the queue again.
-UPDATE files SET status = 'PENDING', finished_at = NULL, error_class = NULL, error_message = NULL
+-- Approval: the quarantined files go back to PENDING, marked 'Requeuing' (see requeue_files in
+-- operator.sql); after the approval commits, the caller sends them to the queue again and
+-- records it (requeue_sent).
+UPDATE files
+   SET status = 'PENDING', finished_at = NULL, last_event_at = now(), error_class = 'Requeuing',
+       error_message = 're-queued by icefeed schema approve; its notification is being sent'
  WHERE proposal_id = $1 AND status = 'QUARANTINED'
 RETURNING id, bucket, key, etag, size_bytes;
 
