@@ -18,7 +18,6 @@ import contextvars
 import inspect
 import json
 import random
-import time as _time
 import types
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -192,22 +191,23 @@ class Scenario:
         )
 
 
-def scenario(seed: int, kinds: tuple[str, ...] = FAULT_KINDS) -> Scenario:
+def scenario(seed: int, kinds: tuple[str, ...] = FAULT_KINDS, overwrites: bool = True) -> Scenario:
+    """The uploads and faults of one seed. ``overwrites`` False: every key is uploaded once."""
     rng = random.Random(seed)
     uploads: list[Upload] = []
     for n in range(rng.randint(3, 8)):
         key = f"{rng.choice(['ev', 'rp'])}/k{n}.json"
         at = round(rng.uniform(0, 8), 3)
         uploads.append(Upload(at, key, rng.randint(1, 4), bad=rng.random() < 0.05))
-        for _ in range(rng.choice([0, 0, 1, 1, 2])):  # overwrites
+        for _ in range(rng.choice([0, 0, 1, 1, 2]) if overwrites else 0):
             at = round(at + rng.choice([0.05, 0.3, 1.0, 4.0, 12.0]) * rng.random(), 3)
             uploads.append(Upload(at, key, rng.randint(1, 4)))
-        if rng.random() < 0.08:
+        if rng.random() < 0.08 and overwrites:
             uploads.append(Upload(round(at + rng.uniform(0, 10), 3), key, 0, delete=True))
     uploads.sort(key=lambda u: u.at)
     workers = rng.choice([2, 3])
     faults: list[Fault] = []
-    for _ in range(rng.choice([0, 1, 1, 2, 2, 3, 4])):
+    for _ in range(rng.choice([0, 1, 1, 2, 2, 3, 4]) if kinds else 0):
         kind = rng.choice(kinds)
         slot = rng.randint(1, workers)
         step = rng.randint(1, 150)
@@ -429,6 +429,7 @@ class Result:
     description: str
     end: float
     fingerprint: str
+    fault_kinds: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -481,28 +482,33 @@ class World:
     def _engine_change(self, what: str, detail: Any) -> None:
         if what == "append_started":
             table, batch_id, _client = detail
-            self.trace.add(f"engine: append of batch {str(batch_id)[:8]} to {table} started", "engine")
+            self.trace.add(f"engine: append of batch {str(batch_id)[:8]} to {table} started")
         elif what == "op_killed":
-            self.trace.add(f"engine: operation of batch {str(detail[0])[:8]} ended: {detail[1]}", "engine")
+            self.trace.add(f"engine: the operation of batch {str(detail[0])[:8]} ended: {detail[1]}")
         else:
-            self.trace.add(f"engine: {what} {detail[0]} (version {detail[1]})", "engine")
+            self.trace.add(f"engine: {what} {detail[0]} (table version {detail[1]})")
 
     def _ledger_change(self, what: str, detail: Any) -> None:
         if what in ("registered", "terminal"):
             return
         if what == "claimed":
-            self.trace.add(f"ledger: batch {str(detail[0])[:8]} claimed by {detail[1]}: files {detail[2]}", "pg")
+            self.trace.add(f"ledger: batch {str(detail[0])[:8]} claimed: {', '.join(map(self.label, detail[2]))}")
         elif what == "committed":
-            results = ", ".join(f"{r.file_id}:{r.status}" for r in detail[2])
-            self.trace.add(f"ledger: batch {str(detail[0])[:8]} COMMITTED by {detail[1]} [{results}]", "pg")
+            results = ", ".join(f"{self.label(r.file_id)} {r.status}" for r in detail[2])
+            self.trace.add(f"ledger: batch {str(detail[0])[:8]} COMMITTED [{results}]")
         elif what == "aborted":
-            self.trace.add(f"ledger: batch {str(detail[0])[:8]} ABORTED by {detail[1]} ({detail[2]})", "pg")
+            self.trace.add(f"ledger: batch {str(detail[0])[:8]} ABORTED ({detail[2]})")
         elif what == "taken_over":
-            self.trace.add(f"ledger: batch {str(detail[0])[:8]} of {detail[1]} taken over by {detail[2]}", "pg")
+            self.trace.add(f"ledger: batch {str(detail[0])[:8]} of {detail[1]} taken over")
         elif what == "fenced":
-            self.trace.add(f"ledger: batch {str(detail[0])[:8]} fenced by {detail[1]}", "pg")
+            self.trace.add(f"ledger: batch {str(detail[0])[:8]} fenced (writer slot taken)")
         else:
-            self.trace.add(f"ledger: {what} {detail}", "pg")
+            self.trace.add(f"ledger: {what} {detail}")
+
+    def label(self, file_id: int) -> str:
+        row = self.ledger.files.get(file_id)
+        v = self.versions.get(row.etag) if row is not None else None
+        return v.label if v is not None else f"file {file_id}"
 
     def violation(self, text: str) -> None:
         if text not in self.violations:
@@ -756,8 +762,9 @@ async def _main(world: World) -> None:
     world.check()
 
 
-def simulate(seed: int, kinds: tuple[str, ...] = FAULT_KINDS) -> Result:
-    sc = scenario(seed, kinds)
+def simulate(seed: int, kinds: tuple[str, ...] = FAULT_KINDS, overwrites: bool = True) -> Result:
+    """Run one seed: the same seed always gives the same schedule, faults and trace."""
+    sc = scenario(seed, kinds, overwrites)
     clock = VirtualClock()
     loop = VirtualLoop(clock)
     loop.set_exception_handler(lambda _loop, _ctx: None)
@@ -781,7 +788,8 @@ def simulate(seed: int, kinds: tuple[str, ...] = FAULT_KINDS) -> Result:
         asyncio.set_event_loop(None)
         restore()
     assert world is not None
-    return Result(seed, world.violations, world.trace.render(), sc.describe(), clock.now, world.fingerprint())
+    kinds = [f.kind for f in sc.faults]
+    return Result(seed, world.violations, world.trace.render(), sc.describe(), clock.now, world.fingerprint(), kinds)
 
 
 def _teardown(loop: VirtualLoop) -> None:
@@ -795,16 +803,3 @@ def _teardown(loop: VirtualLoop) -> None:
         with contextlib.suppress(BaseException):
             loop.run_until_complete(asyncio.sleep(0))
     loop.close()
-
-
-def run_seeds(seeds: range, kinds: tuple[str, ...] = FAULT_KINDS, stop_at_first: bool = False) -> list[Result]:
-    failed = []
-    started = _time.monotonic()
-    for seed in seeds:
-        result = simulate(seed, kinds)
-        if not result.ok:
-            failed.append(result)
-            if stop_at_first:
-                break
-    _ = started
-    return failed
