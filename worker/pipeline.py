@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from worker.adapters.dialects import dialect_for
 from worker.adapters.local_read import decode_json, worker_reads
-from worker.domain.batching import FileWork, halves, upload_order
+from worker.domain.batching import FileWork, halves, newest_per_key, upload_order
 from worker.domain.errors import DataError, IcefeedError, TransientError
 from worker.domain.events import FileEvent, Ignored, Malformed, parse_message, sequencer_newer
 from worker.domain.outcomes import (
@@ -52,6 +52,7 @@ from worker.ports import (
     Reader,
     Registration,
     SchemaVersion,
+    TableLock,
     TableSink,
     WriteRequest,
     WriteResult,
@@ -62,6 +63,9 @@ from worker.settings import Settings
 
 log = structlog.get_logger("icefeed.pipeline")
 SQS_MAX_DELAY_S = 43200
+#: A batch waiting for the table's previous writer to be settled checks again after this (doubling,
+#: so that the sweeper settling that writer is not crowded out of the table lock).
+WRITER_POLL_S = (0.25, 4.0)
 
 
 @dataclass
@@ -100,6 +104,8 @@ class Pipeline:
         self.metrics = metrics or Metrics(CollectorRegistry())  # default: a registry nobody scrapes
         self.owner = settings.worker_id
         self.active_batches: set[UUID] = set()
+        self._sessions: dict[UUID, str] = {}  # batch → engine session of its append (once fenced)
+        self._lease_lost: set[UUID] = set()  # batches a sweeper took over while this worker wrote them
         self._heads = asyncio.Semaphore(32)
 
     # -- intake ------------------------------------------------------------------------------
@@ -263,80 +269,175 @@ class Pipeline:
 
         A batch holds files of one destination table, possibly from several ingestions (say
         ``.json`` and ``.json.gz`` routes into one table): each file is read with its own route's
-        format, options and schema hints, and the whole batch is one commit. The table's commit
-        lock is held from the write to the finalize, so the ledger records commits in order."""
+        format, options and schema hints, and the whole batch is one commit. The append starts
+        only once the batch is fenced (docs/guarantees.md): under the table's commit lock, the
+        batch is still ours and the table's previous writer is settled; it runs in an engine
+        session of its own, which whoever releases the batch stops first."""
         batch_id = uuid4()
         names = ",".join(sorted({f.ingestion for f in files}))
-        ingestion = self.routes.by_name(files[0].ingestion)
         blog = log.bind(batch_id=str(batch_id), ingestion=names, table=table)
+        offered, later = newest_per_key(files)
+        if later:
+            blog.info("batch_versions_deferred", files=len(later), reason="an older version waits for the newer one")
         with self.metrics.stage("claim"):
-            claimed = await self.ledger.claim(batch_id, names, table, files, self.owner, self.settings.lease.ttl_s)
+            claimed = await self.ledger.claim(batch_id, names, table, offered, self.owner, self.settings.lease.ttl_s)
         if not claimed:
             blog.info("batch_empty", offered=len(files))
             return
         claimed = sorted(claimed, key=upload_order)
         self.metrics.batch_files.observe(len(claimed))
         self.active_batches.add(batch_id)
-        written = False
+        session_id = str(uuid4())
         write: asyncio.Future[WriteResult] | None = None
+        opened = False
+        halves_left: list[list[FileWork]] = []
         try:
             blog.info("batch_claimed", files=len(claimed), offered=len(files))
             await self.faults.hit("after_claim")
-            appending = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            with self.metrics.stage("fetch"):
-                decoded, settled = await self._fetch(claimed)
-            request = WriteRequest(
-                batch_id=batch_id,
-                table=table,
-                location=ingestion.location,
-                readers=await self._readers(table, claimed),
-                files=[f for f in claimed if f.file_id not in settled],
-                output_files=self.settings.batch.output_files,
-                policy=Policy(ingestion.schema_policy),
-                approved=await self.ledger.approved_signatures(table),
-                replace=frozenset(await self._replacing(claimed)),
-                decoded=decoded,
-                on_append=(lambda: loop.call_soon_threadsafe(appending.set)) if self.faults else None,
-            )
             try:
+                with self.metrics.stage("fetch"):
+                    decoded, settled = await self._fetch(claimed)
+                base = WriteRequest(
+                    batch_id=batch_id,
+                    table=table,
+                    location=self.routes.by_name(claimed[0].ingestion).location,
+                    readers=await self._readers(table, claimed),
+                    files=claimed,
+                    output_files=self.settings.batch.output_files,
+                    policy=Policy(self.routes.by_name(claimed[0].ingestion).schema_policy),
+                    approved=await self.ledger.approved_signatures(table),
+                    decoded=decoded,
+                    session_id=session_id,
+                )
+                opened = True  # (a failed open may still have created it on the server)
+                await self.sink.open_session(session_id)
                 waiting = time.monotonic()
-                async with self.ledger.table_lock(table, self.settings.lease.ttl_s):
-                    started = time.monotonic()
-                    write = asyncio.ensure_future(self.sink.write(request))
-                    if self.faults:  # tests: die while the append is on its way to the engine
-                        waiter = asyncio.ensure_future(appending.wait())
-                        await asyncio.wait({write, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                        waiter.cancel()
-                        if appending.is_set():
-                            await self.faults.hit("after_write_start")
-                    result = await write
-                    written = True
-                    self.metrics.stage_duration.labels("infer+write").observe(time.monotonic() - started)
-                    await self.faults.hit("after_commit")
-                    with self.metrics.stage("finalize"):
-                        timing = {"lock_wait_s": round(started - waiting, 3)}
-                        won = await self._finalize(
-                            batch_id, table, claimed, result.counts, blog, result, settled, timing, started
+                deadline = waiting + self.settings.lease.ttl_s
+                poll_s = WRITER_POLL_S[0]
+                while True:
+                    async with self.ledger.table_lock(table, max(0.0, deadline - time.monotonic())) as lock:
+                        fence = await lock.fence(batch_id, self.owner, table, session_id, self.settings.lease.ttl_s)
+                        if fence.ok:
+                            self._sessions[batch_id] = session_id
+                            await self.faults.hit("after_fence")
+                            started = time.monotonic()
+                            timing = {"lock_wait_s": round(started - waiting, 3)}
+                            write, halves_left = await self._locked_write(lock, base, settled, blog, timing, started)
+                            break
+                    if fence.reason == "lease_lost":
+                        blog.warning("batch_fence_lost", reason="the batch was taken over before its append")
+                        return
+                    if time.monotonic() >= deadline:
+                        raise TransientError(
+                            f"table {table} is busy: batch {fence.blocking} may still be appending",
+                            error_class="TableBusy",
                         )
-                    if won:
-                        self.metrics.commit_duration.observe(time.monotonic() - started)
+                    blog.info("batch_waiting_for_writer", blocking=str(fence.blocking))
+                    await asyncio.sleep(poll_s)
+                    poll_s = min(poll_s * 2, WRITER_POLL_S[1])
             except IcefeedError as error:
-                if written:  # committed; the ledger failed: the sweeper settles the batch
-                    blog.warning("batch_finalize_failed", error=str(error))
-                else:
-                    await self._after_failed_write(table, batch_id, claimed, error, blog)
-                return
+                if write is not None:  # after the append started: its own path decided already
+                    raise
+                halves_left = await self._release_unwritten(table, batch_id, claimed, error, blog)
             await self.faults.hit("after_finalize")
         except Exception:
-            # Unexpected (a bug, or an error the adapters did not classify): if no write can still
-            # be running, hand the batch to the sweepers now instead of after its lease.
-            if write is None or write.done():
-                with contextlib.suppress(Exception):
-                    await self.ledger.expire([batch_id], self.owner, self.settings.lease.orphan_grace_s + 1)
+            # Unexpected (a bug, or an error the adapters did not classify): hand the batch to the
+            # sweepers now; they stop its engine session before they release anything.
+            with contextlib.suppress(Exception):
+                await self.ledger.expire([batch_id], self.owner, self.settings.lease.orphan_grace_s + 1)
             raise
         finally:
+            if opened and write is None:  # no append was started in it: give the engine session back
+                await self.sink.stop(session_id)
             self.active_batches.discard(batch_id)
+            self._sessions.pop(batch_id, None)
+            self._lease_lost.discard(batch_id)
+        for half in halves_left:
+            await self.run_batch(table, half)
+
+    async def _locked_write(
+        self,
+        lock: TableLock,
+        base: WriteRequest,
+        settled: dict[int, FileResult],
+        blog: structlog.typing.FilteringBoundLogger,
+        timing: dict[str, float],
+        started: float,
+    ) -> tuple[asyncio.Future[WriteResult] | None, list[list[FileWork]]]:
+        """The fenced part, under the table lock: decide replacements, append, settle. Returns the
+        append (None if it was not started) and the halves of a failed batch to retry."""
+        settled = dict(settled)
+        table, batch_id, claimed = base.table, base.batch_id, base.files
+        replacing, superseded = await self._replace_plan(claimed, settled)
+        for file_id in superseded:
+            settled[file_id] = FileResult(
+                file_id, SKIPPED, None, "Superseded", "a newer version of this object is already loaded"
+            )
+        if not await lock.held():  # narrows the window: a worker frozen after its fence wakes up here
+            self.metrics.table_locks_lost.inc()
+            blog.warning("table_lock_lost", during="before the append")
+            await self._hand_over(batch_id, blog)
+            return None, []
+        appending = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        request = replace(
+            base,
+            files=[f for f in claimed if f.file_id not in settled],
+            replace=frozenset(replacing - superseded),
+            on_append=(lambda: loop.call_soon_threadsafe(appending.set)) if self.faults else None,
+        )
+        write = asyncio.ensure_future(self.sink.write(request))
+        if self.faults:  # tests: die while the append is on its way to the engine
+            waiter = asyncio.ensure_future(appending.wait())
+            await asyncio.wait({write, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            if appending.is_set():
+                await self.faults.hit("after_write_start")
+        try:
+            result = await write
+        except IcefeedError as error:
+            return write, await self._after_failed_write(lock, table, batch_id, claimed, error, blog)
+        self.metrics.stage_duration.labels("infer+write").observe(time.monotonic() - started)
+        if lock.lost.is_set():  # safe to go on: the writer slot kept every other append out
+            self.metrics.table_locks_lost.inc()
+            blog.warning("table_lock_lost", during="append", hint="the writer slot kept other writers out")
+        await self.faults.hit("after_commit")
+        try:
+            with self.metrics.stage("finalize"):
+                won = await self._complete(
+                    table, batch_id, claimed, result.counts, result, settled, blog, timing, started
+                )
+        except IcefeedError as error:  # committed; cleaning up or the ledger failed: recovery finishes it
+            blog.warning("batch_finalize_failed", error=str(error))
+            await self._hand_over(batch_id, blog)
+            return write, []
+        if won:
+            self.metrics.commit_duration.observe(time.monotonic() - started)
+        return write, []
+
+    async def _hand_over(self, batch_id: UUID, blog: structlog.typing.FilteringBoundLogger) -> None:
+        """The outcome of this batch is unknown to its writer: let a sweeper decide it now (it
+        stops the batch's engine session, then probes the table, under the table lock)."""
+        blog.warning("batch_outcome_unknown", hint="a sweeper settles it")
+        with contextlib.suppress(IcefeedError):
+            await self.ledger.expire([batch_id], self.owner, self.settings.lease.orphan_grace_s + 1)
+
+    async def leases_lost(self, batch_ids: set[UUID]) -> None:
+        """The heartbeat found these batches taken over by a sweeper: stop their engine work (the
+        new owner decides their outcome; this worker never finalizes or releases them)."""
+        for batch_id in batch_ids:
+            session = self._sessions.get(batch_id)
+            if session is None or batch_id in self._lease_lost:
+                continue
+            self._lease_lost.add(batch_id)
+            self.metrics.batch_leases_lost.inc()
+            log.warning("batch_lease_lost", batch_id=str(batch_id), action="stopping its engine session")
+            await self.sink.stop(session)
+
+    async def stop_all(self) -> None:
+        """Shutdown past the grace: stop the engine work of every batch still writing."""
+        for session in list(self._sessions.values()):
+            await self.sink.stop(session)
 
     def parses_locally(self, ingestion: str) -> bool:
         """Whole-file JSON on an engine whose reader knows only JSON lines (Sail)."""
@@ -387,10 +488,15 @@ class Pipeline:
         log.warning("file_not_loadable", bucket=f.bucket, key=f.key, status=result.status, reason=result.error_message)
         return result
 
-    async def _replacing(self, files: list[FileWork]) -> set[int]:
-        """Files of ``on_overwrite = replace`` routes whose key already has loaded rows."""
-        ids = [f.file_id for f in files if self.routes.by_name(f.ingestion).on_overwrite == "replace"]
-        return await self.ledger.replaced_candidates(ids)
+    async def _replace_plan(self, files: list[FileWork], settled: dict[int, FileResult]) -> tuple[set[int], set[int]]:
+        """``on_overwrite = replace`` files: (those whose key's older loaded rows they replace,
+        those a newer loaded version supersedes). Decided under the table lock."""
+        ids = [
+            f.file_id
+            for f in files
+            if f.file_id not in settled and self.routes.by_name(f.ingestion).on_overwrite == "replace"
+        ]
+        return await self.ledger.replace_plan(ids)
 
     async def _readers(self, table: str, files: list[FileWork]) -> dict[str, Reader]:
         """How to read each ingestion's files: its format, options and hints, with the columns an
@@ -404,24 +510,57 @@ class Pipeline:
 
     async def _after_failed_write(
         self,
+        lock: TableLock,
         table: str,
         batch_id: UUID,
         files: list[FileWork],
         error: IcefeedError,
         blog: structlog.typing.FilteringBoundLogger,
-    ) -> None:
+    ) -> list[list[FileWork]]:
+        """The append failed, still under the table lock. The engine may go on with it (a lost
+        stream), so: stop its session (confirmed), then ask the table, then release. Whatever
+        cannot be made certain is left to a sweeper. Returns the halves to retry."""
         if error.error_class == "CommitConflict":
             self.metrics.commit_conflicts.inc()
-        # The commit may have landed even though the call failed (a lost response): ask the table.
-        try:
+        if not await lock.held():
+            self.metrics.table_locks_lost.inc()
+            blog.warning("table_lock_lost", during="failed append", error=str(error))
+            await self._hand_over(batch_id, blog)
+            return []
+        session = self._sessions.get(batch_id, "")
+        if batch_id in self._lease_lost:
+            blog.warning("batch_failed_after_takeover", error=str(error))
+            return []
+        if not await self.sink.stop(session):
+            blog.warning("batch_stop_unconfirmed", error=str(error))
+            await self._hand_over(batch_id, blog)
+            return []
+        try:  # the commit may have landed even though the call failed (a lost response)
             counts = await self.sink.batch_counts(table, batch_id)
         except IcefeedError as probe_error:
             blog.warning("batch_unresolved", error=str(error), probe_error=str(probe_error))
-            return  # stays WRITING; the lease runs out and a sweeper settles it
+            await self._hand_over(batch_id, blog)
+            return []
         if counts:
             blog.warning("batch_committed_despite_error", error=str(error))
-            await self._finalize(batch_id, table, files, counts, blog, None)
-            return
+            try:
+                await self._complete(table, batch_id, files, counts, None, {}, blog)
+            except IcefeedError as finish_error:
+                blog.warning("batch_finalize_failed", error=str(finish_error))
+                await self._hand_over(batch_id, blog)
+            return []
+        return await self._release_unwritten(table, batch_id, files, error, blog)
+
+    async def _release_unwritten(
+        self,
+        table: str,
+        batch_id: UUID,
+        files: list[FileWork],
+        error: IcefeedError,
+        blog: structlog.typing.FilteringBoundLogger,
+    ) -> list[list[FileWork]]:
+        """Release a batch that certainly has no rows and no running append: retry, fail a lone
+        bad file, or split the batch in two to find the culprit(s) (returns the halves)."""
         blog.warning("batch_failed", error_class=error.error_class, error=str(error), files=len(files))
         if isinstance(error, TransientError) or len(files) == 1:
             status = FAILED if isinstance(error, DataError) else PENDING
@@ -430,14 +569,66 @@ class Pipeline:
             if status == FAILED:
                 self.metrics.file_outcome(FAILED, len(files) if won else 0)
                 log.warning("file_failed", bucket=files[0].bucket, key=files[0].key, error_class=error.error_class)
-            return
-        # Several files and not an infrastructure error: find the culprit(s) by halving.
+            return []
         results = [
             FileResult(f.file_id, PENDING, None, error.error_class, "batch split to isolate a bad file") for f in files
         ]
         if await self.ledger.abort(batch_id, self.owner, error.error_class, error.message, results):
-            for half in halves(files):
-                await self.run_batch(table, half)
+            return list(halves(files))
+        return []
+
+    async def _changed(self, files: list[FileWork]) -> list[FileWork]:
+        """Files whose object now has another etag: the engine may have read the newer version."""
+        heads = await asyncio.gather(*(self._head(f.bucket, f.key) for f in files))
+        return [f for f, h in zip(files, heads, strict=True) if h is not None and h.etag != f.etag]
+
+    async def _complete(
+        self,
+        table: str,
+        batch_id: UUID,
+        files: list[FileWork],
+        counts: dict[str, int],
+        result: WriteResult | None,
+        settled: dict[int, FileResult],
+        blog: structlog.typing.FilteringBoundLogger,
+        timing: dict[str, float] | None = None,
+        held_since: float | None = None,
+    ) -> bool:
+        """A committed batch, under the table lock: (1) rows of a file whose object changed while
+        the engine read it by path are removed (they may be the newer version's; that version
+        loads from its own event); (2) ``replace``: the older versions' rows are deleted, after
+        the append, so a failure in between leaves both and a retry converges; (3) finalize.
+        Idempotent, so recovery runs the same steps."""
+        settled = dict(settled)
+        local = result.local if result is not None else frozenset()
+        by_path = [
+            f for f in files if counts.get(f.source_file) and f.file_id not in settled and f.file_id not in local
+        ]
+        changed = await self._changed(by_path) if by_path else []
+        if changed:
+            sources = [f.source_file for f in changed]
+            removed = await self.sink.delete_batch_rows(table, batch_id, sources)
+            counts = {k: v for k, v in counts.items() if k not in set(sources)}
+            for f in changed:
+                settled[f.file_id] = FileResult(
+                    f.file_id,
+                    SKIPPED,
+                    None,
+                    "Superseded",
+                    "object was overwritten while it was read: its rows were removed, the newer version loads",
+                )
+                log.warning("file_version_changed", bucket=f.bucket, key=f.key, table=table, rows_removed=removed)
+        if result is not None:
+            replacing = set(result.request_replace) & set(result.plan.loaded)
+        else:
+            replacing, _ = await self._replace_plan([f for f in files if counts.get(f.source_file)], settled)
+        replacing -= set(settled)
+        if replacing:
+            sources = sorted({f.source_file for f in files if f.file_id in replacing})
+            await self.sink.delete_replaced(table, sources, batch_id)
+        return await self._finalize(
+            batch_id, table, files, counts, blog, result, settled, timing, held_since, sorted(replacing)
+        )
 
     async def _results(
         self,
@@ -485,9 +676,11 @@ class Pipeline:
         settled: dict[int, FileResult] | None = None,
         timing: dict[str, float] | None = None,
         held_since: float | None = None,
+        replacing: list[int] | None = None,
     ) -> bool:
         """Record the committed batch in the ledger; False if another worker's sweeper settled it.
-        ``timing`` and ``held_since`` (when the table lock was taken) go into the log line."""
+        ``timing`` and ``held_since`` (when the table lock was taken) go into the log line;
+        ``replacing``: files whose older versions' rows were deleted (marked REPLACED)."""
         known = {f.source_file for f in files}
         strangers = set(counts) - known
         if strangers:
@@ -495,8 +688,7 @@ class Pipeline:
         results = await self._results(files, counts, result, settled)
         quarantines = self._quarantines(table, files, result) if result else []
         version = await self._schema_version(batch_id, table, files, result, results)
-        replacing = result.request_replace if result is not None else frozenset()
-        replaced = [r.file_id for r in results if r.status == LOADED and r.file_id in replacing]
+        replaced = [r.file_id for r in results if r.status == LOADED and r.file_id in set(replacing or ())]
         if await self.ledger.finalize(batch_id, self.owner, results, quarantines, version, replaced):
             self.metrics.files_finalized(results, files)
             if held_since is not None:  # the table lock's hold: bounds one table's commit rate
@@ -569,20 +761,62 @@ class Pipeline:
     # -- recovery --------------------------------------------------------------------------
 
     async def recover(self, batch_id: UUID, table: str) -> None:
-        """A batch whose owner stopped renewing its lease: committed rows → finalize; none → release."""
+        """A batch whose owner stopped renewing its lease. Never fenced → it cannot have written:
+        release. Fenced → under the table lock, stop its engine session (or, if the engine cannot
+        confirm, wait until its detached-execution limit has passed), then ask the table: rows →
+        complete it; none → release."""
         blog = log.bind(batch_id=str(batch_id), table=table)
         files = await self.ledger.batch_files(batch_id)
+        work = await self.ledger.engine_work(batch_id)
+        if work.session_id is None:
+            await self._release_recovered(batch_id, files, "owner vanished before its append")
+            blog.info("batch_recovered", outcome="released", files=len(files), appended=False)
+            return
         try:
-            counts = await self.sink.batch_counts(table, batch_id)
+            async with self.ledger.table_lock(table, self.settings.lease.recovery_lock_wait_s):
+                if not await self.sink.stop(work.session_id):
+                    limit = self.settings.spark.detached_limit_s
+                    if (work.started_s_ago or 0.0) < limit:
+                        blog.warning(
+                            "batch_recovery_deferred",
+                            reason="the engine did not confirm the batch's session stopped",
+                            wait_s=round(limit - (work.started_s_ago or 0.0)),
+                        )
+                        return
+                    blog.warning("batch_stop_unconfirmed", waited_out_s=limit)
+                counts = await self.sink.batch_counts(table, batch_id)
+                if counts:
+                    await self._complete(table, batch_id, files, counts, None, {}, blog)
+                    blog.info("batch_recovered", outcome="committed", files=len(files))
+                else:
+                    await self._release_recovered(batch_id, files, "owner vanished before its commit")
+                    blog.info("batch_recovered", outcome="released", files=len(files), appended=True)
         except IcefeedError as error:
             blog.warning("batch_recovery_deferred", error=str(error))
-            return
-        if counts:
-            await self._finalize(batch_id, table, files, counts, blog, None)
-            blog.info("batch_recovered", outcome="committed", files=len(files))
-        else:
-            results = [
-                FileResult(f.file_id, PENDING, None, "Recovered", "batch owner vanished before commit") for f in files
-            ]
-            await self.ledger.abort(batch_id, self.owner, "Recovered", "owner vanished before commit", results)
-            blog.info("batch_recovered", outcome="released", files=len(files))
+
+    async def _release_recovered(self, batch_id: UUID, files: list[FileWork], why: str) -> None:
+        results = [FileResult(f.file_id, PENDING, None, "Recovered", f"batch {why}") for f in files]
+        await self.ledger.abort(batch_id, self.owner, "Recovered", why, results)
+
+    async def audit(self, limit: int = 10) -> int:
+        """The last line: released batches whose append started are probed once their engine's
+        detached-execution window has passed; rows found there (an append that landed after all)
+        are deleted under the table lock. Returns the rows removed."""
+        removed = 0
+        for batch in await self.ledger.audit_candidates(self.settings.lease.audit_delay_s, limit):
+            blog = log.bind(batch_id=str(batch.batch_id), table=batch.table)
+            try:
+                async with self.ledger.table_lock(batch.table, self.settings.lease.recovery_lock_wait_s):
+                    counts = await self.sink.batch_counts(batch.table, batch.batch_id)
+                    rows = await self.sink.delete_batch_rows(batch.table, batch.batch_id) if counts else 0
+            except IcefeedError as error:
+                blog.warning("batch_audit_deferred", error=str(error))
+                with contextlib.suppress(IcefeedError):
+                    await self.ledger.mark_audited(batch.batch_id, None)
+                continue
+            if rows:
+                removed += rows
+                self.metrics.zombie_rows_removed.inc(rows)
+                blog.error("zombie_rows_removed", rows=rows, files=len(counts))
+            await self.ledger.mark_audited(batch.batch_id, rows)
+        return removed

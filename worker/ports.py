@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -60,6 +61,38 @@ class ExpiredBatch:
     table: str
 
 
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """The answer to "may this batch start its append now?" (docs/guarantees.md)."""
+
+    ok: bool
+    reason: str = ""  # "lease_lost": the batch is no longer ours; "writer_busy": see ``blocking``
+    blocking: UUID | None = None  # writer_busy: the batch whose append may still be running
+
+
+@dataclass(frozen=True, slots=True)
+class EngineWork:
+    """What a batch may have running on the engine."""
+
+    session_id: str | None  # None: never fenced, so no append of it can have started
+    started_s_ago: float | None  # seconds since its fence
+
+
+@dataclass(frozen=True, slots=True)
+class AuditBatch:
+    batch_id: UUID
+    table: str
+
+
+class TableLock(Protocol):
+    """The fleet-wide commit lock of one table, held on one database connection."""
+
+    lost: asyncio.Event  # set once the lock's connection is found dead
+
+    async def fence(self, batch_id: UUID, owner: str, table: str, session_id: str, ttl_s: int) -> Fence: ...
+    async def held(self) -> bool: ...
+
+
 class MessageSource(Protocol):
     async def receive(self, queue_url: str, max_messages: int, wait_s: int, visibility_s: int) -> list[Message]: ...
     async def delete(self, messages: list[Message]) -> list[Message]: ...
@@ -87,7 +120,7 @@ class Ledger(Protocol):
         replaced: list[int] = ...,
     ) -> bool: ...
     async def approved_signatures(self, table: str) -> dict[str, str]: ...
-    async def replaced_candidates(self, file_ids: list[int]) -> set[int]: ...
+    async def replace_plan(self, file_ids: list[int]) -> tuple[set[int], set[int]]: ...
     async def table_hints(self, table: str) -> dict[str, str]: ...
     async def key_sequencers(self, keys: list[tuple[str, str]]) -> list[tuple[str, str, str, str]]: ...
     async def note_dead_letter(self, file_ids: list[int], receives: int) -> None: ...
@@ -96,12 +129,15 @@ class Ledger(Protocol):
         self, batch_id: UUID, owner: str, error_class: str, message: str, results: list[FileResult]
     ) -> bool: ...
     async def states(self, file_ids: list[int]) -> list[FileState]: ...
-    async def extend(self, batch_ids: list[UUID], owner: str, ttl_s: int) -> None: ...
+    async def extend(self, batch_ids: list[UUID], owner: str, ttl_s: int) -> set[UUID]: ...
     async def expire(self, batch_ids: list[UUID], owner: str, grace_s: int) -> None: ...
     async def take_expired(self, owner: str, ttl_s: int, grace_s: int, limit: int) -> list[ExpiredBatch]: ...
     async def batch_files(self, batch_id: UUID) -> list[FileWork]: ...
     async def reject_message(self, message: Message, reason: str) -> None: ...
-    def table_lock(self, table: str, timeout_s: float) -> AbstractAsyncContextManager[None]: ...
+    def table_lock(self, table: str, timeout_s: float) -> AbstractAsyncContextManager[TableLock]: ...
+    async def engine_work(self, batch_id: UUID) -> EngineWork: ...
+    async def audit_candidates(self, delay_s: float, limit: int) -> list[AuditBatch]: ...
+    async def mark_audited(self, batch_id: UUID, rows_removed: int | None) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,12 +158,13 @@ class WriteRequest:
     files: list[FileWork]
     output_files: int
     policy: Policy = Policy.EVOLVE
-    replace: frozenset[int] = frozenset()  # file ids whose key's older rows are deleted first
+    replace: frozenset[int] = frozenset()  # file ids whose key's older rows are deleted after the append
     # Files the worker fetched and decoded itself (adapters/local_read.py): a Decoded, or the
     # DataError decoding raised. The engine reads the others.
     decoded: dict[int, Any] = field(default_factory=dict)
     on_append: Callable[[], None] | None = None  # called (from the writing thread) as the append starts
     approved: dict[str, str] = field(default_factory=dict)  # proposal signature → resolution
+    session_id: str = ""  # the engine session opened for this write ("" = the sink's shared one)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +215,10 @@ def change_json(change: Change) -> dict[str, Any]:
 
 
 class TableSink(Protocol):
+    async def open_session(self, session_id: str) -> None: ...
+    async def stop(self, session_id: str) -> bool: ...  # True: the engine confirmed the session's work stopped
     async def write(self, request: WriteRequest) -> WriteResult: ...
+    async def delete_batch_rows(self, table: str, batch_id: UUID, sources: list[str] | None = None) -> int: ...
+    async def delete_replaced(self, table: str, sources: list[str], keep_batch: UUID) -> None: ...
     async def batch_counts(self, table: str, batch_id: UUID) -> dict[str, int]: ...
     async def table_schema(self, table: str) -> Struct | None: ...

@@ -307,12 +307,17 @@ class Runner:
             self.heartbeat_at = time.monotonic()
 
     async def heartbeat(self) -> None:
+        active = list(self.pipeline.active_batches)
         try:
-            await self.pipeline.ledger.extend(
-                list(self.pipeline.active_batches), self.pipeline.owner, self.s.lease.ttl_s
-            )
+            still = await self.pipeline.ledger.extend(active, self.pipeline.owner, self.s.lease.ttl_s)
         except IcefeedError as error:
             log.warning("lease_extend_failed", error=str(error))
+        else:
+            # A batch missing from the answer was taken over (or has just been settled: the
+            # pipeline only acts on batches whose append is still running).
+            lost = {b for b in active if b not in still and b in self.pipeline.active_batches}
+            if lost:
+                await self.pipeline.leases_lost(lost)
         vis = self.s.sqs.visibility_timeout_s
         now = time.monotonic()
         due = [
@@ -337,6 +342,15 @@ class Runner:
             await self.sweep()
 
     async def sweep(self) -> int:
+        """Settle batches whose owner vanished, then audit released ones (docs/guarantees.md)."""
+        settled = await self._recover_expired()
+        try:
+            await self.pipeline.audit()
+        except IcefeedError as error:
+            log.warning("audit_failed", error=str(error))
+        return settled
+
+    async def _recover_expired(self) -> int:
         try:
             expired = await self.pipeline.ledger.take_expired(
                 self.pipeline.owner, self.s.lease.ttl_s, self.s.lease.orphan_grace_s, 20
@@ -433,10 +447,7 @@ class Runner:
     async def _abandon(self) -> None:
         """After the grace: stop Spark work, hand batches to the sweepers, release messages."""
         batches: list[UUID] = list(self.pipeline.active_batches)
-        interrupt = getattr(self.pipeline.sink, "interrupt", None)
-        for batch_id in batches:
-            if interrupt is not None:
-                await interrupt(batch_id)
+        await self.pipeline.stop_all()
         if batches:
             try:
                 await self.pipeline.ledger.expire(

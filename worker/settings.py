@@ -77,6 +77,9 @@ class SparkSettings(_Section):
     # JSON / JSON-lines files up to this size are fetched by the worker (one GET) and handed to the
     # engine as Arrow, a batch at a time; larger ones are read by the engine. 0: the engine reads all.
     worker_read_max_bytes: int = Field(8 * 1024 * 1024, ge=0)
+    # How long the engine may keep an append running after its client is gone (docs/engines.md): a
+    # batch whose engine session could not be confirmed stopped is released only after this.
+    detached_limit_s: int = Field(330, ge=0, le=86400)
     # The tables' format: "iceberg", or "parquet" (plain Spark tables: for testing against Apache
     # Spark without an Iceberg runtime; only new top-level columns, no on_overwrite = replace).
     # Engine and format differences live in worker/adapters/dialects.py.
@@ -152,6 +155,17 @@ class LeaseSettings(_Section):
     sweep_interval_s: float = Field(15.0, gt=0)
     orphan_grace_s: int = Field(
         30, ge=0, le=86400, description="extra wait after a lease expires before its batch is probed"
+    )
+    lock_check_s: float = Field(5.0, gt=0, le=300, description="how often a held table lock's connection is checked")
+    recovery_lock_wait_s: float = Field(
+        10.0, gt=0, le=3600, description="how long recovery and the audit wait for a table lock before deferring"
+    )
+    audit_delay_s: int = Field(
+        360,
+        ge=0,
+        le=86400,
+        description="a released batch is audited for rows that landed after all this long after its release "
+        "(longer than the engine keeps a detached append running)",
     )
 
 

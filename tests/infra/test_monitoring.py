@@ -21,6 +21,9 @@ COUNTERS = {
     "icefeed_messages_rejected_total",
     "icefeed_commit_conflicts_total",
     "icefeed_spark_reconnects_total",
+    "icefeed_table_locks_lost_total",
+    "icefeed_batch_leases_lost_total",
+    "icefeed_zombie_rows_removed_total",
 }
 HISTOGRAMS = {
     "icefeed_batch_files",
@@ -64,6 +67,7 @@ REQUIRED_ALERTS = {
     "IcefeedQuarantinedFilesWaiting",
     "IcefeedNoProgress",
     "IcefeedReplicasAtMax",
+    "IcefeedZombieRowsRemoved",
 }
 
 

@@ -29,6 +29,9 @@ COUNTERS = {
     "icefeed_bytes_loaded_total",
     "icefeed_spark_reconnects_total",
     "icefeed_commit_conflicts_total",
+    "icefeed_table_locks_lost_total",
+    "icefeed_batch_leases_lost_total",
+    "icefeed_zombie_rows_removed_total",
 }
 HISTOGRAMS = {
     "icefeed_batch_files",

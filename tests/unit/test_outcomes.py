@@ -14,6 +14,7 @@ from worker.domain.outcomes import (
     PENDING,
     QUARANTINED,
     REJECTED,
+    REPLACED,
     SKIPPED,
     TERMINAL,
     Ack,
@@ -112,6 +113,6 @@ def test_combine_property(outcomes: list[Outcome]) -> None:
 
 
 def test_terminal_statuses() -> None:
-    assert {LOADED, FAILED, GONE, SKIPPED, QUARANTINED, REJECTED} == TERMINAL
+    assert {LOADED, FAILED, GONE, SKIPPED, QUARANTINED, REJECTED, REPLACED} == TERMINAL
     assert PENDING not in TERMINAL
     assert CLAIMED not in TERMINAL

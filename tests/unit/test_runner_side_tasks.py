@@ -57,6 +57,12 @@ class FakePipeline:
     sink: Any = None
     metrics: Metrics = field(default_factory=lambda: Metrics(CollectorRegistry()))
 
+    async def stop_all(self) -> None:
+        return None
+
+    async def audit(self) -> int:
+        return 0
+
 
 @pytest.fixture
 def runner_parts(monkeypatch: pytest.MonkeyPatch) -> tuple[Runner, asyncio.Event, IdleSource]:

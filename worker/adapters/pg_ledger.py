@@ -20,11 +20,22 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from worker.domain.batching import FileWork
 from worker.domain.errors import ConfigError, TransientError
 from worker.domain.outcomes import FileResult
-from worker.ports import ExpiredBatch, FileState, Message, Quarantine, Registration, SchemaVersion
+from worker.ports import (
+    AuditBatch,
+    EngineWork,
+    ExpiredBatch,
+    Fence,
+    FileState,
+    Message,
+    Quarantine,
+    Registration,
+    SchemaVersion,
+)
 from worker.settings import IDENTIFIER, PgSettings
 from worker.sql import queries
 
 T = TypeVar("T")
+LOCK_CHECK_TIMEOUT_S = 10.0  # a lock connection that does not answer a round trip within this is lost
 MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 # Connection-level failures: the statement may be retried on a fresh connection.
@@ -62,11 +73,70 @@ async def connect_pool(settings: PgSettings) -> asyncpg.Pool:
     return pool
 
 
+class PgTableLock:
+    """A held table lock: its connection, a watchdog, and the fence (docs/guarantees.md)."""
+
+    def __init__(self, conn: asyncpg.Connection, q: dict[str, str], check_s: float) -> None:
+        self._conn = conn
+        self._q = q
+        self._use = asyncio.Lock()  # one statement at a time on the connection
+        self.lost = asyncio.Event()
+        conn.add_termination_listener(self._terminated)
+        self._watch = asyncio.ensure_future(self._watchdog(check_s))
+
+    def _terminated(self, _conn: object) -> None:
+        self.lost.set()
+
+    async def _watchdog(self, check_s: float) -> None:
+        while not self.lost.is_set():
+            await asyncio.sleep(check_s)
+            await self.held()
+
+    async def close(self) -> None:
+        self._watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._watch
+        with contextlib.suppress(*CONNECTION_ERRORS):  # a terminated connection is already gone
+            self._conn.remove_termination_listener(self._terminated)
+
+    async def held(self) -> bool:
+        """A round trip on the lock's connection: a session advisory lock lives as long as its
+        session, so an answer means the lock is still ours."""
+        if self.lost.is_set():
+            return False
+        try:
+            async with self._use:
+                await asyncio.wait_for(self._conn.fetchval(self._q["lock_alive"]), timeout=LOCK_CHECK_TIMEOUT_S)
+            return True
+        except (*CONNECTION_ERRORS, TimeoutError):
+            self.lost.set()
+            return False
+
+    async def fence(self, batch_id: UUID, owner: str, table: str, session_id: str, ttl_s: int) -> Fence:
+        """The point of no return, in one transaction on the lock's connection: the batch is still
+        WRITING and ``owner``'s, and the table's previous writer is no longer WRITING; then the
+        writer slot is this batch's, its lease renewed and its engine session recorded."""
+        try:
+            async with self._use, self._conn.transaction():
+                if await self._conn.fetchval(self._q["fence_batch_row"], batch_id, owner) is None:
+                    return Fence(False, "lease_lost")
+                slot = await self._conn.fetchrow(self._q["fence_slot"], table, batch_id)
+                if slot is not None and slot["batch_id"] != batch_id and slot["busy"]:
+                    return Fence(False, "writer_busy", slot["batch_id"])
+                if await self._conn.fetchval(self._q["fence_take"], batch_id, owner, ttl_s, table, session_id) is None:
+                    return Fence(False, "lease_lost")
+                return Fence(True)
+        except CONNECTION_ERRORS as exc:
+            self.lost.set()
+            raise TransientError(f"PostgreSQL: lock connection lost: {exc}", error_class="PgConnectionLost") from None
+
+
 class PgLedger:
-    def __init__(self, pool: asyncpg.Pool, attempts: int = 5) -> None:
+    def __init__(self, pool: asyncpg.Pool, attempts: int = 5, lock_check_s: float = 5.0) -> None:
         self._pool = pool
         self._q = queries("ledger.sql")
         self._attempts = attempts
+        self._lock_check_s = lock_check_s
 
     async def _retry(self, op: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -88,52 +158,61 @@ class PgLedger:
             yield conn
 
     @asynccontextmanager
-    async def table_lock(self, table: str, timeout_s: float) -> AsyncIterator[None]:
+    async def table_lock(self, table: str, timeout_s: float) -> AsyncIterator[PgTableLock]:
         """Hold the fleet-wide commit lock of ``table``; TransientError if busy past ``timeout_s``.
 
         Catalogs differ in how safely they resolve concurrent commits (with Sail on a Glue
         catalog, concurrent appends were seen to overwrite each other), so icefeed never lets two
-        of its writers commit to one table at once."""
+        of its writers commit to one table at once. The lock is a mutex that avoids contention;
+        what makes overlapping appends impossible is the writer slot taken by ``fence`` (it
+        survives the lock's connection). A dying connection sets ``lost``."""
         conn = await self._take_table_lock(table, asyncio.get_running_loop().time() + timeout_s)
+        lock = PgTableLock(conn, self._q, self._lock_check_s)
         try:
-            yield
+            yield lock
         finally:
+            await lock.close()
             with contextlib.suppress(*CONNECTION_ERRORS):
-                await conn.fetchval(self._q["table_unlock"], table)
+                if not lock.lost.is_set():
+                    await conn.fetchval(self._q["table_unlock"], table)
             with contextlib.suppress(*CONNECTION_ERRORS):
                 await self._pool.release(conn)
 
     async def _take_table_lock(self, table: str, deadline: float) -> asyncpg.Connection:
-        """Wait for the lock on a dedicated connection; a connection lost while waiting is
-        replaced (the lock was not held), until the deadline."""
+        """Wait for the lock, trying on a pooled connection that is given back between tries (a
+        waiter never sits on a connection that finalize or the heartbeat need)."""
         loop = asyncio.get_running_loop()
         delay = 0.02
         while True:
             try:
-                conn = await self._pool.acquire()
-            except CONNECTION_ERRORS as exc:
+                conn = await self._pool.acquire(timeout=max(0.1, deadline - loop.time()))
+            except (*CONNECTION_ERRORS, TimeoutError) as exc:
                 if loop.time() >= deadline:
-                    raise TransientError(f"PostgreSQL: {exc}", error_class="PgConnectionLost") from None
+                    reason = str(exc) or type(exc).__name__
+                    raise TransientError(f"PostgreSQL: {reason}", error_class="PgConnectionLost") from None
                 await asyncio.sleep(delay)
                 continue
             try:
-                while not await conn.fetchval(self._q["try_table_lock"], table):
-                    if loop.time() >= deadline:
-                        raise TransientError(
-                            f"table {table} is busy: another writer holds its commit lock", error_class="TableBusy"
-                        )
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 0.25)
-                return conn
+                if await conn.fetchval(self._q["try_table_lock"], table):
+                    return conn
             except CONNECTION_ERRORS as exc:
                 with contextlib.suppress(*CONNECTION_ERRORS):
                     await self._pool.release(conn)
                 if loop.time() >= deadline:
                     raise TransientError(f"PostgreSQL: {exc}", error_class="PgConnectionLost") from None
+                continue
             except BaseException:
                 with contextlib.suppress(*CONNECTION_ERRORS):
                     await self._pool.release(conn)
                 raise
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                await self._pool.release(conn)
+            if loop.time() >= deadline:
+                raise TransientError(
+                    f"table {table} is busy: another writer holds its commit lock", error_class="TableBusy"
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.25)
 
     async def register(self, items: list[Registration]) -> list[FileState]:
         if not items:
@@ -183,9 +262,11 @@ class PgLedger:
         self, batch_id: UUID, ingestion: str, table: str, files: list[FileWork], owner: str, ttl_s: int
     ) -> list[FileWork]:
         by_id = {f.file_id: f for f in files}
+        keys = sorted({f"{f.bucket}/{f.key}" for f in files})
 
         async def op() -> list[FileWork]:
             async with self._tx() as conn:
+                await conn.fetchval(self._q["lock_keys"], keys)
                 rows = await conn.fetch(self._q["claim_files"], list(by_id), batch_id)
                 if not rows:
                     return []
@@ -251,11 +332,12 @@ class PgLedger:
         rows = await self._retry(lambda: self._pool.fetch(self._q["table_hints"], table))
         return {r["column_name"]: r["type"] for r in rows}
 
-    async def replaced_candidates(self, file_ids: list[int]) -> set[int]:
+    async def replace_plan(self, file_ids: list[int]) -> tuple[set[int], set[int]]:
+        """(files whose key has an older loaded version, files whose key has a newer one)."""
         if not file_ids:
-            return set()
-        rows = await self._retry(lambda: self._pool.fetch(self._q["replaced_candidates"], file_ids))
-        return {r["id"] for r in rows}
+            return set(), set()
+        rows = await self._retry(lambda: self._pool.fetch(self._q["replace_plan"], file_ids))
+        return {r["id"] for r in rows if r["replaces"]}, {r["id"] for r in rows if r["superseded"]}
 
     async def key_sequencers(self, keys: list[tuple[str, str]]) -> list[tuple[str, str, str, str]]:
         if not keys:
@@ -297,9 +379,25 @@ class PgLedger:
             for r in rows
         ]
 
-    async def extend(self, batch_ids: list[UUID], owner: str, ttl_s: int) -> None:
-        if batch_ids:
-            await self._retry(lambda: self._pool.execute(self._q["extend_batches"], batch_ids, owner, ttl_s))
+    async def extend(self, batch_ids: list[UUID], owner: str, ttl_s: int) -> set[UUID]:
+        """Renew the leases; returns the batches still ``owner``'s."""
+        if not batch_ids:
+            return set()
+        rows = await self._retry(lambda: self._pool.fetch(self._q["extend_batches"], batch_ids, owner, ttl_s))
+        return {r["id"] for r in rows}
+
+    async def engine_work(self, batch_id: UUID) -> EngineWork:
+        row = await self._retry(lambda: self._pool.fetchrow(self._q["engine_work"], batch_id))
+        if row is None or row["engine_session"] is None:
+            return EngineWork(None, None)
+        return EngineWork(row["engine_session"], _seconds(row["started_s_ago"]))
+
+    async def audit_candidates(self, delay_s: float, limit: int) -> list[AuditBatch]:
+        rows = await self._retry(lambda: self._pool.fetch(self._q["audit_candidates"], delay_s, limit))
+        return [AuditBatch(r["id"], r["table_name"]) for r in rows]
+
+    async def mark_audited(self, batch_id: UUID, rows_removed: int | None) -> None:
+        await self._retry(lambda: self._pool.execute(self._q["mark_audited"], batch_id, rows_removed))
 
     async def expire(self, batch_ids: list[UUID], owner: str, grace_s: int) -> None:
         if batch_ids:
@@ -313,7 +411,10 @@ class PgLedger:
 
     async def batch_files(self, batch_id: UUID) -> list[FileWork]:
         rows = await self._retry(lambda: self._pool.fetch(self._q["batch_files"], batch_id))
-        return [FileWork(r["id"], "", r["bucket"], r["key"], r["etag"], r["size_bytes"] or 0) for r in rows]
+        return [
+            FileWork(r["id"], r["ingestion"], r["bucket"], r["key"], r["etag"], r["size_bytes"] or 0, r["event_time"])
+            for r in rows
+        ]
 
     async def reject_message(self, message: Message, reason: str) -> None:
         await self._retry(

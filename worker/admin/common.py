@@ -26,7 +26,7 @@ T = TypeVar("T")
 
 STATUSES = ("PENDING", "CLAIMED", "LOADED", "FAILED", "GONE", "SKIPPED", "QUARANTINED", "REJECTED", "REPLACED")
 #: Statuses after which nothing more happens to a file on its own (a message about it is acked).
-FINAL = frozenset(TERMINAL | {"REPLACED"})
+FINAL = TERMINAL
 #: Re-queued notifications are delayed this long (the sender commits its ledger change first).
 REQUEUE_DELAY_S = 2
 #: A PENDING file whose message has not come back for this long has probably lost it.

@@ -104,3 +104,16 @@ def upload_order(f: FileWork) -> tuple[float, int]:
     """Files of a batch are decided (schema evolution, quarantine) in the order they were uploaded
     (S3 event time), not in the order their notifications happened to arrive; ties by file id."""
     return (f.event_time.timestamp() if f.event_time is not None else float("inf"), f.file_id)
+
+
+def newest_per_key(files: list[FileWork]) -> tuple[list[FileWork], list[FileWork]]:
+    """(the newest offered version of each key, in the given order; the older ones). Two versions
+    of one key never share a batch: the older waits until the newer is settled, and is then loaded
+    (``on_overwrite = append``) or found superseded (``replace``)."""
+    newest: dict[tuple[str, str], FileWork] = {}
+    for f in files:
+        best = newest.get((f.bucket, f.key))
+        if best is None or upload_order(f) > upload_order(best):
+            newest[(f.bucket, f.key)] = f
+    chosen = {id(f) for f in newest.values()}
+    return [f for f in files if id(f) in chosen], [f for f in files if id(f) not in chosen]

@@ -14,9 +14,10 @@ GONE: Final = "GONE"
 SKIPPED: Final = "SKIPPED"
 QUARANTINED: Final = "QUARANTINED"
 REJECTED: Final = "REJECTED"
+REPLACED: Final = "REPLACED"  # on_overwrite = replace: a newer version of the object replaced its rows
 
 #: Statuses after which a message about the file can be acked.
-TERMINAL: Final = frozenset({LOADED, FAILED, GONE, SKIPPED, QUARANTINED, REJECTED})
+TERMINAL: Final = frozenset({LOADED, FAILED, GONE, SKIPPED, QUARANTINED, REJECTED, REPLACED})
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,6 +111,17 @@ class Metrics:
         self.spark_reconnects = Counter(
             "icefeed_spark_reconnects_total", "Spark Connect sessions re-created after a lost one", registry=r
         )
+        self.table_locks_lost = Counter(
+            "icefeed_table_locks_lost_total", "Table commit locks whose connection died while held", registry=r
+        )
+        self.batch_leases_lost = Counter(
+            "icefeed_batch_leases_lost_total", "Batches a sweeper took over while this worker wrote them", registry=r
+        )
+        self.zombie_rows_removed = Counter(
+            "icefeed_zombie_rows_removed_total",
+            "Rows of released batches that landed after all, found and deleted by the audit",
+            registry=r,
+        )
         self.commit_conflicts = Counter(
             "icefeed_commit_conflicts_total", "Iceberg commits refused by a concurrent commit", registry=r
         )

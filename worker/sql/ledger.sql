@@ -18,11 +18,20 @@ UPDATE files SET status = $2, error_class = $3, error_message = $4, finished_at 
 WHERE id = ANY($1::bigint[]) AND status = 'PENDING'
 RETURNING id;
 
+-- name: lock_keys
+-- Part of the claim transaction: serialize claims of the same keys (sorted, so never a deadlock),
+-- so that two versions of one key are never in two open batches.
+SELECT count(pg_advisory_xact_lock(hashtext('icefeed-key'), hashtext(k)))
+  FROM (SELECT k FROM unnest($1::text[]) AS k ORDER BY k) AS keys;
+
 -- name: claim_files
--- Part of the claim transaction: take PENDING files, skipping rows another worker holds.
+-- Part of the claim transaction: take PENDING files, skipping rows another worker holds and files
+-- whose key has another version in an open batch (it is claimed once that batch is settled).
 WITH claimable AS (
-    SELECT id FROM files
+    SELECT id FROM files f
     WHERE id = ANY($1::bigint[]) AND status = 'PENDING'
+      AND NOT EXISTS (SELECT 1 FROM files o
+                       WHERE o.bucket = f.bucket AND o.key = f.key AND o.id <> f.id AND o.status = 'CLAIMED')
     ORDER BY id
     FOR UPDATE SKIP LOCKED
 )
@@ -76,8 +85,10 @@ UPDATE files f
  WHERE f.id = v.id AND f.batch_id = $1 AND f.status = 'CLAIMED';
 
 -- name: extend_batches
+-- Returns the batches still this owner's: a missing one was taken over by a sweeper.
 UPDATE batches SET lease_expires_at = now() + make_interval(secs => $3)
- WHERE id = ANY($1::uuid[]) AND lease_owner = $2 AND status = 'WRITING';
+ WHERE id = ANY($1::uuid[]) AND lease_owner = $2 AND status = 'WRITING'
+RETURNING id;
 
 -- name: expire_batches
 -- Shutdown: hand unfinished batches to any worker's sweeper at once.
@@ -97,7 +108,7 @@ UPDATE batches b
 RETURNING b.id, b.ingestion, b.table_name;
 
 -- name: batch_files
-SELECT id, bucket, key, etag, size_bytes FROM files WHERE batch_id = $1 AND status = 'CLAIMED' ORDER BY id;
+SELECT id, ingestion, bucket, key, etag, size_bytes, event_time FROM files WHERE batch_id = $1 AND status = 'CLAIMED' ORDER BY id;
 
 -- name: reject_message
 INSERT INTO rejected_messages (queue_url, message_id, receive_count, reason, body)
@@ -118,6 +129,62 @@ SELECT pg_try_advisory_lock(hashtext('icefeed-table'), hashtext($1::text));
 
 -- name: table_unlock
 SELECT pg_advisory_unlock(hashtext('icefeed-table'), hashtext($1::text));
+
+-- name: lock_alive
+-- A round trip on the lock's own connection: a session advisory lock lives as long as its session.
+SELECT 1;
+
+-- name: fence_batch_row
+-- The fence, step 1 (one transaction on the table-lock connection): the batch is still WRITING
+-- and this owner's.
+SELECT table_name FROM batches WHERE id = $1 AND status = 'WRITING' AND lease_owner = $2 FOR UPDATE;
+
+-- name: fence_slot
+-- The fence, step 2: the table's writer slot (created free for a new table) and whether the batch
+-- holding it may still be appending (WRITING after its own fence).
+WITH created AS (
+    INSERT INTO table_writers (table_name, batch_id) VALUES ($1, $2)
+    ON CONFLICT (table_name) DO NOTHING
+    RETURNING batch_id
+)
+SELECT w.batch_id, (b.status = 'WRITING' AND b.write_started_at IS NOT NULL) AS busy
+  FROM table_writers w LEFT JOIN batches b ON b.id = w.batch_id
+ WHERE w.table_name = $1 AND NOT EXISTS (SELECT 1 FROM created)
+   FOR UPDATE OF w;
+
+-- name: fence_take
+-- The fence, step 3: the slot is this batch's, the lease renewed, the engine session recorded.
+WITH slot AS (
+    UPDATE table_writers SET batch_id = $1, since = now() WHERE table_name = $4
+)
+UPDATE batches
+   SET lease_expires_at = now() + make_interval(secs => $3), engine_session = $5, write_started_at = now()
+ WHERE id = $1 AND status = 'WRITING' AND lease_owner = $2
+RETURNING id;
+
+-- name: engine_work
+SELECT engine_session, extract(epoch FROM now() - write_started_at) AS started_s_ago
+  FROM batches WHERE id = $1;
+
+-- name: audit_candidates
+-- Released batches that had started an append, past the window in which a detached append could
+-- still commit, not yet audited: claimed for one sweeper (audited_at set now).
+UPDATE batches b SET audited_at = now()
+ WHERE b.id IN (
+        SELECT id FROM batches
+         WHERE status = 'ABORTED' AND write_started_at IS NOT NULL AND audited_at IS NULL
+           AND finished_at < now() - make_interval(secs => $1)
+         ORDER BY finished_at
+         LIMIT $2
+           FOR UPDATE SKIP LOCKED)
+RETURNING b.id, b.table_name;
+
+-- name: mark_audited
+-- $2 NULL: the audit could not run; it is tried again by a later sweep.
+UPDATE batches
+   SET zombie_rows = COALESCE(zombie_rows, 0) + COALESCE($2, 0),
+       audited_at = CASE WHEN $2::bigint IS NULL THEN NULL ELSE audited_at END
+ WHERE id = $1;
 
 -- name: record_schema_version
 INSERT INTO schema_versions (table_name, version, schema, changes, ingestion, first_file, batch_id)
@@ -179,12 +246,27 @@ RETURNING id;
 -- name: latest_schema
 SELECT schema FROM schema_versions WHERE table_name = $1 ORDER BY version DESC LIMIT 1;
 
--- name: replaced_candidates
--- on_overwrite = replace: files of a batch whose key already has LOADED rows from another version.
-SELECT DISTINCT f.id
+-- name: replace_plan
+-- on_overwrite = replace, decided under the table lock: per file of a batch, whether its key has
+-- an OLDER loaded version (its rows are replaced) or a NEWER loaded or replaced one (this file is
+-- superseded). Newer: by S3 sequencer when both have one (hex, right-padded), else by event time,
+-- else by arrival (file id).
+SELECT f.id,
+       bool_or(p.status = 'LOADED' AND NOT o.newer) AS replaces,
+       bool_or(p.status IN ('LOADED', 'REPLACED') AND o.newer) AS superseded
   FROM files f
   JOIN files p ON p.bucket = f.bucket AND p.key = f.key AND p.id <> f.id
- WHERE f.id = ANY($1::bigint[]) AND p.status = 'LOADED';
+ CROSS JOIN LATERAL (
+       SELECT CASE
+              WHEN f.sequencer IS NOT NULL AND p.sequencer IS NOT NULL
+                   THEN rpad(upper(p.sequencer), greatest(length(p.sequencer), length(f.sequencer)), '0')
+                      > rpad(upper(f.sequencer), greatest(length(p.sequencer), length(f.sequencer)), '0')
+              WHEN f.event_time IS NOT NULL AND p.event_time IS NOT NULL AND p.event_time <> f.event_time
+                   THEN p.event_time > f.event_time
+              ELSE p.id > f.id
+              END AS newer) AS o
+ WHERE f.id = ANY($1::bigint[])
+ GROUP BY f.id;
 
 -- name: mark_replaced
 -- In the finalize transaction: older LOADED versions of the keys a batch replaced.
