@@ -66,6 +66,9 @@ except ImportError:  # pragma: no cover - code before the fence
 
 
 REPLACED = "REPLACED"
+#: The ports of the fence (worker/ports.py): ``write`` no longer deletes replaced rows (the pipeline
+#: calls ``delete_replaced`` after the append).
+FENCED_PORTS = "session_id" in WriteRequest.__dataclass_fields__
 WRITING, COMMITTED, ABORTED = "WRITING", "COMMITTED", "ABORTED"
 
 
@@ -137,14 +140,18 @@ class FakeTableLock:
 
     def _check(self) -> None:
         if not self.conn.alive:
-            raise TransientError("PostgreSQL: connection lost", error_class="PgConnectionLost")
+            self.lost.set()
+            raise TransientError("PostgreSQL: lock connection lost", error_class="PgConnectionLost")
 
     async def fence(self, batch_id: UUID, owner: str, table: str, session_id: str, ttl_s: int) -> Fence:
         self._check()
         return self.ledger.fence_now(batch_id, owner, table, session_id, ttl_s)
 
     async def held(self) -> bool:
-        self._check()
+        """A round trip on the lock's connection (False, and ``lost`` set, if it died)."""
+        if not self.conn.alive:
+            self.lost.set()
+            return False
         return self.ledger.locks.get(self.table) is self
 
 
@@ -155,6 +162,7 @@ class FakeLedger:
 
     clock: Callable[[], float] = loop_clock
     serialize_keys: bool = True
+    lost_notice_s: float = 0.0  # how long until a lock's holder notices its connection died
     files: dict[int, FileRow] = field(default_factory=dict)
     batches: dict[UUID, BatchRow] = field(default_factory=dict)
     identities: dict[tuple[str, str, str], int] = field(default_factory=dict)
@@ -346,7 +354,7 @@ class FakeLedger:
 
     async def batch_files(self, batch_id: UUID) -> list[FileWork]:
         rows = sorted((r for r in self.files.values() if r.batch_id == batch_id and r.status == CLAIMED), key=_id)
-        return [FileWork(r.id, "", r.bucket, r.key, r.etag, r.size or 0) for r in rows]
+        return [FileWork(r.id, r.ingestion, r.bucket, r.key, r.etag, r.size or 0, r.event_time) for r in rows]
 
     # -- schema (minimal) ---------------------------------------------------------------------
 
@@ -383,18 +391,21 @@ class FakeLedger:
         return a.id > b.id
 
     async def replace_plan(self, file_ids: list[int]) -> tuple[set[int], set[int]]:
+        """(files whose key has an OLDER loaded version, files whose key has a NEWER loaded or
+        replaced version)."""
         replace: set[int] = set()
         superseded: set[int] = set()
         for i in file_ids:
             f = self.files[i]
             for p in self.files.values():
-                if p.bucket != f.bucket or p.key != f.key or p.id == i or p.status != LOADED:
+                if p.bucket != f.bucket or p.key != f.key or p.id == i:
                     continue
-                if self.newer(p, f):
-                    superseded.add(i)
-                else:
+                newer = self.newer(p, f)
+                if p.status == LOADED and not newer:
                     replace.add(i)
-        return replace - superseded, superseded
+                if p.status in (LOADED, REPLACED) and newer:
+                    superseded.add(i)
+        return replace, superseded
 
     # -- the table lock and the fence -------------------------------------------------------------
 
@@ -421,11 +432,15 @@ class FakeLedger:
                 self._note("lock_released", table)
 
     def kill_connection(self, lock: FakeTableLock) -> None:
-        """The lock's backend is gone (pg_terminate_backend, failover): the lock is free."""
+        """The lock's backend is gone (pg_terminate_backend, failover): the lock is free at once;
+        its holder notices (``lost``) after ``lost_notice_s``, or at its next round trip on it."""
         lock.conn.alive = False
         if self.locks.get(lock.table) is lock:
             del self.locks[lock.table]
-        lock.lost.set()
+        if self.lost_notice_s <= 0:
+            lock.lost.set()
+        else:
+            asyncio.get_running_loop().call_later(self.lost_notice_s, lock.lost.set)
         self._note("lock_lost", lock.table)
 
     def fence_now(self, batch_id: UUID, owner: str, table: str, session_id: str, ttl_s: int) -> Fence:
@@ -433,8 +448,10 @@ class FakeLedger:
         if b is None:
             return Fence(False, "lease_lost")
         previous = self.writers.get(table)
-        if previous is not None and previous != batch_id and self.batches[previous].status == WRITING:
-            return Fence(False, "writer_busy", previous)
+        if previous is not None and previous != batch_id:
+            p = self.batches[previous]
+            if p.status == WRITING and p.write_started_at is not None:  # its append may be running
+                return Fence(False, "writer_busy", previous)
         self.writers[table] = batch_id
         now = self.clock()
         b.expires, b.engine_session, b.write_started_at = now + ttl_s, session_id, now
@@ -459,11 +476,16 @@ class FakeLedger:
             and b.finished_at < now - delay_s
         ]
         due.sort(key=lambda b: (b.finished_at or 0.0, b.id.int))
+        for b in due[:limit]:  # claimed for this sweeper
+            b.audited = True
         return [AuditBatch(b.id, b.table) for b in due[:limit]]
 
-    async def mark_audited(self, batch_id: UUID, rows_removed: int) -> None:
+    async def mark_audited(self, batch_id: UUID, rows_removed: int | None) -> None:
+        """``rows_removed`` None: the audit could not run; a later sweep tries again."""
         b = self.batches[batch_id]
-        b.audited, b.rows_removed = True, rows_removed
+        b.rows_removed = (b.rows_removed or 0) + (rows_removed or 0)
+        if rows_removed is None:
+            b.audited = False
 
 
 def _id(row: FileRow) -> int:
@@ -662,6 +684,8 @@ class EngineOp:
     session: str
     client: str
     started: float
+    number: int
+    fault: WriteFault
     appending_since: float | None = None
     committed: bool = False
     killed: str = ""
@@ -671,11 +695,16 @@ class EngineOp:
 
 @dataclass(frozen=True, slots=True)
 class WriteFault:
-    """What happens to one write (by its number): ``fail`` "before" (nothing written) or "after"
-    (committed, the answer lost), ``slow_s`` extra seconds in the append."""
+    """What happens to one write (by its number): ``fail`` "before" (nothing written), "after"
+    (committed, the answer lost) or "stream" (the client's call fails 0.3 s in, the engine goes
+    on); ``slow_s`` extra seconds in the append; ``ignore_stop``: a stop of its session is
+    confirmed but the append goes on (a lost interrupt); ``unconfirmed``: the engine cannot
+    confirm a stop of its session (``stop`` returns False, the append goes on)."""
 
     fail: str = ""
     slow_s: float = 0.0
+    ignore_stop: bool = False
+    unconfirmed: bool = False
 
 
 class FakeEngine:
@@ -729,9 +758,12 @@ class FakeEngine:
     async def stop(self, session_id: str) -> bool:
         if self.clock() < self.unreachable_until:
             return False
+        running = [op for op in self.ops if op.session == session_id and not op.committed and not op.killed]
+        if any(op.fault.unconfirmed for op in running):
+            return False
         self.sessions[session_id] = "stopped"
         for op in self.ops:
-            if op.session == session_id and not op.committed:
+            if op.session == session_id and not op.committed and not op.fault.ignore_stop:
                 self._kill(op, "session stopped")
         return True
 
@@ -739,7 +771,7 @@ class FakeEngine:
         with contextlib.suppress(TransientError):
             self._reach()
             for op in self.ops:
-                if op.request.batch_id == batch_id and not op.committed:
+                if op.request.batch_id == batch_id and not op.committed and not op.fault.ignore_stop:
                     self._kill(op, "interrupted")
 
     def _kill(self, op: EngineOp, why: str) -> None:
@@ -788,10 +820,14 @@ class FakeEngine:
         t.version += 1
         self._note(what, (table, t.version))
 
-    async def delete_batch_rows(self, table: str, batch_id: UUID) -> int:
+    async def delete_batch_rows(self, table: str, batch_id: UUID, sources: list[str] | None = None) -> int:
+        """Rows of one batch (only those of ``sources`` if given): the audit's repair."""
         self._reach()
         t = self.table(table)
-        kept = [r for r in t.rows if r["_batch_id"] != str(batch_id)]
+        only = None if sources is None else set(sources)
+        kept = [
+            r for r in t.rows if not (r["_batch_id"] == str(batch_id) and (only is None or r["_source_file"] in only))
+        ]
         removed = len(t.rows) - len(kept)
         if removed:
             self._commit(table, kept, "batch_rows_deleted")
@@ -816,9 +852,13 @@ class FakeEngine:
         fault = self.faults.get(self.writes, WriteFault())
         if fault.fail == "before":
             raise TransientError("Spark Connect unavailable: socket closed", error_class="SparkUnavailable")
-        op = EngineOp(request, session, self.client(), self.clock())
+        op = EngineOp(request, session, self.client(), self.clock(), self.writes, fault)
         self.ops.append(op)
         task = asyncio.get_running_loop().create_task(self._run(op, fault))
+        if fault.fail == "stream":  # the client's stream breaks; the operation runs on
+            await asyncio.wait({task}, timeout=0.3)
+            if not task.done():
+                raise TransientError("Spark Connect unavailable: socket closed", error_class="SparkUnavailable")
         result = await asyncio.shield(task)
         if fault.fail == "after":
             raise TransientError("Spark Connect unavailable: deadline exceeded", error_class="SparkUnavailable")
@@ -861,7 +901,7 @@ class FakeEngine:
         existed = t.schema is not None
         t.schema = plan.target
         replaced = {f.source_file for f in req.files if f.file_id in req.replace and f.file_id in plan.loaded}
-        if replaced and existed:  # before the fence: the delete is its own commit, before the append
+        if replaced and existed and not FENCED_PORTS:  # before the fence: a commit of its own, before the append
             await self.delete_replaced(req.table, sorted(replaced), req.batch_id)
         new = [
             {**r, "_source_file": f.source_file, "_batch_id": str(req.batch_id)}
@@ -877,7 +917,7 @@ class FakeEngine:
                 self.overlaps.append((req.table, other.request.batch_id, req.batch_id))
         if req.on_append is not None:
             req.on_append()
-        self._note("append_started", (req.table, req.batch_id, op.client))
+        self._note("append_started", (req.table, req.batch_id, op.client, op.number))
         await self._pause(op, self.append_s + fault.slow_s)
         gate = self.gates.get("before_commit")
         if gate is not None and not op.killed:
@@ -893,6 +933,7 @@ class FakeEngine:
                 raise TransientError("CommitFailedException: concurrent update", error_class="CommitConflict")
             self._commit(req.table, base + new, "appended")
             op.committed = True
+            self._note("op_committed", op)
         finally:
             op.appending_since = None
         if any(f.file_id not in local for f in req.files if f.file_id in plan.loaded):

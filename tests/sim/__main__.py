@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, help="run one seed and print its trace")
     parser.add_argument("--kinds", default=",".join(FAULT_KINDS), help="fault kinds to draw from")
     parser.add_argument("--show", type=int, default=3, help="failing seeds whose trace is printed")
+    parser.add_argument("--first", action="store_true", help="stop at the first failing seed")
+    parser.add_argument("--skip", default="", help="comma-separated seeds not to run (known failures)")
     args = parser.parse_args(argv)
     kinds = tuple(k for k in args.kinds.split(",") if k)
     unknown = set(kinds) - set(FAULT_KINDS)
@@ -34,18 +36,25 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     failed = []
     faults: Counter[str] = Counter()
+    skip = {int(s) for s in args.skip.split(",") if s}
+    ran = 0
     for seed in range(args.start, args.start + args.seeds):
+        if seed in skip:
+            continue
+        ran += 1
         result = simulate(seed, kinds)
         faults.update(result.fault_kinds)
         if not result.ok:
             failed.append(result)
             print(f"seed {seed}: FAILED: {'; '.join(result.violations)[:300]}", flush=True)
+            if args.first:
+                break
     elapsed = time.monotonic() - started
     for result in failed[: args.show]:
         print("\n" + result.report())
     mix = ", ".join(f"{k} {faults[k]}" for k in FAULT_KINDS if faults[k])
     print(
-        f"\n{args.seeds - len(failed)} of {args.seeds} seeds passed (seeds {args.start}..{args.start + args.seeds - 1},"
+        f"\n{ran - len(failed)} of {ran} seeds passed (seeds {args.start}..{seed},"
         f" {elapsed:.1f} s); faults injected: {mix or 'none'}"
     )
     if failed:

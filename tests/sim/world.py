@@ -91,6 +91,8 @@ FAULT_KINDS = (
     "overwrite",
     "delete",
     "sweep",
+    "zombie",
+    "stuck_stop",
 )
 
 
@@ -147,7 +149,9 @@ class Fault:
             "crash": f"crash w{self.slot} at its call #{self.step} ({self.mode} the call)",
             "freeze": f"freeze w{self.slot} at its call #{self.step} for {self.seconds:g} s",
             "lock_drop": f"drop the connection of table lock #{self.step} {self.seconds:g} s after it is taken",
-            "engine_fail": f"engine write #{self.step} fails {self.mode} its commit",
+            "engine_fail": f"engine write #{self.step} fails {self.mode} its commit"
+            if self.mode != "stream"
+            else f"engine write #{self.step}: its client's stream breaks 0.3 s in, the append goes on",
             "engine_slow": f"engine write #{self.step} is {self.seconds:g} s slower",
             "engine_unreachable": f"engine unreachable at t={self.at:g} for {self.seconds:g} s",
             "redeliver": f"a message in flight is delivered again at t={self.at:g}",
@@ -155,6 +159,11 @@ class Fault:
             "overwrite": f"an object is overwritten at w{self.slot}'s call #{self.step}",
             "delete": f"an object is deleted at w{self.slot}'s call #{self.step}",
             "sweep": f"a sweep runs at t={self.at:g}",
+            "stuck_stop": f"engine write #{self.step} is 10 s slower, its worker dies 0.5 s into the append and "
+            "the engine cannot confirm a stop of its session (the append runs on within the engine's limit)",
+            "zombie": f"engine write #{self.step} is 10 s slower, its worker dies 0.5 s into the append, and the "
+            "engine confirms the stop of its session but lets it commit (a lost interrupt; concurrent commits "
+            "to one table fail, as in an Iceberg catalog)",
         }
         return bits[self.kind]
 
@@ -178,6 +187,15 @@ class Scenario:
     detached_limit_s: float | None
     in_flight: int
     max_files: int
+    lost_notice_s: float = 0.0
+
+    @property
+    def detached_setting_s(self) -> int:
+        """ICEFEED_SPARK_DETACHED_LIMIT_S as measured for this engine: at least as long as it
+        keeps a detached append running (without a limit: as long as the slowest append)."""
+        if self.detached_limit_s is None:
+            return int(self.append_s + 31)
+        return int(self.detached_limit_s) + 1
 
     def describe(self) -> str:
         up = ", ".join(
@@ -218,7 +236,7 @@ def scenario(seed: int, kinds: tuple[str, ...] = FAULT_KINDS, overwrites: bool =
         elif kind == "lock_drop":
             faults.append(Fault(kind, step=rng.randint(1, 8), seconds=round(rng.uniform(0, 1.5), 3)))
         elif kind == "engine_fail":
-            faults.append(Fault(kind, step=rng.randint(1, 8), mode=rng.choice(["before", "after"])))
+            faults.append(Fault(kind, step=rng.randint(1, 8), mode=rng.choice(["before", "after", "stream"])))
         elif kind == "engine_slow":
             faults.append(Fault(kind, step=rng.randint(1, 8), seconds=rng.choice([3.0, 10.0, 30.0])))
         elif kind == "engine_unreachable":
@@ -227,6 +245,8 @@ def scenario(seed: int, kinds: tuple[str, ...] = FAULT_KINDS, overwrites: bool =
             faults.append(Fault(kind, at=round(rng.uniform(0, 30), 3)))
         elif kind == "duplicate":
             faults.append(Fault(kind))
+        elif kind in ("zombie", "stuck_stop"):
+            faults.append(Fault(kind, step=rng.randint(1, 6)))
         else:  # overwrite, delete
             faults.append(Fault(kind, slot, step))
     return Scenario(
@@ -238,6 +258,7 @@ def scenario(seed: int, kinds: tuple[str, ...] = FAULT_KINDS, overwrites: bool =
         detached_limit_s=rng.choice([None, 0.0, 15.0, 60.0]),
         in_flight=rng.choice([1, 2]),
         max_files=rng.choice([1, 3, 6]),
+        lost_notice_s=rng.choice([0.0, 1.0, 5.0]),
     )
 
 
@@ -250,10 +271,12 @@ def sim_settings(worker_id: str, sc: Scenario) -> Settings:
     from worker.settings import LeaseSettings, SparkSettings
 
     if "detached_limit_s" in SparkSettings.model_fields:  # the fence: release waits out the engine's limit
-        spark["detached_limit_s"] = 60 if sc.detached_limit_s is None else max(1, int(sc.detached_limit_s))
-    for name, value in (("audit_delay_s", 2), ("audit_interval_s", 1.0)):
+        spark["detached_limit_s"] = sc.detached_setting_s
+    for name, value in (("audit_delay_s", sc.detached_setting_s + 5), ("lock_check_s", 1.0)):
         if name in LeaseSettings.model_fields:
             lease[name] = value
+    if "recovery_lock_wait_s" in LeaseSettings.model_fields:
+        lease["recovery_lock_wait_s"] = 2.0
     return load_settings(
         worker_id=worker_id,
         sqs={
@@ -450,12 +473,14 @@ class World:
         self.trace = Trace(clock)
         self.over = False
         self.never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.ledger = FakeLedger(clock, serialize_keys=FENCED)
+        self.ledger = FakeLedger(clock, serialize_keys=FENCED, lost_notice_s=sc.lost_notice_s)
         self.queue = FakeQueue(clock, rng=self.rng, max_receives=8)
         self.store = FakeStore()
         self.engine = FakeEngine(self.store, clock, client=WORKER.get)
         self.engine.append_s = sc.append_s
         self.engine.detached_limit_s = sc.detached_limit_s
+        if any(f.kind == "zombie" for f in sc.faults):  # only the audit can repair it: no lost updates
+            self.engine.overlap = "conflict"
         self.versions: dict[str, Version] = {}  # by etag
         self.events: dict[str, list[tuple[str, str]]] = {}  # message id -> (key, etag)
         self.violations: list[str] = []
@@ -472,17 +497,30 @@ class World:
         for f in sc.faults:
             if f.kind in ("crash", "freeze", "overwrite", "delete"):
                 self.gate_faults.setdefault((f.slot, f"w{f.slot}", f.step), []).append(f)
-            elif f.kind in ("engine_fail", "engine_slow"):
+            elif f.kind in ("engine_fail", "engine_slow", "zombie", "stuck_stop"):
                 was = self.engine.faults.get(f.step, WriteFault())
                 fail = f.mode if f.kind == "engine_fail" else was.fail
-                self.engine.faults[f.step] = WriteFault(fail, f.seconds if f.kind == "engine_slow" else was.slow_s)
+                slow = f.seconds if f.kind == "engine_slow" else 10.0 if f.kind != "engine_fail" else was.slow_s
+                self.engine.faults[f.step] = WriteFault(
+                    fail, slow, was.ignore_stop or f.kind == "zombie", was.unconfirmed or f.kind == "stuck_stop"
+                )
 
     # -- tracing hooks -------------------------------------------------------------------------
 
     def _engine_change(self, what: str, detail: Any) -> None:
         if what == "append_started":
-            table, batch_id, _client = detail
-            self.trace.add(f"engine: append of batch {str(batch_id)[:8]} to {table} started")
+            table, batch_id, client, number = detail
+            self.trace.add(f"engine: append #{number} (batch {str(batch_id)[:8]}) to {table} started")
+            if any(f.kind in ("zombie", "stuck_stop") and f.step == number for f in self.sc.faults):
+                asyncio.get_running_loop().call_later(0.5, self._kill_client, client)
+        elif what == "op_committed":
+            b = self.ledger.batches.get(detail.request.batch_id)
+            self.trace.add(f"engine: append #{detail.number} (batch {str(detail.request.batch_id)[:8]}) committed")
+            if b is not None and b.status != WRITING and not detail.fault.ignore_stop:
+                self.violation(
+                    f"batch {str(b.id)[:8]} committed rows after it was {b.status}, though the engine kept its "
+                    "promises (stops honoured, detached appends within the limit)"
+                )
         elif what == "op_killed":
             self.trace.add(f"engine: the operation of batch {str(detail[0])[:8]} ended: {detail[1]}")
         else:
@@ -504,6 +542,11 @@ class World:
             self.trace.add(f"ledger: batch {str(detail[0])[:8]} fenced (writer slot taken)")
         else:
             self.trace.add(f"ledger: {what} {detail}")
+
+    def _kill_client(self, client: str) -> None:
+        for w in self.workers.values():
+            if w.name == client and not w.crashed:
+                w.crash()
 
     def label(self, file_id: int) -> str:
         row = self.ledger.files.get(file_id)
@@ -663,7 +706,7 @@ class World:
                 self.violation(f"{v.label}: rows under another file's name")
         for key in sorted({v.key for v in self.versions.values() if v.key.startswith("rp/")}):
             self._check_replace(key, rows_by_label)
-        for table, first, second in self.engine.overlaps:
+        for table, first, second in self.engine.overlaps if self.engine.overlap == "overwrite" else []:
             self.violation(f"{table}: appends of batches {str(first)[:8]} and {str(second)[:8]} overlapped")
         for m in self.queue.dlq.get(QUEUE, []):
             for key, etag in self._files_of(m):
@@ -746,7 +789,7 @@ async def _main(world: World) -> None:
         w.start()
     last_upload = max((u.at for u in sc.uploads), default=0.0)
     settle = None
-    window = 20.0
+    window = 20.0 + (sc.detached_setting_s + 10 if FENCED else 0)  # the audit's repair window
     while world.clock.now < DEADLINE_S:
         await asyncio.sleep(1.0)
         if world.clock.now < last_upload + 1:
