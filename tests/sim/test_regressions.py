@@ -41,6 +41,7 @@ def test_fixed(seed: int) -> None:
     assert result.ok, result.report()
 
 
+@pytest.mark.skipif(not FENCED, reason="findings on the fenced code")
 @pytest.mark.xfail(strict=True, reason="open finding on the fenced code, reported to the lead")
 @pytest.mark.parametrize("seed", sorted(OPEN))
 def test_open(seed: int) -> None:

@@ -4,11 +4,12 @@ with every fault kind; ``make sim`` / ``make sim-long`` run more (docs/simulatio
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import pytest
 
 from tests.sim.test_regressions import OPEN
-from tests.sim.world import FENCED, simulate
+from tests.sim.world import FENCED, World, simulate
 
 BUDGET = int(os.environ.get("ICEFEED_SIM_SEEDS", "500"))
 
@@ -42,3 +43,31 @@ def test_one_seed_is_one_schedule() -> None:
     assert first.trace == again.trace
     assert first.fingerprint == again.fingerprint
     assert simulate(21).trace != first.trace
+
+
+def _duplicate_a_row(world: World) -> None:
+    table = world.engine.tables["cat.db.events"]
+    table.rows.append(dict(table.rows[0]))
+
+
+def _forget_a_file(world: World) -> None:
+    first = next(iter(world.ledger.files.values()))
+    first.status = "PENDING"
+
+
+def _orphan_rows(world: World) -> None:
+    batch = next(b for b in world.ledger.batches.values() if b.status == "COMMITTED" and b.rows)
+    batch.status = "ABORTED"
+
+
+@pytest.mark.parametrize(
+    ("tamper", "expected"),
+    [
+        (_duplicate_a_row, "table holds"),
+        (_forget_a_file, "not final"),
+        (_orphan_rows, "(ABORTED)"),
+    ],
+)
+def test_the_checks_see_a_broken_outcome(tamper: Callable[[World], None], expected: str) -> None:
+    result = simulate(1, kinds=(), tamper=tamper)
+    assert any(expected in v for v in result.violations), result.violations

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import hashlib
 import inspect
 import json
 import random
@@ -394,8 +395,6 @@ class Port:
 
     def __getattr__(self, attr: str) -> Any:
         value = getattr(self._target, attr)
-        if attr == "table_lock":
-            return self._table_lock
         if not inspect.iscoroutinefunction(value):
             return value
         w, what = self._w, f"{self._name}.{attr}"
@@ -736,7 +735,7 @@ class World:
     def fingerprint(self) -> str:
         files = [(f.id, f.key, f.status, f.rows) for f in self.ledger.files.values()]
         rows = sum(len(t.rows) for t in self.engine.tables.values())
-        return f"{len(self.trace.lines)}:{rows}:{hash(tuple(files))}"
+        return hashlib.sha256(repr((len(self.trace.lines), rows, files)).encode()).hexdigest()[:16]
 
 
 # --- running one seed ------------------------------------------------------------------------------
@@ -772,7 +771,7 @@ def _captured_logs(trace: Trace) -> Any:
         structlog.configure(**saved)
 
 
-async def _main(world: World) -> None:
+async def _main(world: World, tamper: Callable[[World], None] | None = None) -> None:
     sc = world.sc
     rng = random.Random(sc.seed * 31 + 7)
     worker.pipeline.uuid4 = lambda: UUID(int=rng.getrandbits(128), version=4)  # type: ignore[assignment]
@@ -801,12 +800,20 @@ async def _main(world: World) -> None:
                 break
         else:
             settle = None
+    if tamper is not None:  # tests of the checks themselves
+        tamper(world)
     world.trace.add("checking invariants", "check")
     world.check()
 
 
-def simulate(seed: int, kinds: tuple[str, ...] = FAULT_KINDS, overwrites: bool = True) -> Result:
-    """Run one seed: the same seed always gives the same schedule, faults and trace."""
+def simulate(
+    seed: int,
+    kinds: tuple[str, ...] = FAULT_KINDS,
+    overwrites: bool = True,
+    tamper: Callable[[World], None] | None = None,
+) -> Result:
+    """Run one seed: the same seed always gives the same schedule, faults and trace. ``tamper``
+    changes the world just before the final checks (to test the checks)."""
     sc = scenario(seed, kinds, overwrites)
     clock = VirtualClock()
     loop = VirtualLoop(clock)
@@ -820,7 +827,7 @@ def simulate(seed: int, kinds: tuple[str, ...] = FAULT_KINDS, overwrites: bool =
             world = World(sc, clock)
             trace_holder.append(world)
             with _captured_logs(world.trace):
-                await _main(world)
+                await _main(world, tamper)
 
         loop.run_until_complete(run())
     finally:
