@@ -23,7 +23,7 @@ from worker.settings import Settings, load_settings, require_queues
 log = structlog.get_logger("icefeed")
 
 
-async def run_worker(settings: Settings) -> None:
+async def run_worker(settings: Settings, redactor: Redactor) -> None:
     from prometheus_client import CollectorRegistry
 
     from worker.adapters.aws import AwsClients, S3Store, SqsSource
@@ -52,9 +52,17 @@ async def run_worker(settings: Settings) -> None:
             AwsClients(settings.aws, max_pool=max(50, 4 * settings.sqs.receivers)) as aws,
             AsyncExitStack() as operations,
         ):
-            pipeline = Pipeline(settings, routes, PgLedger(pool), S3Store(aws), sink, faults, metrics)
+            pipeline = Pipeline(
+                settings,
+                routes,
+                PgLedger(pool, scrub=redactor.scrub, lock_check_s=settings.lease.lock_check_s),
+                S3Store(aws),
+                sink,
+                faults,
+                metrics,
+            )
             runner = Runner(settings, pipeline, SqsSource(aws), metrics)
-            side = await _operations(operations, settings, metrics, runner, pool, sink, aws, stop)
+            side = await _operations(operations, settings, redactor, metrics, runner, pool, sink, aws, stop)
             await runner.run(stop, side)
     finally:
         await asyncio.to_thread(sink.close)
@@ -62,7 +70,15 @@ async def run_worker(settings: Settings) -> None:
 
 
 async def _operations(
-    stack: AsyncExitStack, settings: Settings, metrics: Any, runner: Any, pool: Any, sink: Any, aws: Any, stop: Any
+    stack: AsyncExitStack,
+    settings: Settings,
+    redactor: Redactor,
+    metrics: Any,
+    runner: Any,
+    pool: Any,
+    sink: Any,
+    aws: Any,
+    stop: Any,
 ) -> list[Any]:
     """The HTTP endpoint (/metrics, /healthz, /readyz) and the gauge refresher, as side tasks of
     the runner; nothing when ICEFEED_HTTP_PORT is 0. The port is bound here, before any receive."""
@@ -79,10 +95,10 @@ async def _operations(
         worker_probes(pool, sink, aws.sqs, settings.sqs.queue_urls),
         h.probe_timeout_s,
         h.ready_cache_s,
-        Redactor(settings_secrets(settings)).scrub,
+        redactor.scrub,
     )
     stack.push_async_callback(probes.close)
-    server = HealthServer(metrics, probes.run, runner_liveness(runner, stop.is_set), h.host, h.port)
+    server = HealthServer(metrics, probes.run, runner_liveness(runner, stop.is_set), h.host, h.port, redactor)
     try:
         await stack.enter_async_context(server)
     except OSError as error:
@@ -133,7 +149,7 @@ def cmd_stack_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_schema(args: argparse.Namespace, settings: Settings, redactor: Redactor) -> int:
     import orjson
 
     from worker import schema_admin
@@ -149,16 +165,17 @@ def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
         result = asyncio.run(schema_admin.approve(settings, args.proposal, resolution))
     else:
         result = asyncio.run(schema_admin.reject(settings, args.proposal))
+    result = redactor.redact(result)
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() if args.json else schema_admin.render(result))
     return 0
 
 
-def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_check(args: argparse.Namespace, settings: Settings, redactor: Redactor) -> int:
     import orjson
 
     from worker.probes import check_once, render, summary
 
-    results = asyncio.run(check_once(settings, args.timeout, Redactor(settings_secrets(settings)).scrub))
+    results = asyncio.run(check_once(settings, args.timeout, redactor.scrub))
     if args.json:
         document = {"ok": all(r.ok for r in results), "checks": [r.as_dict() for r in results]}
         print(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
@@ -220,34 +237,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = load_settings()
-    except ConfigError as error:
-        print(f"icefeed: {error}", file=sys.stderr)
+    except ConfigError as error:  # no secret is known yet: mask what looks like one
+        print(f"icefeed: {Redactor().scrub(str(error))}", file=sys.stderr)
         return 2
-    configure(settings.log_format, settings.log_level, settings_secrets(settings))
+    # Every secret is registered here, once; the same redactor masks logs, output and the ledger.
+    redactor = configure(settings.log_format, settings.log_level, settings_secrets(settings))
     try:
         if args.command == "run":
-            asyncio.run(run_worker(settings))
+            asyncio.run(run_worker(settings, redactor))
             _exit_abandoning_threads()
         elif args.command == "migrate":
             applied = asyncio.run(run_migrate(settings))
             print(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
         elif args.command == "check":
-            return cmd_check(args, settings)
+            return cmd_check(args, settings, redactor)
         elif args.command == "stack":
             return cmd_stack_up(args)
         elif args.command == "schema":
-            return cmd_schema(args, settings)
+            return cmd_schema(args, settings, redactor)
         elif args.command == "demo":
             from worker.demo import run_demo
 
             return run_demo(Path(args.workdir))
         elif args.command in operator_cli.COMMANDS:
-            return operator_cli.run(args, settings)
+            return operator_cli.run(args, settings, redactor)
     except ConfigError as error:
-        print(f"icefeed: {error}", file=sys.stderr)
+        print(f"icefeed: {redactor.scrub(str(error))}", file=sys.stderr)
         return 2
     except IcefeedError as error:
-        print(f"icefeed: {error.error_class}: {error}", file=sys.stderr)
+        print(f"icefeed: {error.error_class}: {redactor.scrub(str(error))}", file=sys.stderr)
+        return 1
+    except Exception as error:  # anything else: one scrubbed line, and a scrubbed traceback in the log
+        log.error("command_failed", command=args.command, error_class=type(error).__name__, exc_info=True)
+        print(f"icefeed: {type(error).__name__}: {redactor.scrub(str(error))}", file=sys.stderr)
         return 1
     return 0
 

@@ -4,8 +4,9 @@
 point is reached (``after_write_start``: 0.1 s after the append call began, so the engine is
 working on the commit when the worker dies); ``point=hold:/dir`` writes ``/dir/<point>.reached``
 and waits until ``/dir/<point>.release`` exists. Points: after_claim, after_fence (the batch
-holds the table's writer slot, its append not yet started), after_write_start, after_commit,
-after_finalize. Without the variable every ``hit`` is a dictionary lookup on an empty dict.
+holds the table's writer slot, its append not yet started), before_append (its last lock check
+passed: the append is the next call), after_write_start, after_commit, after_finalize. Without
+the variable every ``hit`` is a dictionary lookup on an empty dict.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import asyncio
 import os
 from pathlib import Path
 
-POINTS = frozenset({"after_claim", "after_fence", "after_write_start", "after_commit", "after_finalize"})
+POINTS = frozenset(
+    {"after_claim", "after_fence", "before_append", "after_write_start", "after_commit", "after_finalize"}
+)
 
 
 class Faults:

@@ -22,6 +22,7 @@ from worker.adapters.local_read import decode_json, worker_reads
 from worker.domain.batching import FileWork, halves, newest_per_key, upload_order
 from worker.domain.errors import DataError, IcefeedError, TransientError
 from worker.domain.events import FileEvent, Ignored, Malformed, parse_message, sequencer_newer
+from worker.domain.keys import UNSAFE_KEY, unsafe_key
 from worker.domain.outcomes import (
     CLAIMED,
     FAILED,
@@ -150,8 +151,16 @@ class Pipeline:
         ev = cand.event
         return not (ev.etag and ev.size is not None and self.worker_reads(cand.ingestion.name, ev.size))
 
+    def _unreadable_key(self, cand: _Candidate) -> str | None:
+        """Why the engine would not read this key as written (``.``/``..``/empty segments), or None.
+        A file the worker reads itself is fetched by its literal key, so any key is fine there."""
+        reason = unsafe_key(cand.event.key)
+        if reason is None or self.worker_reads(cand.ingestion.name, cand.event.size):
+            return None
+        return reason
+
     async def _register(self, candidates: list[_Candidate]) -> None:
-        checked = [c for c in candidates if self._needs_head(c)]
+        checked = [c for c in candidates if self._needs_head(c) and self._unreadable_key(c) is None]
         found = await asyncio.gather(
             *(self._head(c.event.bucket, c.event.key) for c in checked), return_exceptions=True
         )
@@ -171,7 +180,10 @@ class Pipeline:
             etag = ev.etag or (head.etag if head else "") or "unknown"
             size = ev.size if ev.size is not None else (head.size if head else None)
             verdict: tuple[str, str, str] | None = None
-            if not unchecked and head is None:  # unchecked: the worker's GET settles existence and etag
+            unsafe = self._unreadable_key(cand)
+            if unsafe is not None:
+                verdict = (FAILED, UNSAFE_KEY, unsafe)
+            elif not unchecked and head is None:  # unchecked: the worker's GET settles existence and etag
                 verdict = (GONE, "ObjectGone", "object no longer exists (deleted before it was loaded)")
             elif not unchecked and head is not None and ev.etag and head.etag != ev.etag:
                 verdict = (SKIPPED, "Superseded", f"object was overwritten: its etag is now {head.etag}")
@@ -386,6 +398,7 @@ class Pipeline:
             replace=frozenset(replacing - superseded),
             on_append=(lambda: loop.call_soon_threadsafe(appending.set)) if self.faults else None,
         )
+        await self.faults.hit("before_append")
         write = asyncio.ensure_future(self.sink.write(request))
         if self.faults:  # tests: die while the append is on its way to the engine
             waiter = asyncio.ensure_future(appending.wait())
@@ -605,6 +618,10 @@ class Pipeline:
             f for f in files if counts.get(f.source_file) and f.file_id not in settled and f.file_id not in local
         ]
         changed = await self._changed(by_path) if by_path else []
+        if changed and not dialect_for(self.settings.spark).supports_delete:
+            for f in changed:  # a format without DELETE (the test-only parquet tables) keeps them
+                log.error("file_version_changed", bucket=f.bucket, key=f.key, table=table, rows_removed=0)
+            changed = []
         if changed:
             sources = [f.source_file for f in changed]
             removed = await self.sink.delete_batch_rows(table, batch_id, sources)

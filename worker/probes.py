@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.domain.errors import ConfigError, IcefeedError
+from worker.domain.policy import table_collisions
 from worker.settings import Settings
 from worker.sql import queries
 
@@ -231,24 +232,53 @@ def ledger_probe(connect: Callable[[], Awaitable[Any]], settings: Settings) -> P
     return Probe("ledger", check, LEDGER_HINT)
 
 
-CATALOG_HINT = "create the database in the catalog, or fix the routes' table names and the cluster's catalog config"
+CATALOG_HINT = (
+    "create the database in the catalog, or fix the routes' table names and the cluster's catalog config; "
+    "a table with ambiguous columns: apply the repair named in the detail (docs/bad-input.md)"
+)
 NOTIFY_HINT = (
     "add an s3:ObjectCreated:* notification to the queue for each route's prefix/suffix (infra/terraform does); "
     "deliveries through SNS or EventBridge are not checked here"
 )
 
 
-def catalog_probe(settings: Settings, table_status: Callable[[str], Awaitable[str]]) -> Probe:
+def catalog_probe(
+    settings: Settings,
+    table_status: Callable[[str], Awaitable[str]],
+    table_columns: Callable[[str], Awaitable[list[str] | None]] | None = None,
+) -> Probe:
     """Each destination table exists, or its database is listable (the table is created on first
-    load). Read-only: no dry create."""
+    load), and no existing table holds a column that Spark cannot tell apart from icefeed's own
+    (or from another column). Read-only: no dry create, no repair."""
 
     async def check() -> str:
         from worker.routes import load_routes
 
         tables = sorted({i.table for i in load_routes(settings.routes_file).ingestion})
-        return "; ".join([f"{t}: {await table_status(t)}" for t in tables])
+        details, broken = [], []
+        for t in tables:
+            details.append(f"{t}: {await table_status(t)}")
+            columns = await table_columns(t) if table_columns is not None else None
+            broken += [
+                f"{t}: {problem}; repair: {column_repair(column)}"
+                for column, problem in table_collisions(columns or [])
+            ]
+        if broken:
+            raise ConfigError(
+                "table(s) with ambiguous columns, where every append and recovery probe fails: " + " | ".join(broken)
+            )
+        return "; ".join(details)
 
     return Probe("catalog", check, CATALOG_HINT)
+
+
+def column_repair(column: str) -> str:
+    """How an operator renames a column aside through the Iceberg catalog (pyiceberg), keeping its
+    values; the batches stuck on the table then settle on the next sweep."""
+    return (
+        f"rename it, e.g. with pyiceberg: `with table.update_schema() as u: u.rename_column({column!r}, "
+        f"{column + '_data'!r})` (or `u.delete_column({column!r})` if it holds no values)"
+    )
 
 
 def notifications_probe(settings: Settings, s3_client: Any, sqs_client: Any) -> Probe:
@@ -321,7 +351,7 @@ async def cli_probes(settings: Settings) -> AsyncIterator[list[Probe]]:
                 postgres_probe(fetchval),
                 ledger_probe(connect, settings),
                 spark_probe(sink.ping),
-                catalog_probe(settings, sink.table_status),
+                catalog_probe(settings, sink.table_status, sink.table_columns),
                 sqs_probe(sqs_attributes(aws.sqs), settings.sqs.queue_urls),
                 notifications_probe(settings, aws.s3, aws.sqs),
             ]

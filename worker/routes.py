@@ -13,7 +13,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from worker.domain.errors import ConfigError
-from worker.domain.policy import RESERVED_COLUMNS
+from worker.domain.keys import unsafe_key
+from worker.domain.policy import reserved_name
 from worker.domain.routing import RouteRule, overlapping_pairs
 from worker.domain.schema import DataType, SchemaError, parse_type
 
@@ -60,8 +61,8 @@ class _IngestionBase(_Model):
     @classmethod
     def _hints(cls, value: dict[str, str]) -> dict[str, str]:
         for column, text in value.items():
-            if not column or column in RESERVED_COLUMNS:
-                raise ValueError(f"cannot hint the reserved column {column!r}")
+            if not column or reserved_name(column) is not None:
+                raise ValueError(f"cannot hint the reserved column {column!r} (names compare ignoring case)")
             try:
                 parse_type(text)
             except SchemaError as exc:
@@ -102,6 +103,9 @@ class _IngestionBase(_Model):
     def _location(cls, value: str) -> str:
         if not LOCATION.match(value):
             raise ValueError("must be a URL like s3://bucket/path (letters, digits, . _ - / = @ only)")
+        scheme, rest = value.rstrip("/").split("://", 1)
+        if unsafe_key(rest[1:] if scheme == "file" else rest) is not None:
+            raise ValueError("must not contain '//', '.' or '..' path segments (engines rewrite such paths)")
         return value.rstrip("/")
 
     @property

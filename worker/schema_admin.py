@@ -90,12 +90,36 @@ def s3_notification(bucket: str, key: str, etag: str, size: int | None) -> str:
     return orjson.dumps({"Records": [record]}).decode()
 
 
-async def _proposal(conn: Any, proposal_id: int) -> Any:
+# Conflicts no approval can load: Spark could not tell the columns apart in the table.
+UNAPPROVABLE = {
+    "reserved_name": "a column named like one of icefeed's own columns (ignoring case)",
+    "duplicate_name": "a field spelled twice, differing only in case",
+}
+
+
+def unapprovable(proposal_id: int, changes: Any) -> str | None:
+    """Why a proposal cannot be approved, or None."""
+    listed = orjson.loads(changes) if isinstance(changes, str | bytes) else changes or []
+    kinds = sorted({c.get("kind") for c in listed} & set(UNAPPROVABLE))
+    if not kinds:
+        return None
+    what = " and ".join(UNAPPROVABLE[k] for k in kinds)
+    return (
+        f"proposal #{proposal_id}: its files have {what}, which no approval can load; rename the column in "
+        "the file and upload it again (the new version loads), then close this one: "
+        f"icefeed schema reject {proposal_id}"
+    )
+
+
+async def _proposal(conn: Any, proposal_id: int, approving: bool = False) -> Any:
     found = await conn.fetch(queries("ledger.sql")["proposals"], None, proposal_id)
     if not found:
         raise NotFound(f"no schema proposal #{proposal_id}")
     if found[0]["status"] != "PENDING":
         raise ConfigError(f"proposal #{proposal_id} is already {found[0]['status']}")
+    refusal = unapprovable(proposal_id, found[0]["changes"]) if approving else None
+    if refusal:
+        raise ConfigError(refusal)
     return found[0]
 
 
@@ -106,7 +130,7 @@ async def _resolve(
     pool = await connect_pool(settings.pg)
     try:
         async with pool.acquire() as conn, conn.transaction():
-            found = [await _proposal(conn, proposal_id)]
+            found = [await _proposal(conn, proposal_id, approving=status == "APPROVED")]
             await conn.fetchval(q["resolve_proposal"], proposal_id, status, resolution)
             if pinned is not None:
                 table = found[0]["table_name"]
@@ -173,7 +197,7 @@ async def _approve_as_string(settings: Settings, proposal_id: int) -> dict[str, 
     pool = await connect_pool(settings.pg)
     try:
         async with pool.acquire() as conn:
-            proposal = await _proposal(conn, proposal_id)
+            proposal = await _proposal(conn, proposal_id, approving=True)
         changes = orjson.loads(proposal["changes"]) if isinstance(proposal["changes"], str) else proposal["changes"]
         conflicts = [c for c in changes if c["kind"] == "type_conflict"]
         if not conflicts:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import urllib.parse
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -63,6 +64,22 @@ class SqsSettings(_Section):
         return value
 
 
+# ICEFEED_SPARK_DETACHED_LIMIT_S defaults, per dialect (measured: docs/engines.md).
+DETACHED_LIMIT_S = {"spark": 3900, "sail": 960}
+
+
+def spark_url_params(url: str) -> dict[str, str]:
+    """The ``;key=value`` parameters of a Spark Connect URL (``sc://host:port/;k=v;…``), read the
+    way the pyspark client reads them."""
+    parsed = urllib.parse.urlparse("http" + url[2:])
+    params = {}
+    for part in parsed.params.split(";"):
+        key, sep, value = part.partition("=")
+        if sep:
+            params[key] = urllib.parse.unquote(value)
+    return params
+
+
 class SparkSettings(_Section):
     # sc://host:port/;token=…;use_ssl=true;user_id=… — may carry a token: a secret.
     url: SecretStr = SecretStr("sc://127.0.0.1:15002")
@@ -77,9 +94,6 @@ class SparkSettings(_Section):
     # JSON / JSON-lines files up to this size are fetched by the worker (one GET) and handed to the
     # engine as Arrow, a batch at a time; larger ones are read by the engine. 0: the engine reads all.
     worker_read_max_bytes: int = Field(8 * 1024 * 1024, ge=0)
-    # How long the engine may keep an append running after its client is gone (docs/engines.md): a
-    # batch whose engine session could not be confirmed stopped is released only after this.
-    detached_limit_s: int = Field(330, ge=0, le=86400)
     # The tables' format: "iceberg", or "parquet" (plain Spark tables: for testing against Apache
     # Spark without an Iceberg runtime; only new top-level columns, no on_overwrite = replace).
     # Engine and format differences live in worker/adapters/dialects.py.
@@ -87,12 +101,33 @@ class SparkSettings(_Section):
     # Test-only: read source objects from <source_root>/<bucket>/<key> (a file:// mirror) instead
     # of s3://<bucket>/<key>, for an engine without S3 access (tests/spark4). Empty in production.
     source_root: str = ""
+    # How long the engine may keep running a write after its client is gone (killed, frozen,
+    # disconnected), in seconds: a batch whose engine session could not be stopped for certain is
+    # released only after this. 0 (or unset): the dialect's default, from measurements
+    # (docs/engines.md). On both engines a SIGKILLed client's append ran on and committed (Apache
+    # Spark 4: 597 s after the kill; Sail: 36 s, at its natural end); what ends such an execution is
+    # the expiry of its idle session: Spark's spark.connect.session.manager.defaultSessionTimeout
+    # (60 min) + one maintenance interval (30 s) -> 3900; Sail's spark.session_timeout_secs (15 min)
+    # -> 960. Lower it only with the server's session timeout.
+    detached_limit_s: int = Field(0, ge=0, le=86400)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _detached_default(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("detached_limit_s") in (None, 0, "0", ""):
+            dialect = data.get("dialect", "spark")
+            return {**data, "detached_limit_s": DETACHED_LIMIT_S.get(str(dialect), DETACHED_LIMIT_S["spark"])}
+        return data
 
     @field_validator("url")
     @classmethod
     def _sc(cls, value: SecretStr) -> SecretStr:
         if not value.get_secret_value().startswith("sc://"):
             raise ValueError("must start with sc:// (a Spark Connect URL)")
+        if "session_id" in spark_url_params(value.get_secret_value()):
+            raise ValueError(
+                "must not carry session_id: icefeed opens one Spark Connect session per write (and one shared one)"
+            )
         return value
 
     @field_validator("source_root")

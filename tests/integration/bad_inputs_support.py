@@ -189,6 +189,7 @@ class Snapshot:
     depth: int
     dlq_depth: int
     dlq_bodies: list[str]
+    columns: dict[str, list[str]] = field(default_factory=dict)  # table -> column names (pyiceberg)
     sent: dict[str, str] = field(default_factory=dict)  # case name -> MessageId of a crafted message
     etags: dict[str, str] = field(default_factory=dict)  # case name -> etag of an upload
 
@@ -235,11 +236,13 @@ def snapshot(env: Env, settled: bool, tables: tuple[str, ...], **extra: Any) -> 
     alive = bool(env.workers) and all(p.poll() is None for p in env.workers)
     codes = env.stop_workers()
     read: dict[str, list[dict[str, Any]]] = {}
+    columns: dict[str, list[str]] = {}
     for table in tables:
         try:
             read[table] = env.table_rows(table)
+            columns[table] = [f.name for f in env.table(table).schema().fields]
         except Exception:  # noqa: BLE001 - a table that was never created reads as empty
-            read[table] = []
+            read[table], columns[table] = [], []
     raw = env.worker_logs()
     return Snapshot(
         bucket=env.bucket,
@@ -250,6 +253,7 @@ def snapshot(env: Env, settled: bool, tables: tuple[str, ...], **extra: Any) -> 
         rejected=env.sql("SELECT * FROM rejected_messages ORDER BY id"),
         batches=env.sql("SELECT * FROM batches ORDER BY created_at"),
         tables=read,
+        columns=columns,
         logs=parse_logs(raw),
         raw_logs=raw,
         depth=env.queue_depth(),

@@ -39,7 +39,7 @@ from tests.integration.bad_inputs_support import (
     truncated_gzip,
     wide_row,
 )
-from worker.localstack import Stack
+from worker.localstack import Stack, iceberg_catalog
 
 pytestmark = pytest.mark.integration
 
@@ -76,6 +76,12 @@ def failed(name: str, key: str, body: bytes, error_class: str = "ParseError", ta
     return FileCase(name, key, body, "FAILED", error_class, None, (), table)
 
 
+def unsafe(name: str, key: str, body: bytes) -> FileCase:
+    """A CSV key no engine reads as written: FAILED UnsafeKey at admission (uploaded in the second
+    wave, beside the object its path resolves to)."""
+    return FileCase(name, key, body, "FAILED", "UnsafeKey", None, (), "people", later=True)
+
+
 MIDWAY_ROWS = labelled("midway", *range(500))
 DEEP_ROW = {"label": "deep", "n": 0, "deep": deep_value(DEEP_LEVELS)}
 WIDE_ROW = wide_row(WIDE_COLUMNS)
@@ -103,7 +109,59 @@ NEIGHBOURS = {
     "glob_brace": "events/keys/cury.json",  # matched by cu{r,l}y.json
 }
 
+RESERVED_ROW = {"label": "reserved", "n": 0, "_SOURCE_FILE": "from the file", "_Batch_Id": "from the file"}
+TARGET_ROWS = ({"name": "t1", "age": 1}, {"name": "t2", "age": 2})
+LINEAGE = ["_source_file", "_batch_id", "_ingested_at"]
+
 FILE_CASES: list[FileCase] = [
+    # 31 columns named like icefeed's lineage columns in another case, in the first batch, which
+    # creates the table: quarantined (RESERVED_NAME), the table never gains them, later files load.
+    FileCase("reserved_columns", "events/shape/reserved.json", jsonl(RESERVED_ROW), "QUARANTINED", "SchemaConflict", 0),
+    # 31b the same, read by the engine (CSV), into a table that exists by then
+    FileCase(
+        "reserved_columns_csv",
+        "people/reserved.csv",
+        b"name,age,_Source_File,_INGESTED_AT\nres,1,x,y\n",
+        "QUARANTINED",
+        "SchemaConflict",
+        0,
+        (),
+        "people",
+        later=True,
+    ),
+    # 31c a file arriving after the quarantined one still loads into the (clean) table
+    FileCase(
+        "after_reserved",
+        "events/shape/after-reserved.json",
+        jsonl(*labelled("after_reserved", 1, 2)),
+        "LOADED",
+        None,
+        2,
+        tuple(labelled("after_reserved", 1, 2)),
+        later=True,
+    ),
+    # 32 keys with '..', '.' or empty segments: engines rewrite such paths (Sail read the 2 rows of
+    # people/x/target.csv for the '..' key, nothing for '.', and refused '//'): FAILED UnsafeKey at
+    # admission, acked, never read, never retried; the neighbour they would have read loads once.
+    FileCase(
+        "people_target",
+        "people/x/target.csv",
+        b"name,age\nt1,1\nt2,2\n",
+        "LOADED",
+        None,
+        2,
+        TARGET_ROWS,
+        "people",
+        later=True,
+    ),
+    *(
+        unsafe(name, f"people/x/{tail}", f"name,age\n{name},9\n".encode())
+        for name, tail in (("key_dotdot_csv", "sub/../target.csv"), ("key_dot_csv", "./single.csv"))
+    ),
+    unsafe("key_double_slash_csv", "people/x//double.csv", b"name,age\ndbl,3\n"),
+    # 32b the same keys on small JSON files, which the worker GETs by their literal key: loaded
+    loaded("key_dotdot_json", "events/keys/sub/../plain.json", 1),
+    loaded("key_double_slash_json", "events/keys//double.json", 1),
     # 1 malformed JSON line
     failed(
         "malformed_json", "events/bad/malformed.json", b'{"label": "malformed_json", "n": 1}\n{"label": "x", "n": \n'
@@ -513,6 +571,47 @@ def test_case_colliding_columns_are_quarantined_not_lost(snap: Snapshot) -> None
     assert key not in {key_of(b) for b in snap.dlq_bodies}
 
 
+UNSAFE_CASES = ["key_dotdot_csv", "key_dot_csv", "key_double_slash_csv"]
+
+
+@pytest.mark.parametrize("name", UNSAFE_CASES)
+def test_unsafe_key_fails_at_admission_never_read_nor_retried(snap: Snapshot, name: str) -> None:
+    case = CASES[name]
+    f = snap.one(case.key)
+    assert (f["status"], f["error_class"], f["batch_id"], f["attempts"]) == ("FAILED", "UnsafeKey", None, 0)
+    assert "path segment" in f["error_message"]
+    assert snap.log("file_not_loadable", key=case.key, status="FAILED")
+    ids = snap.message_ids_for_key(case.key)
+    assert len(ids) == 1 and all(snap.acked(i) and not snap.requeued(i) for i in ids)
+
+
+def test_the_object_a_dotdot_key_points_at_loads_once_under_its_own_name(snap: Snapshot) -> None:
+    rows = [r for r in snap.tables["people"] if r.get("name") in ("t1", "t2", "key_dotdot_csv", "key_dot_csv", "dbl")]
+    assert Counter((r["name"], r["age"], r["_source_file"]) for r in rows) == Counter(
+        (r["name"], r["age"], snap.uri("people/x/target.csv")) for r in TARGET_ROWS
+    )
+
+
+@pytest.mark.parametrize("table", ["events", "people"])
+def test_a_file_with_lineage_named_columns_leaves_the_table_clean(snap: Snapshot, table: str) -> None:
+    """pyiceberg's view of the table: icefeed's columns once each, nothing that folds onto them."""
+    names = snap.columns[table]
+    assert [n for n in names if n.lower() in LINEAGE] == LINEAGE, names
+    assert not [n for n in names if n.lower() in ("_rescued_data",)]
+    assert len({n.lower() for n in names}) == len(names), names
+    key = CASES["reserved_columns" if table == "events" else "reserved_columns_csv"].key
+    f = snap.one(key)
+    assert "reserved name at" in f["error_message"] and "icefeed writes its own column" in f["error_message"]
+    assert snap.log("file_quarantined", key=key), snap.lines_about(key)
+    # Every batch committed or was released; none is stuck on an ambiguous table.
+    assert {b["status"] for b in snap.batches} <= {"COMMITTED", "ABORTED"}
+
+
+def test_files_after_the_reserved_one_still_load(snap: Snapshot) -> None:
+    assert snap.labels_of(CASES["after_reserved"].key) == Counter({("after_reserved", 1): 1, ("after_reserved", 2): 1})
+    assert snap.one(CASES["csv_after_header_only"].key)["status"] == "LOADED"
+
+
 def _expected_rows(snap: Snapshot, table: str, skip: set[str]) -> Counter[tuple[Any, ...]]:
     expected: Counter[tuple[Any, ...]] = Counter()
     for c in FILE_CASES:
@@ -686,3 +785,44 @@ def test_second_worker_survived_and_exits_zero(snap_b: Snapshot) -> None:
     assert snap_b.exit_codes == [0]
     assert (snap_b.depth, snap_b.dlq_depth) == (0, 0)
     assert not [f for f in snap_b.files if f["status"] in {"PENDING", "CLAIMED"}]
+
+
+# -- a table made ambiguous before this fix: `icefeed check` names it and the repair works -----------------
+
+
+def test_icefeed_check_reports_an_ambiguous_table_and_its_repair_makes_it_loadable(env: Env) -> None:
+    """A table created (before reserved names were compared ignoring case) with ``_SOURCE_FILE`` and
+    ``_Batch_Id`` beside icefeed's own columns: every append and recovery probe fails on it. `icefeed
+    check` says so with the repair; after the documented rename, files load into it again."""
+    from pyiceberg.schema import Schema
+    from pyiceberg.types import NestedField, StringType, TimestamptzType
+
+    env.migrate()
+    names = ["label", "_SOURCE_FILE", "_Batch_Id", "_source_file", "_batch_id"]
+    fields = [NestedField(i + 1, n, StringType(), required=False) for i, n in enumerate(names)]
+    fields.append(NestedField(len(names) + 1, "_ingested_at", TimestamptzType(), required=False))
+    catalog = iceberg_catalog(env.stack.moto_url)
+    catalog.create_table(f"{env.db}.events", Schema(*fields), location=f"s3://{env.warehouse}/{env.db}/events")
+
+    bad = env.cli("check")
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    failed = {line.split()[1]: line for line in bad.stdout.splitlines() if line.startswith("FAIL")}
+    assert set(failed) == {"catalog"}, bad.stdout
+    line = failed["catalog"]
+    assert f"glue.{env.db}.events: column _SOURCE_FILE collides with icefeed's column _source_file" in line
+    assert "column _Batch_Id collides with icefeed's column _batch_id" in line
+    assert "rename_column('_Batch_Id', '_Batch_Id_data')" in line
+
+    with env.table("events").update_schema() as update:  # the repair, as `icefeed check` words it
+        update.rename_column("_SOURCE_FILE", "_SOURCE_FILE_data")
+        update.rename_column("_Batch_Id", "_Batch_Id_data")
+    ok = env.cli("check")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+
+    env.put("events/after-repair.json", jsonl(*labelled("after_repair", 1, 2)))
+    env.start_worker("repaired")
+    rows = env.wait_files(1, {"LOADED"}, timeout=60)
+    assert [(r["key"], r["rows_loaded"]) for r in rows] == [("events/after-repair.json", 2)]
+    got = [(r["label"], r["_SOURCE_FILE_data"], r["_source_file"]) for r in env.table_rows("events")]
+    assert sorted(got) == [("after_repair", None, f"s3://{env.bucket}/events/after-repair.json")] * 2
+    assert env.stop_workers() == [0]

@@ -240,36 +240,132 @@ def test_icefeed_check_passes_on_the_stack_and_explains_what_fails(env: Env) -> 
 # -- secrets ---------------------------------------------------------------------------------------------
 
 
-def test_secrets_stay_out_of_logs_metrics_and_probe_output(env: Env) -> None:
-    token, password = f"tok-{uuid.uuid4().hex}", f"pw-{uuid.uuid4().hex}"
-    dsn, n = re.subn(r"^(postgres(?:ql)?://[^:@/]+)@", rf"\g<1>:{password}@", env.stack.pg_dsn)
+def canaries() -> dict[str, str]:
+    """A distinct, unguessable value for every setting that can hold a secret."""
+    names = (
+        "spark_token",
+        "spark_header",
+        "pg_password",
+        "pg_sslpassword",
+        "catalog_secret_key",
+        "catalog_token",
+        "catalog_header",
+        "catalog_uri_password",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "spark_env_token",
+        "pgpassword",
+    )
+    return {name: f"canary-{name}-{uuid.uuid4().hex}" for name in names}
+
+
+def ledger_text(env: Env) -> str:
+    """Every row of every ledger table, as text."""
+    tables = env.sql("SELECT table_name FROM information_schema.tables WHERE table_schema = $1", env.schema)
+    assert {"files", "batches", "rejected_messages", "schema_proposals"} <= {t["table_name"] for t in tables}
+    out = []
+    for t in tables:
+        (query,) = env.sql(
+            "SELECT format('SELECT t::text AS row FROM %I.%I t', $1::text, $2::text) AS q", env.schema, t["table_name"]
+        )
+        out += [r["row"] for r in env.sql(query["q"])]
+    return "\n".join(out)
+
+
+def test_secrets_stay_out_of_logs_metrics_probes_cli_and_the_ledger(env: Env) -> None:
+    c = canaries()
+    dsn, n = re.subn(r"^(postgres(?:ql)?://[^:@/]+)@", rf"\g<1>:{c['pg_password']}@", env.stack.pg_dsn)
     if n != 1:
         pytest.skip(f"cannot add a password to {env.stack.pg_dsn}")
+    dsn += ("&" if "?" in dsn else "?") + f"sslpassword={c['pg_sslpassword']}"
     sail_port = env.stack.spark_url.rsplit(":", 1)[1]
-    # Sail accepts (and ignores) a bearer token; grpc sends it over plain TCP only to "localhost".
+    # Sail accepts (and ignores) a bearer token and unknown headers; grpc sends a token over
+    # plain TCP only to "localhost".
+    url = f"sc://localhost:{sail_port}/;token={c['spark_token']};user_id=etl;x-gateway-key={c['spark_header']}"
+    # The same URL with a malformed header parameter: the Spark Connect client's error quotes it.
+    echo_url = url + "=x"
+    catalog = {
+        "type": "glue",
+        "glue.region": "us-east-1",
+        "s3.secret-access-key": c["catalog_secret_key"],
+        "token": c["catalog_token"],
+        "header.X-Api-Key": c["catalog_header"],
+    }
+    secrets = {
+        "ICEFEED_PG_DSN": dsn,
+        "ICEFEED_ICEBERG_CATALOG": json.dumps(catalog),
+        "AWS_SECRET_ACCESS_KEY": c["aws_secret_access_key"],  # moto accepts any credentials
+        "AWS_SESSION_TOKEN": c["aws_session_token"],
+        "SPARK_CONNECT_AUTHENTICATE_TOKEN": c["spark_env_token"],  # the URL's token wins
+        "PGPASSWORD": c["pgpassword"],  # the DSN's password wins (and trust auth ignores both)
+    }
     env.migrate()
-    port = start(env, ICEFEED_SPARK_URL=f"sc://localhost:{sail_port}/;token={token}", ICEFEED_PG_DSN=dsn)
-    env.put("events/a.json", jsonl({"id": 1}))
-    (row,) = env.wait_files(1)
-    assert row["status"] == "LOADED", row  # the token URL and the password DSN really were used
+
+    # 1. A worker whose Spark URL the client rejects, quoting the secret: the batch fails and the
+    # error is logged (the batch stays open: the probe cannot reach Spark either).
+    echo_port = start(env, "echo", ICEFEED_SPARK_URL=echo_url, **secrets)
+    env.put("events/a.json", jsonl({"id": 1, "price": 1.5}))
+    poll(lambda: "x-gateway-key=***" in env.worker_logs(), 90, "the Spark client's error, masked, in the log")
+    status, unready = get(echo_port, "/readyz")  # its Spark probe fails with the same error
+    assert status == 503 and "x-gateway-key=***" in unready, unready
+    assert env.stop_workers() == [0]
+    # A message that is no event, carrying a secret (a producer's connection string): rejected,
+    # and kept in the ledger for the operator.
+    env.send_raw(f"connection failed: {dsn} (token {c['spark_token']})")
+
+    # 2. A worker that works, with every secret set, and an operations endpoint.
+    port = start(env, ICEFEED_SPARK_URL=url, **secrets)
+    env.wait_files(1, timeout=120)  # a.json, once its open batch is recovered: the table exists
+    env.put("events/conflict.json", jsonl({"id": 2, "price": {"amount": 2.5}}))
+    files = {f["key"]: f for f in env.wait_files(2, timeout=120)}
+    (rejected,) = poll(lambda: env.sql("SELECT body FROM rejected_messages"), 60, "the rejected message")
+    assert rejected["body"].startswith("connection failed: ") and "***" in rejected["body"], rejected
+    assert files["events/a.json"]["status"] == "LOADED", files  # the secret URL and DSN were used
+    assert files["events/conflict.json"]["status"] == "QUARANTINED", files
     outputs = {
+        "/readyz of the failing worker": unready,
         "/metrics": get(port, "/metrics")[1],
         "/readyz": poll(lambda: (r := get(port, "/readyz"))[0] == 200 and r[1], 60, "ready"),
         "/healthz": get(port, "/healthz")[1],
     }
-    # Error paths print what the servers said: a refused Spark URL and a refused DSN, both secret.
-    bad = env.cli(
-        "check",
-        ICEFEED_SPARK_URL=f"sc://localhost:{free_port()}/;token={token}",
-        ICEFEED_PG_DSN=f"postgresql://postgres:{password}@127.0.0.1:{free_port()}/postgres",
+
+    # 3. CLI paths that print what servers and libraries said.
+    bad_pg = (
+        f"postgresql://postgres:{c['pg_password']}@127.0.0.1:{free_port()}/postgres?sslpassword=x{c['pg_sslpassword']}"
     )
-    assert bad.returncode == 1 and "FAIL  spark" in bad.stdout and "FAIL  postgres" in bad.stdout, bad.stdout
+    check = env.cli("check", **{**secrets, "ICEFEED_SPARK_URL": echo_url, "ICEFEED_PG_DSN": bad_pg})
+    assert check.returncode == 1 and "FAIL  spark" in check.stdout and "FAIL  postgres" in check.stdout
+    assert "x-gateway-key=***" in check.stdout, check.stdout  # the probe saw the echo, masked
+    history = env.cli("file", f"s3://{env.bucket}/events/a.json", **secrets, ICEFEED_SPARK_URL=url)
+    assert history.returncode == 0 and "LOADED" in history.stdout, history.stdout + history.stderr
+    listed = env.cli("files", "--json", **secrets, ICEFEED_SPARK_URL=url)
+    assert listed.returncode == 0, listed.stderr
+    # pyiceberg's error about a catalog URI it cannot use quotes the URI, password included.
+    (proposal,) = env.sql("SELECT id FROM schema_proposals")
+    uri_catalog = {k: v for k, v in catalog.items() if k != "type"}
+    uri_catalog["uri"] = f"nocatalog://icefeed:{c['catalog_uri_password']}@catalog.invalid/"
+    approve = env.cli(
+        "schema",
+        "approve",
+        str(proposal["id"]),
+        "--as",
+        "string",
+        **{**secrets, "ICEFEED_ICEBERG_CATALOG": json.dumps(uri_catalog)},
+        ICEFEED_SPARK_URL=url,
+    )
+    assert approve.returncode == 1 and "nocatalog://" in approve.stderr, approve.stderr
     assert env.stop_workers() == [0]
-    outputs |= {"check stdout": bad.stdout, "check stderr": bad.stderr, "worker logs": env.worker_logs()}
+    outputs |= {
+        "check": check.stdout + check.stderr,
+        "file": history.stdout + history.stderr,
+        "files --json": listed.stdout + listed.stderr,
+        "schema approve": approve.stdout + approve.stderr,
+        "worker logs": env.worker_logs(),
+        "ledger": ledger_text(env),
+    }
     assert "batch_committed" in outputs["worker logs"]
-    for where, text in outputs.items():
-        assert token not in text, where
-        assert password not in text, where
+    leaks = [(where, name) for where, text in outputs.items() for name, canary in c.items() if canary in text]
+    assert not leaks, leaks
 
 
 # -- a fleet -----------------------------------------------------------------------------------------

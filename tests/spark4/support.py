@@ -19,6 +19,7 @@ import os
 import secrets
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,6 +130,7 @@ class Spark4Server:
             "SPARK_LOCAL_IP": "127.0.0.1",
             "SPARK_LOCAL_DIRS": str(self.workdir / "local"),
             "SPARK_CONNECT_AUTHENTICATE_TOKEN": self.token,  # not on the command line (ps shows it)
+            "PYSPARK_PYTHON": sys.executable,  # Python UDFs (tests/spark4/test_engine_fence.py)
         }
         started = time.monotonic()
         with open(self.log, "wb") as out:
@@ -149,6 +151,14 @@ class Spark4Server:
         assert self.session.version.startswith("4."), self.session.version
         self.ready_s = time.monotonic() - started
         return self
+
+    def log_lines(self, *needles: str) -> list[str]:
+        """The server log's lines that contain every one of ``needles``."""
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return []
+        return [line for line in text.splitlines() if all(n in line for n in needles)]
 
     def tail(self, lines: int = 40) -> str:
         try:

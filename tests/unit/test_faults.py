@@ -50,7 +50,14 @@ def test_valid_specs_are_truthy(tmp_path: Path) -> None:
 
 
 def test_points() -> None:
-    assert {"after_claim", "after_fence", "after_write_start", "after_commit", "after_finalize"} == POINTS
+    assert {
+        "after_claim",
+        "after_fence",
+        "before_append",
+        "after_write_start",
+        "after_commit",
+        "after_finalize",
+    } == POINTS
 
 
 @pytest.mark.parametrize(

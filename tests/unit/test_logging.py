@@ -6,6 +6,8 @@ import io
 import json
 import logging
 import os
+import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,13 +30,16 @@ ALL_SECRETS = [TOKEN, PASSWORD, NESTED, EXC_SECRET]
 def restore_logging() -> Iterator[None]:
     """configure() replaces structlog's config and the root logger's handlers: put both back."""
     root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
+    handlers, level, factory = root.handlers[:], root.level, logging.getLogRecordFactory()
+    hooks = sys.excepthook, threading.excepthook
     structlog.contextvars.clear_contextvars()
     yield
     structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()
     root.handlers[:] = handlers
     root.setLevel(level)
+    logging.setLogRecordFactory(factory)
+    sys.excepthook, threading.excepthook = hooks
 
 
 @pytest.fixture

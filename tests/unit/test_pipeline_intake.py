@@ -226,3 +226,28 @@ async def test_small_json_files_are_not_headed_and_their_get_tells_gone_from_rep
     bad = decoded[by_key["events/bad.json"]]
     assert bad.error_class == "ParseError" and "line 2" in str(bad)
     assert set(decoded) | set(settled) == set(by_key.values())
+
+
+async def test_keys_the_engine_would_rewrite_fail_at_admission_without_a_head(
+    parts: tuple[Pipeline, FakeLedger, FakeStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline, ledger, store = parts
+    keys = ["events/x/sub/../target.json", "events/x//double.json", "events/x/./single.json"]
+    for key in [*keys, "events/x/target.json"]:
+        store.objects[("landing", key)] = ObjectInfo(10, "e1")
+    adms = await pipeline.admit([message(event(k, "e1"), i) for i, k in enumerate([*keys, "events/x/target.json"])])
+    for key, adm in zip(keys, adms, strict=False):
+        assert ledger.status(key) == [("FAILED", "UnsafeKey")]
+        assert isinstance(adm.outcomes[0], Ack) and adm.waiting == {}  # acked: never retried
+        assert "path segment" in ledger.files[("landing", key, "e1")]["message"]
+    assert store.heads == ["events/x/target.json"]  # only the safe key was looked at
+    assert [w.key for w in adms[-1].waiting.values()] == ["events/x/target.json"]
+    # A file the worker reads itself (small JSON) is fetched by its literal key: it waits for a batch.
+    monkeypatch.setenv("ICEFEED_SPARK_WORKER_READ_MAX_BYTES", "1000")
+    local = Pipeline(load_settings(), ROUTES, ledger, store, sink=None)  # type: ignore[arg-type]
+    small, big = await local.admit(
+        [message(event("events/y//z.json", "e7"), 9), message(event("events/y/../big.json", "e8", size=2000), 10)]
+    )
+    assert small.outcomes == [] and [w.key for w in small.waiting.values()] == ["events/y//z.json"]
+    assert ledger.status("events/y//z.json") == [("PENDING", None)]
+    assert isinstance(big.outcomes[0], Ack) and ledger.status("events/y/../big.json") == [("FAILED", "UnsafeKey")]

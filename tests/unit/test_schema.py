@@ -669,7 +669,7 @@ def test_diff_paths_quote_dotted_names() -> None:
 
 
 def test_change_kind_flags_and_aliases() -> None:
-    assert {k for k in K if k.breaking} == {K.TYPE_CONFLICT, K.CASE_CLASH, K.DUPLICATE_NAME}
+    assert {k for k in K if k.breaking} == {K.TYPE_CONFLICT, K.CASE_CLASH, K.DUPLICATE_NAME, K.RESERVED_NAME}
     assert {k for k in K if not k.requires_table_change} == {
         K.COLUMN_MISSING,
         K.NESTED_FIELD_MISSING,

@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from worker.adapters.dialects import dialect_for
 from worker.domain.errors import DataError
+from worker.domain.policy import fold
 from worker.domain.schema import (
     BOOLEAN,
     DOUBLE,
@@ -62,9 +63,11 @@ class Decoded:
     schema: Struct
 
     def table(self, source_column: str, source_file: str) -> pa.Table:
-        """The rows with the lineage column ``source_column`` = ``source_file`` ; a data column of that
-        name is replaced, as on the engine path (rows of ``{}`` objects have no columns but count)."""
-        data = {k: v for k, v in self.columns.items() if k != source_column}  # icefeed's own column wins
+        """The rows with the lineage column ``source_column`` = ``source_file`` (rows of ``{}`` objects
+        have no columns but count). A file with a column named like it, in any case, is quarantined
+        before it gets here (policy RESERVED_NAME); should one arrive anyway, it is left out rather
+        than sent beside the lineage column, where Spark could not tell the two apart."""
+        data = {k: v for k, v in self.columns.items() if fold(k) != fold(source_column)}
         return pa.Table.from_pydict({**data, source_column: pa.array([source_file] * self.rows, type=pa.string())})
 
 

@@ -131,11 +131,25 @@ class PgTableLock:
             raise TransientError(f"PostgreSQL: lock connection lost: {exc}", error_class="PgConnectionLost") from None
 
 
+def _unchanged(text: str) -> str:
+    return text
+
+
 class PgLedger:
-    def __init__(self, pool: asyncpg.Pool, attempts: int = 5, lock_check_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        attempts: int = 5,
+        scrub: Callable[[str], str] = _unchanged,
+        lock_check_s: float = 5.0,
+    ) -> None:
+        """``scrub`` masks secrets in every text the ledger stores (error messages, rejected
+        messages): errors can echo a URL or a property that holds one. ``lock_check_s``: how often a
+        held table lock's connection is checked."""
         self._pool = pool
         self._q = queries("ledger.sql")
         self._attempts = attempts
+        self._scrub = scrub
         self._lock_check_s = lock_check_s
 
     async def _retry(self, op: Callable[[], Awaitable[T]]) -> T:
@@ -254,7 +268,7 @@ class PgLedger:
         if not file_ids:
             return 0
         rows = await self._retry(
-            lambda: self._pool.fetch(self._q["record_terminal"], file_ids, status, error_class, message)
+            lambda: self._pool.fetch(self._q["record_terminal"], file_ids, status, error_class, self._scrub(message))
         )
         return len(rows)
 
@@ -295,7 +309,7 @@ class PgLedger:
                 won = await conn.fetchval(self._q["commit_batch"], batch_id, owner, rows)
                 if won is None:
                     return False
-                await conn.execute(self._q["finish_files"], batch_id, *_columns(results, with_rows=True))
+                await conn.execute(self._q["finish_files"], batch_id, *_columns(results, self._scrub, with_rows=True))
                 for q in quarantines or []:
                     proposal = await conn.fetchval(
                         self._q["open_proposal"],
@@ -362,10 +376,10 @@ class PgLedger:
     ) -> bool:
         async def op() -> bool:
             async with self._tx() as conn:
-                won = await conn.fetchval(self._q["abort_batch"], batch_id, owner, error_class, message)
+                won = await conn.fetchval(self._q["abort_batch"], batch_id, owner, error_class, self._scrub(message))
                 if won is None:
                     return False
-                await conn.execute(self._q["release_files"], batch_id, *_columns(results, with_rows=False))
+                await conn.execute(self._q["release_files"], batch_id, *_columns(results, self._scrub, with_rows=False))
                 return True
 
         return await self._retry(op)
@@ -423,8 +437,8 @@ class PgLedger:
                 message.queue_url,
                 message.message_id,
                 message.receive_count,
-                reason,
-                message.body,
+                self._scrub(reason),
+                self._scrub(message.body),
             )
         )
 
@@ -450,11 +464,11 @@ def _seconds(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def _columns(results: list[FileResult], *, with_rows: bool) -> list[list[Any]]:
+def _columns(results: list[FileResult], scrub: Callable[[str], str], *, with_rows: bool) -> list[list[Any]]:
     ids = [r.file_id for r in results]
     statuses = [r.status for r in results]
     classes = [r.error_class for r in results]
-    messages = [r.error_message for r in results]
+    messages = [None if r.error_message is None else scrub(r.error_message) for r in results]
     if with_rows:
         return [ids, statuses, [r.rows for r in results], classes, messages]
     return [ids, statuses, classes, messages]

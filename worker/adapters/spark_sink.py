@@ -1,7 +1,10 @@
 """Iceberg tables written through Spark Connect: one job and one commit per batch.
 
 pyspark calls block, so they run in worker threads (``asyncio.to_thread``) behind a semaphore.
-One Spark Connect session serves the whole worker and is recreated after the server loses it.
+One shared Spark Connect session serves probes, schema reads and operator statements, and is
+recreated after the server loses it. A fenced write runs in a session of its own, opened by
+:meth:`SparkSink.open_session` under an id the ledger records, and released after the write; any
+worker can :meth:`SparkSink.stop` that session by its id (docs/engines.md).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from worker.domain.policy import RESCUED_COLUMN, Policy, data_columns, plan_batc
 from worker.domain.schema import STRING, Array, DataType, Field, Map, Struct, from_spark_json, to_ddl, type_string
 from worker.ports import Reader, WriteRequest, WriteResult
 from worker.routes import LOCATION, PART
-from worker.settings import SparkSettings
+from worker.settings import SparkSettings, spark_url_params
 from worker.sql import queries
 
 
@@ -122,6 +125,27 @@ def batch_tag(batch_id: UUID) -> str:
     return f"icefeed-batch-{batch_id}"
 
 
+def session_url(url: str, session_id: str) -> str:
+    """The Spark Connect URL of session ``session_id`` on the server of ``url``
+    (``sc://host:port`` with or without ``/;key=value`` parameters)."""
+    if "session_id" in spark_url_params(url):  # refused by the settings too
+        raise ValueError("the Spark Connect URL already names a session")
+    str(UUID(session_id))  # the client and Apache Spark accept UUIDs only
+    base, _, params = url.partition("/;")
+    parts = [p for p in params.split(";") if p]
+    return base.rstrip("/") + "/;" + ";".join([*parts, f"session_id={session_id}"])
+
+
+# The engine's answer to a request in a session it has released: Apache Spark
+# (INVALID_HANDLE.SESSION_CLOSED) and Sail ("session … is not running").
+_SESSION_CLOSED = ("session_closed", "is not running")
+
+
+def session_closed(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return any(n in text for n in _SESSION_CLOSED)
+
+
 def to_icefeed_error(exc: BaseException) -> IcefeedError:
     if isinstance(exc, IcefeedError):
         return exc
@@ -148,24 +172,37 @@ class SparkSink:
         self._sessions = 0
         self._lock = threading.Lock()
         self._session: Any = None
+        self._writes: dict[str, Any] = {}  # session id -> the session of one fenced write
         self._limit = asyncio.Semaphore(settings.concurrency)
         self._sql = queries("spark.sql")
         self._dialect = dialect_for(settings)  # Sail / Apache Spark, Iceberg / Parquet differences
 
     # -- session -----------------------------------------------------------------------------
 
+    def _connect(self, session_id: str = "") -> Any:
+        """A new client (no call made yet): the shared session, or session ``session_id``."""
+        from pyspark.sql import SparkSession
+        from pyspark.sql.connect.client.retries import DefaultPolicy
+
+        url = self._settings.url.get_secret_value()
+        if session_id:
+            # Not builder.create(): that makes the new session pyspark's process-wide default and
+            # active one, whose client pyspark then uses for its own calls after this session's
+            # channel is closed ("Cannot invoke RPC on closed channel").
+            from pyspark.sql.connect.session import SparkSession as ConnectSession
+
+            session = ConnectSession(connection=session_url(url, session_id))
+        else:
+            session = SparkSession.builder.remote(url).create()
+        # create() makes no call; the retry policy must be in place before the first one
+        # (the client's default retries for ~10 minutes against an unreachable server).
+        session.client.set_retry_policies([DefaultPolicy(max_retries=self._settings.client_retries, max_backoff=5000)])
+        return session
+
     def _spark(self) -> Any:
         with self._lock:
             if self._session is None:
-                from pyspark.sql import SparkSession
-                from pyspark.sql.connect.client.retries import DefaultPolicy
-
-                # create() makes no call; the retry policy must be in place before the first one
-                # (the client's default retries for ~10 minutes against an unreachable server).
-                session = SparkSession.builder.remote(self._settings.url.get_secret_value()).create()
-                session.client.set_retry_policies(
-                    [DefaultPolicy(max_retries=self._settings.client_retries, max_backoff=5000)]
-                )
+                session = self._connect()
                 session.conf.set("spark.sql.session.timeZone", self._settings.session_timezone)
                 self._session = session
                 if self._sessions and self._on_reconnect is not None:
@@ -181,7 +218,68 @@ class SparkSink:
                 session.stop()
 
     def close(self) -> None:
+        with self._lock:
+            writes, self._writes = list(self._writes.values()), {}
+        for session in writes:
+            _release(session)
         self._forget_session()
+
+    # -- one session per fenced write ------------------------------------------------------
+
+    def _open_session(self, session_id: str) -> None:
+        # pyspark's client-side helpers (DDL parsing, its debugging switch) use the process's active
+        # session: the shared one is that, and is kept alive while write sessions come and go.
+        self._spark()
+        session = self._connect(session_id)
+        try:
+            # A round trip: the server creates the session now, and the client learns the server's
+            # own id for it (Apache Spark then refuses the id once released, even if re-created).
+            session.conf.set("spark.sql.session.timeZone", self._settings.session_timezone)
+        except BaseException:
+            _close_channel(session)
+            raise
+        with self._lock:
+            self._writes[session_id] = session
+
+    def _write_session(self, session_id: str) -> Any:
+        with self._lock:
+            session = self._writes.get(session_id)
+        if session is None:  # not opened first (or already released): open it now
+            self._open_session(session_id)
+            with self._lock:
+                session = self._writes[session_id]
+        return session
+
+    def _release_write(self, session_id: str) -> None:
+        with self._lock:
+            session = self._writes.pop(session_id, None)
+        if session is not None:
+            _release(session)
+
+    def _stop(self, session_id: str) -> bool:
+        """Interrupt every operation of session ``session_id`` and release it, from a client of
+        its own. True only when the engine confirmed: after the release, the session id is refused
+        (Apache Spark and Sail keep closed session ids and reject their reuse)."""
+        session = self._connect(session_id)
+        try:
+            try:
+                session.client.interrupt_all()
+            except Exception as exc:
+                if session_closed(exc):
+                    return True  # released before: its operations were removed with it
+                raise
+            with contextlib.suppress(Exception):  # Spark 4.0 may fail a release racing the interrupt
+                session.client.release_session()  # (IllegalStateException) and still close the session
+            try:
+                session.client.interrupt_all()
+            except Exception as exc:  # noqa: BLE001 - the refusal is the confirmation
+                return session_closed(exc)
+            # The engine took the id again as a new session: it does not fence released ids.
+            with contextlib.suppress(Exception):
+                session.client.release_session()
+            return False
+        finally:
+            _close_channel(session)
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         async with self._limit:
@@ -242,23 +340,61 @@ class SparkSink:
         kinds = dict(df.dtypes)
         return df.select(*(hinted(F.col(quote_column(c)), kinds[c], reader.hints.get(c)).alias(c) for c in df.columns))
 
-    def _delete_rows(self, spark: Any, req: WriteRequest, sources: list[str]) -> None:
-        """on_overwrite = replace: remove the rows of older versions of these keys (every batch
-        but this one, so a retried batch never deletes its own rows). Values travel hex-encoded:
-        no key can break out of the statement."""
-        if not self._dialect.supports_delete:  # routes asking for it are refused at start
-            raise ConfigError(f"{req.table}: on_overwrite = replace needs a table format that can DELETE")
+    def _delete_replaced(self, table: str, sources: list[str], keep_batch: UUID) -> None:
+        """on_overwrite = replace, after the append: remove the rows of these keys written by any
+        batch but ``keep_batch`` (so it never deletes the new version; idempotent). Values travel
+        hex-encoded: no key can break out of the statement."""
+        if not sources:
+            return
+        spark = self._deleting(table, "on_overwrite = replace")
+        if spark is None:
+            return
         statement = self._sql["delete_sources"].format(
-            table=quote_table(req.table),
+            table=quote_table(table),
             sources=", ".join(hex_literal(s) for s in sources),
-            batch=hex_literal(str(req.batch_id)),
+            batch=hex_literal(str(keep_batch)),
         )
-        spark.sql(statement)
+        spark.sql(statement).collect()
+
+    def _delete_batch_rows(self, table: str, batch_id: UUID, sources: list[str] | None) -> int:
+        """Remove the rows carrying ``_batch_id`` (a released batch's late commit), or only those
+        of ``sources`` (files whose object changed while the engine read them); the count."""
+        spark = self._deleting(table, "removing a batch's rows")
+        if spark is None:
+            return 0
+        values = {"table": quote_table(table), "batch": hex_literal(str(batch_id))}
+        count, delete = "count_batch_rows", "delete_batch_rows"
+        if sources is not None:
+            if not sources:
+                return 0
+            values["sources"] = ", ".join(hex_literal(s) for s in sources)
+            count, delete = "count_batch_source_rows", "delete_batch_source_rows"
+        rows = int(spark.sql(self._sql[count].format(**values)).collect()[0][0])
+        if rows:
+            spark.sql(self._sql[delete].format(**values)).collect()
+        return rows
+
+    def _deleting(self, table: str, what: str) -> Any:
+        """The shared session, ready to DELETE from ``table``; None when the table does not exist."""
+        if not self._dialect.supports_delete:  # replace routes are refused at start
+            raise ConfigError(f"{table}: {what} needs a table format that can DELETE (iceberg)")
+        spark = self._spark()
+        if not spark.catalog.tableExists(table):
+            return None
+        self._dialect.refresh(spark, table)  # another session's commit must be visible
+        return spark
 
     def _write(self, req: WriteRequest) -> WriteResult:
+        if not req.session_id:
+            return self._write_in(self._spark(), req)
+        try:
+            return self._write_in(self._write_session(req.session_id), req)
+        finally:
+            self._release_write(req.session_id)
+
+    def _write_in(self, spark: Any, req: WriteRequest) -> WriteResult:
         from pyspark.sql import functions as F  # noqa: N812
 
-        spark = self._spark()
         table = self._table_schema(spark, req.table)
         frames: dict[int, Any] = {}
         schemas: dict[int, Struct] = {}
@@ -274,10 +410,10 @@ class SparkSink:
                 if decoded is not None:  # decoded by the worker: its schema is known, no round trip
                     local[f.file_id] = decoded
                     hints = req.readers[f.ingestion].hints
-                    schemas[f.file_id] = data_columns(with_hints(decoded.schema, hints))
+                    schemas[f.file_id] = with_hints(decoded.schema, hints)  # as read: the plan judges names
                     continue
                 df = self._read(spark, req.readers[f.ingestion], f)
-                schemas[f.file_id] = data_columns(from_spark_json(df.schema.json()))
+                schemas[f.file_id] = from_spark_json(df.schema.json())
                 frames[f.file_id] = df
             except Exception as exc:  # classified below; what is not the file's fault re-raises
                 error = to_icefeed_error(exc)
@@ -290,11 +426,8 @@ class SparkSink:
             return WriteResult({}, plan, schemas, req.replace, unreadable, frozenset(local))
         if table is None:
             self._create_table(spark, req, plan.target)
-        replaced = [f.source_file for f in req.files if f.file_id in req.replace and f.file_id in plan.loaded]
         for statement in self._dialect.evolution_statements(quote_table(req.table), plan):  # existing table
             spark.sql(statement)
-        if replaced and table is not None:
-            self._delete_rows(spark, req, replaced)
         aligned = []
         groups: dict[tuple[str, Struct, tuple[str, ...]], list[FileWork]] = {}
         for f in req.files:
@@ -384,18 +517,57 @@ class SparkSink:
 
     def _interrupt(self, batch_id: UUID) -> None:
         with self._lock:
-            session = self._session
-        if session is not None:
-            session.interruptTag(batch_tag(batch_id))
+            sessions = [s for s in (self._session, *self._writes.values()) if s is not None]
+        for session in sessions:
+            with contextlib.suppress(Exception):
+                session.interruptTag(batch_tag(batch_id))
 
     # -- async API -------------------------------------------------------------------------
 
     async def write(self, request: WriteRequest) -> WriteResult:
         """Infer each file's schema, plan the batch under the table's schema policy, create or
         evolve the table, and append the loadable files in ONE commit. Returns the plan and the
-        rows per ``_source_file`` read back from the table (files with no rows are absent)."""
-        result: WriteResult = await self._run(self._write, request)
+        rows per ``_source_file`` read back from the table (files with no rows are absent).
+
+        With ``request.session_id`` the whole write runs in that session (see
+        :meth:`open_session`), which is released afterwards, whatever the outcome."""
+        if not request.session_id:
+            result: WriteResult = await self._run(self._write, request)
+            return result
+        async with self._limit:
+            try:
+                return await asyncio.to_thread(self._write, request)
+            except Exception as exc:  # the shared session is not concerned: keep it
+                raise to_icefeed_error(exc) from exc
+
+    async def open_session(self, session_id: str) -> None:
+        """Open the Spark Connect session ``session_id`` (a UUID) for one write: the server knows
+        it when this returns. :meth:`write` with ``request.session_id`` runs in it and releases it."""
+        try:
+            await asyncio.to_thread(self._open_session, session_id)
+        except Exception as exc:
+            raise to_icefeed_error(exc) from exc
+
+    async def stop(self, session_id: str) -> bool:
+        """Stop every operation of session ``session_id`` (this worker's or another's) and release
+        the session so that no later request can use it. True when the engine confirmed; False when
+        it could not be reached or did not confirm (then the engine's detached-execution limit,
+        ``ICEFEED_SPARK_DETACHED_LIMIT_S``, is the bound). Never raises."""
+        try:
+            return bool(await asyncio.to_thread(self._stop, session_id))
+        except Exception:  # noqa: BLE001 - unreachable or refused: not confirmed
+            return False
+
+    async def delete_batch_rows(self, table: str, batch_id: UUID, sources: list[str] | None = None) -> int:
+        """Delete the rows of batch ``batch_id`` (audit repair), or only those of ``sources``;
+        how many there were."""
+        result: int = await self._run(self._delete_batch_rows, table, batch_id, sources)
         return result
+
+    async def delete_replaced(self, table: str, sources: list[str], keep_batch: UUID) -> None:
+        """Delete the rows of ``sources`` (``_source_file`` values) that any batch but
+        ``keep_batch`` wrote: the older versions a replace-batch superseded. Idempotent."""
+        await self._run(self._delete_replaced, table, sources, keep_batch)
 
     async def batch_counts(self, table: str, batch_id: UUID) -> dict[str, int]:
         """Rows per ``_source_file`` carrying ``_batch_id``: empty means the batch never committed."""
@@ -417,6 +589,18 @@ class SparkSink:
         catalog, database, _ = table.split(".")
         spark.sql(f"SHOW TABLES IN `{catalog}`.`{database}`").collect()  # parts validated by the routes
         return "database reachable; the table is created on the first load"
+
+    def _table_columns(self, table: str) -> list[str] | None:
+        spark = self._spark()
+        if not spark.catalog.tableExists(table):
+            return None
+        self._dialect.refresh(spark, table)
+        return [str(c) for c in spark.table(table).columns]
+
+    async def table_columns(self, table: str) -> list[str] | None:
+        """For `icefeed check`: the table's column names (icefeed's own included), None if absent."""
+        result: list[str] | None = await self._run(self._table_columns, table)
+        return result
 
     async def table_status(self, table: str) -> str:
         """For `icefeed check`: the table exists, or its database answers (read-only)."""
@@ -442,3 +626,21 @@ class SparkSink:
         spark = self._spark()
         spark.conf.get("spark.sql.session.timeZone")  # a round-trip: ``version`` is cached client-side
         return str(spark.version)
+
+
+def _close_channel(session: Any) -> None:
+    """Close one session's gRPC channel. Not ``client.close()``: that also shuts down the pyspark
+    process-wide pool that releases other sessions' finished operations."""
+    with contextlib.suppress(Exception):
+        session.client._channel.close()
+
+
+def _release(session: Any) -> None:
+    """Release a write's session on the server (its operations end with it), then its channel.
+    One attempt: a server that is gone drops the session itself (idle timeout)."""
+    from pyspark.sql.connect.client.retries import DefaultPolicy
+
+    with contextlib.suppress(Exception):  # the server may be gone, or the session stopped already
+        session.client.set_retry_policies([DefaultPolicy(max_retries=0)])
+        session.client.release_session()
+    _close_channel(session)

@@ -11,7 +11,10 @@ import argparse
 import asyncio
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from worker.observability.logging import Redactor
 
 COMMANDS = frozenset({"status", "files", "file", "retry", "backfill", "dlq", "preview"})
 STATUS_HELP = "pending, claimed, loaded, failed, gone, skipped, quarantined, rejected, replaced, open; comma-separated"
@@ -69,14 +72,14 @@ def add_commands(sub: Any) -> None:
         p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def run(args: argparse.Namespace, settings: Any) -> int:
+def run(args: argparse.Namespace, settings: Any, redactor: Redactor) -> int:
+    """Run one operator command; ``redactor`` (registered with every secret at start) masks
+    them in what is printed: errors, and results (ledger texts, sample rows, queue bodies)."""
     import asyncpg
 
     from worker.admin.common import dumps, friendly
     from worker.domain.errors import ConfigError, IcefeedError
-    from worker.observability.logging import Redactor, settings_secrets
 
-    redactor = Redactor(settings_secrets(settings))
     try:
         try:
             result, render = _dispatch(args, settings)
@@ -93,6 +96,7 @@ def run(args: argparse.Namespace, settings: Any) -> int:
             print(dumps({"error": message, "error_class": error_class}))
         return code
     code = 1 if result.get("attention") else 0
+    result = redactor.redact(result)
     try:
         print(dumps(result) if args.json else render(result), flush=True)
     except BrokenPipeError:  # piped into head: the reader left

@@ -61,14 +61,14 @@ class PreviewSink(SparkSink):
             decoded = decode_json(
                 payload, whole_file=reader.options.get("multiLine") == "true", compressed=work.key.endswith(".gz")
             )
-            schema = data_columns(with_hints(decoded.schema, reader.hints))
+            schema = with_hints(decoded.schema, reader.hints)  # as read: the plan judges names
             df = self._local_frame(spark, [(work, decoded)], reader, decoded.schema)
             if df is None:
                 return schema, [], self._table_schema(spark, table)
             df = df.drop("_source_file")
         else:
             df = self._read(spark, reader, work)
-            schema = data_columns(from_spark_json(df.schema.json()))
+            schema = from_spark_json(df.schema.json())
         sample = [r.asDict(recursive=True) for r in df.limit(rows).collect()] if rows else []
         return schema, sample, self._table_schema(spark, table)
 
@@ -186,7 +186,7 @@ async def preview(
             open_proposal = await pool.fetchval(
                 queries("operator.sql")["open_proposal_for"], ing.table, decision.signature
             )
-    incoming = drop_void(schema)
+    incoming = drop_void(data_columns(schema))
     result.update(
         file_schema=columns(schema),
         sample=[jsonable(r) for r in sample],

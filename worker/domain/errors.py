@@ -51,6 +51,9 @@ _DATA_PATTERNS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "SchemaConflict",
         ("in the table but", "cannot be cast", "incompatible type", "cannot safely cast", "ambiguous attribute"),
     ),
+    # Apache Spark refuses a JSON or Parquet file with two columns differing only in case (Sail
+    # reads both, and the schema policy quarantines the file as a duplicate name).
+    ("DuplicateName", ("column_already_exists", "found duplicate column")),
     # The Spark Connect client cannot decode the answer about this file: seen for JSON nested
     # deeper than ~32 levels (protobuf's decode depth limit).
     ("NestingTooDeep", ("maxdepth", "recursion limit", "nested too deep", "exception deserializing response")),
@@ -75,6 +78,19 @@ _DATA_PATTERNS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
 )
+# The engine refused the path it was given for a file: permanent, whatever else the message says
+# (the key itself is in the message and may contain any word). Keys the engines would rewrite are
+# refused at admission (domain/keys.py); these catch a rule of an engine not known there.
+# Sail: "Encountered object with invalid path: Path "/a//b.csv" contained empty path segment";
+# Hadoop ``Path``: "java.net.URISyntaxException: Relative path in absolute URI: …" and
+# "Can not create a Path from an empty string".
+_INVALID_PATH: tuple[str, ...] = (
+    "invalid path",
+    "empty path segment",
+    "relative path in absolute uri",
+    "urisyntaxexception",
+    "can not create a path from an empty string",
+)
 _TRANSIENT_PATTERNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "CommitConflict",
@@ -84,7 +100,21 @@ _TRANSIENT_PATTERNS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "SparkUnavailable",
         ("unavailable", "connection refused", "failed to connect", "deadline exceeded", "socket closed"),
     ),
-    ("SparkSessionLost", ("session_not_found", "session_closed", "invalid_handle", "operation not found")),
+    # The session or operation is gone: expired, lost in a server restart, or stopped by a fence
+    # (Apache Spark: INVALID_HANDLE.SESSION_CLOSED / OPERATION_CANCELED; Sail: "session … is not
+    # running", "operation not found", "job runner is stopped").
+    (
+        "SparkSessionLost",
+        (
+            "session_not_found",
+            "session_closed",
+            "invalid_handle",
+            "operation not found",
+            "is not running",
+            "job runner is stopped",
+            "operation_canceled",
+        ),
+    ),
 )
 
 
@@ -100,6 +130,8 @@ def classify_engine_error(kind: str, message: str, grpc_code: str | None = None)
         return TransientError(f"Spark Connect token rejected or expired: {message}", error_class="SparkUnauthenticated")
     if "unauthenticated" in text or "statuscode.permission_denied" in text:
         return TransientError(f"Spark Connect token rejected or expired: {message}", error_class="SparkUnauthenticated")
+    if any(n in text for n in _INVALID_PATH):
+        return DataError(f"{kind}: {message}", error_class="InvalidPath")
     for error_class, needles in _TRANSIENT_PATTERNS:
         if any(n in text for n in needles):
             return TransientError(f"{kind}: {message}", error_class=error_class)

@@ -11,6 +11,11 @@ whether it loads (and how) or is quarantined, and what the table becomes. Pure.
 - ``strict``: any change that would alter the table, and any breaking change, quarantines the file
   (columns missing from the file, and narrower values that fit, are fine).
 
+icefeed's own columns (:data:`RESERVED_COLUMNS`) are compared with a file's top-level columns
+ignoring case, as Spark resolves names: a file with a column such as ``_SOURCE_FILE`` or
+``_Batch_Id`` is quarantined under every policy (RESERVED_NAME, like a file spelling one column
+twice), so no table is ever created or evolved with a column that shadows a lineage column.
+
 Quarantined files open a proposal; an operator resolves it (``icefeed schema approve``). An
 approved proposal's signature maps to its resolution in ``approved``: ``merge`` accepts the
 changes as if compatible (the table takes the merged schema), ``rescue`` loads the file with its
@@ -41,6 +46,21 @@ from worker.domain.schema import (
 LINEAGE_COLUMNS: Final = ("_source_file", "_batch_id", "_ingested_at")
 RESCUED_COLUMN: Final = "_rescued_data"
 RESERVED_COLUMNS: Final = frozenset((*LINEAGE_COLUMNS, RESCUED_COLUMN))
+
+
+def fold(name: str) -> str:
+    """A column name as engines compare names when case does not matter (Spark's resolver is
+    case-insensitive by default): ``_SOURCE_FILE``, ``_Source_File`` and ``_source_file`` are one."""
+    return name.upper().lower()
+
+
+_RESERVED_BY_FOLD: Final = {fold(name): name for name in RESERVED_COLUMNS}
+
+
+def reserved_name(name: str) -> str | None:
+    """The reserved column (``_source_file``, ``_batch_id``, ``_ingested_at``, ``_rescued_data``)
+    that ``name`` means once case is ignored, or None."""
+    return _RESERVED_BY_FOLD.get(fold(name))
 
 
 class Policy(StrEnum):
@@ -96,8 +116,36 @@ class BatchPlan:
 
 
 def data_columns(schema: Struct) -> Struct:
-    """A table's schema without icefeed's own columns."""
-    return Struct(tuple(f for f in schema.fields if f.name not in RESERVED_COLUMNS))
+    """A table's schema without icefeed's own columns (compared ignoring case)."""
+    return Struct(tuple(f for f in schema.fields if reserved_name(f.name) is None))
+
+
+def reserved_names(schema: Struct) -> list[Change]:
+    """A file's top-level columns that collide with icefeed's own columns, ignoring case."""
+    out = []
+    for f in schema.fields:
+        reserved = reserved_name(f.name)
+        if reserved is not None:
+            out.append(Change(ChangeKind.RESERVED_NAME, f.name, None, type_string(f.type), reserved))
+    return out
+
+
+def table_collisions(columns: Sequence[str]) -> list[tuple[str, str]]:
+    """What is wrong with a table's column names, as (column, problem): a column that is not
+    icefeed's own but collides with one ignoring case (``_Batch_Id`` beside ``_batch_id``), or the
+    second of two columns that differ only in case. Spark cannot tell such columns apart: every
+    append to the table and every recovery probe fails until the column is renamed."""
+    problems = []
+    seen: dict[str, str] = {}
+    for name in columns:
+        reserved = reserved_name(name)
+        if reserved is not None and reserved != name:
+            problems.append((name, f"column {name} collides with icefeed's column {reserved}"))
+            continue
+        first = seen.setdefault(fold(name), name)
+        if first != name:
+            problems.append((name, f"columns {first} and {name} differ only in case"))
+    return problems
 
 
 def signature(changes: Iterable[Change]) -> str:
@@ -129,7 +177,7 @@ def duplicate_names(schema: Struct, prefix: str = "") -> list[Change]:
     seen: dict[str, str] = {}
     for f in schema.fields:
         path = f"{prefix}{f.name}"
-        first = seen.setdefault(f.name.lower(), f.name)
+        first = seen.setdefault(fold(f.name), f.name)
         if first != f.name:
             out.append(Change(ChangeKind.DUPLICATE_NAME, path, None, type_string(f.type), f"{prefix}{first}"))
         if isinstance(f.type, Struct):
@@ -143,12 +191,16 @@ def plan_batch(
     files: Sequence[tuple[int, Struct]],
     approved: Mapping[str, str] | None = None,
 ) -> BatchPlan:
-    """Decide every file of a batch (in the given order) and the table's schema after it."""
+    """Decide every file of a batch (in the given order) and the table's schema after it.
+
+    ``files`` carry each file's schema as read, icefeed's own column names included: a file with
+    a column named like one of them (ignoring case) is quarantined, never merged or dropped."""
     decisions: dict[int, FileDecision] = {}
     target = table
     for file_id, incoming in files:
+        reserved = reserved_names(incoming)
         incoming = drop_void(data_columns(incoming))
-        clashes = duplicate_names(incoming)
+        clashes = reserved + duplicate_names(incoming)
         if clashes:
             decisions[file_id] = FileDecision(file_id, False, tuple(clashes), signature=signature(clashes))
             continue

@@ -653,6 +653,13 @@ class ChangeKind(StrEnum):
     CASE_CLASH            YES      yes           a table and a file field differ only
                                                  in letter case: ambiguous in Spark
                                                  (case-insensitive resolution)
+    DUPLICATE_NAME        YES      yes           one file spells a field twice,
+                                                 differing only in case
+    RESERVED_NAME         YES      yes           a file's top-level column has the name
+                                                 of one of icefeed's own columns
+                                                 (``_source_file``, ``_batch_id``,
+                                                 ``_ingested_at``, ``_rescued_data``),
+                                                 compared ignoring case
     ===================== ======== ============= ======================================
     """
 
@@ -666,6 +673,7 @@ class ChangeKind(StrEnum):
     TYPE_CONFLICT = "type_conflict"
     CASE_CLASH = "case_clash"
     DUPLICATE_NAME = "duplicate_name"  # one file spells a field twice, differing only in case
+    RESERVED_NAME = "reserved_name"  # a file column named like one of icefeed's own (ignoring case)
 
     @property
     def breaking(self) -> bool:
@@ -676,7 +684,9 @@ class ChangeKind(StrEnum):
         return self not in _NO_TABLE_CHANGE
 
 
-_BREAKING: Final = frozenset({ChangeKind.TYPE_CONFLICT, ChangeKind.CASE_CLASH, ChangeKind.DUPLICATE_NAME})
+_BREAKING: Final = frozenset(
+    {ChangeKind.TYPE_CONFLICT, ChangeKind.CASE_CLASH, ChangeKind.DUPLICATE_NAME, ChangeKind.RESERVED_NAME}
+)
 _NO_TABLE_CHANGE: Final = frozenset(
     {
         ChangeKind.COLUMN_MISSING,
@@ -722,6 +732,11 @@ class Change:
         label = self.kind.value.replace("_", " ")
         if self.kind is ChangeKind.DUPLICATE_NAME:
             return f"{label} at {self.path}: the file also has {self.table_path} (names differ only in case)"
+        if self.kind is ChangeKind.RESERVED_NAME:
+            return (
+                f"{label} at {self.path}: icefeed writes its own column {self.table_path} (names compare ignoring "
+                "case); rename the column in the file"
+            )
         if self.kind is ChangeKind.CASE_CLASH:
             return (
                 f"{label} at {self.path}: {self.table_path} {self.table_type} (table)"

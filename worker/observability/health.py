@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,6 +21,7 @@ import orjson
 import structlog
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
+from worker.observability.logging import Redactor
 from worker.observability.metrics import Metrics
 from worker.probes import ProbeResult
 
@@ -34,6 +36,8 @@ JSON = "application/json"
 
 #: name → (ok, detail)
 Checks = dict[str, tuple[bool, str]]
+#: A label value in the Prometheus text format: name="escaped value".
+LABEL_VALUE = re.compile(rb'([a-zA-Z_][a-zA-Z0-9_]*=")((?:[^"\\]|\\.)*)(")')
 
 
 class HealthServer:
@@ -44,8 +48,10 @@ class HealthServer:
         liveness: Callable[[], Checks],
         host: str = "0.0.0.0",  # noqa: S104 - probed by the kubelet, scraped by Prometheus
         port: int = 9108,
+        redactor: Redactor | None = None,
     ) -> None:
         self.metrics = metrics
+        self._redactor = redactor or Redactor()  # masks secrets in /readyz, /healthz and metric labels
         self._readiness = readiness
         self._liveness = liveness
         self._host = host
@@ -141,14 +147,26 @@ class HealthServer:
         if method not in ("GET", "HEAD"):
             return 405, "text/plain; charset=utf-8", b"method not allowed\n", {"Allow": "GET, HEAD"}
         if path == "/metrics":
-            return 200, CONTENT_TYPE_PLAIN_0_0_4, generate_latest(self.metrics.registry), {}
+            return 200, CONTENT_TYPE_PLAIN_0_0_4, self._scrub_labels(generate_latest(self.metrics.registry)), {}
         if path == "/healthz":
             checks = self.liveness()
-            return _checks_response({name: {"ok": ok, "detail": detail} for name, (ok, detail) in checks.items()})
+            live = {name: {"ok": ok, "detail": detail} for name, (ok, detail) in checks.items()}
+            return _checks_response(self._redactor.redact(live))
         if path == "/readyz":
             results = await self._readiness()
-            return _checks_response({r.name: r.as_dict() for r in results})
+            return _checks_response(self._redactor.redact({r.name: r.as_dict() for r in results}))
         return 200, "text/plain; charset=utf-8", b"icefeed worker: /metrics /healthz /readyz\n", {}
+
+    def _scrub_labels(self, exposition: bytes) -> bytes:
+        """Metric and label names are fixed; label values (a queue's name, an error class) are
+        scrubbed like any other output."""
+        scrub = self._redactor.scrub
+
+        def value(m: re.Match[bytes]) -> bytes:
+            text = m.group(2).decode("utf-8", "replace")
+            return m.group(1) + scrub(text).encode() + m.group(3)
+
+        return LABEL_VALUE.sub(value, exposition)
 
 
 def _checks_response(checks: dict[str, dict[str, Any]]) -> tuple[int, str, bytes, dict[str, str]]:

@@ -35,3 +35,19 @@ DELETE FROM {table} WHERE _source_file IN ({sources}) AND _batch_id <> {batch}
 -- name: copy_column
 -- {target}/{source}: backtick-quoted column names; {value}: to_json({source}) or CAST({source} AS STRING).
 UPDATE {table} SET {target} = {value} WHERE {target} IS NULL AND {source} IS NOT NULL
+
+-- name: count_batch_rows
+-- {batch}: hex_literal(batch id).
+SELECT count(*) FROM {table} WHERE _batch_id = {batch}
+
+-- name: delete_batch_rows
+-- {batch}: hex_literal(batch id). A released batch's rows (audit repair).
+DELETE FROM {table} WHERE _batch_id = {batch}
+
+-- name: count_batch_source_rows
+-- {batch}: hex_literal(batch id); {sources}: hex_literal(...) expressions.
+SELECT count(*) FROM {table} WHERE _batch_id = {batch} AND _source_file IN ({sources})
+
+-- name: delete_batch_source_rows
+-- Rows of these files in one batch (an object overwritten while the engine read it).
+DELETE FROM {table} WHERE _batch_id = {batch} AND _source_file IN ({sources})

@@ -1,0 +1,129 @@
+"""A writer process for the engine-fence tests: it opens a write session through ``SparkSink``
+(as the pipeline does), then appends a slow DataFrame to a table through the dialect's own append
+in that session, and reports on stdout what happened:
+
+    opened            the session exists on the server
+    appending         the append is being sent
+    committed         the append returned
+    failed <class>    the append raised; <class> is icefeed's classification of the error
+    followup <class>  a later request in the same session (``ok`` or the error class)
+
+The append is slow without burning CPU: a Python UDF sleeps ``delay_s`` per row, in two partitions.
+Run: python -m tests.integration.engine_fence_support URL DIALECT FORMAT SESSION TABLE ROWS DELAY_S
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from worker.adapters.spark_sink import SparkSink, to_icefeed_error
+from worker.settings import SparkSettings
+
+
+def slow_frame(spark: Any, rows: int, delay_s: float) -> Any:
+    from pyspark.sql import functions as F
+
+    @F.udf("string")
+    def slow(value: int) -> str:
+        import time as clock
+
+        clock.sleep(delay_s)
+        return f"row-{value}"
+
+    return spark.range(0, rows, 1, 2).select(F.col("id"), slow("id").alias("h"))
+
+
+def main(argv: list[str]) -> None:
+    url, dialect, table_format, session_id, table, rows, delay_s = argv
+    settings = SparkSettings(url=url, dialect=dialect, table_format=table_format)  # type: ignore[arg-type]
+    sink = SparkSink(settings)
+    asyncio.run(sink.open_session(session_id))
+    print("opened", flush=True)
+    spark = sink._write_session(session_id)  # the session open_session made, as write() uses it
+    df = slow_frame(spark, int(rows), float(delay_s))
+    print("appending", flush=True)
+    try:
+        sink._dialect.append(df, table)
+        print("committed", flush=True)
+    except Exception as exc:  # noqa: BLE001 - reported, classified
+        error = to_icefeed_error(exc)
+        print("failed", error.error_class, str(error).replace("\n", " ")[:300], flush=True)
+    try:
+        spark.sql("SELECT 1").collect()
+        print("followup ok", flush=True)
+    except Exception as exc:  # noqa: BLE001 - reported, classified
+        print("followup", to_icefeed_error(exc).error_class, flush=True)
+
+
+@dataclass
+class WriterProcess:
+    """The writer above as a child process, its stdout lines delivered to a queue."""
+
+    argv: list[str]
+    proc: subprocess.Popen[str] | None = None
+    lines: queue.Queue[str] = field(default_factory=queue.Queue)
+    seen: list[str] = field(default_factory=list)
+
+    pump: threading.Thread | None = None
+
+    def start(self) -> WriterProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.integration.engine_fence_support", *self.argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self.pump = threading.Thread(target=self._pump, daemon=True)
+        self.pump.start()
+        return self
+
+    def _pump(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        with self.proc.stdout:
+            for line in self.proc.stdout:
+                self.lines.put(line.strip())
+        self.lines.put("")  # end of output
+
+    def expect(self, prefix: str, timeout: float = 120.0) -> str:
+        """The next line starting with ``prefix`` (waits for it up to ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"writer: no {prefix!r} within {timeout:.0f} s; saw {self.seen}") from None
+            if line == "":
+                raise AssertionError(f"writer ended without {prefix!r}; saw {self.seen}")
+            self.seen.append(line)
+            if line.startswith(prefix):
+                return line
+
+    def rest(self, timeout: float = 120.0) -> list[str]:
+        """Every further line until the process exits."""
+        assert self.proc is not None
+        self.proc.wait(timeout=timeout)
+        out = []
+        while (line := self.lines.get(timeout=timeout)) != "":
+            out.append(line)
+        self.seen.extend(out)
+        return out
+
+    def kill(self) -> None:
+        """SIGKILL (if still running), and wait until its output is closed."""
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+        if self.pump is not None:
+            self.pump.join(timeout=30)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
