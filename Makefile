@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint unit integration chaos bench infra-check stack clean
+.PHONY: install demo test lint unit integration chaos bench infra-check stack clean sim sim-long
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,15 @@ integration: install
 
 chaos: install
 	$(PY) -m pytest -q -p no:cacheprovider tests/chaos
+
+## make sim SEEDS=N: the deterministic fleet simulator over N seeds (docs/simulation.md)
+SEEDS ?= 2000
+sim: install
+	$(PY) -m tests.sim --seeds $(SEEDS)
+
+## make sim-long: 100 000 seeds (nightly)
+sim-long: install
+	$(PY) -m tests.sim --seeds 100000 --show 5
 
 ## make bench: the standard load scenario (not part of the suite); writes load/results/latest.json
 bench: install
