@@ -205,13 +205,14 @@ class Pipeline:
         by_identity = {(s.bucket, s.key, s.etag): s for s in states}
         await self._older_sequencers(kept, registrations, verdicts)
         terminal: dict[tuple[str, str, str], list[int]] = {}
+        decided: list[tuple[_Candidate, int, tuple[str, str, str]]] = []
         for cand, reg, verdict in zip(kept, registrations, verdicts, strict=True):
             state = by_identity[(cand.event.bucket, cand.event.key, reg.etag)]
             flog = log.bind(message_id=cand.admission.message.message_id, bucket=state.bucket, key=state.key)
             if state.status == PENDING and verdict is not None:
                 terminal.setdefault(verdict, []).append(state.file_id)
+                decided.append((cand, state.file_id, verdict))
                 flog.warning("file_not_loadable", status=verdict[0], reason=verdict[2])
-                cand.admission.outcomes.append(Ack(f"{verdict[0].lower()}: {verdict[2]}"))
             elif state.status == PENDING:
                 cand.admission.waiting[state.file_id] = FileWork(
                     state.file_id,
@@ -230,6 +231,18 @@ class Pipeline:
         for (status, error_class, message), ids in terminal.items():
             recorded = await self.ledger.record_terminal(ids, status, error_class, message)
             self.metrics.file_outcome(status, recorded)
+        if decided:
+            # Ack only what is final now: another worker may have claimed a file between its
+            # registration and record_terminal (which then moved nothing).
+            now = {s.file_id: s for s in await self.ledger.states([file_id for _, file_id, _ in decided])}
+            for cand, file_id, verdict in decided:
+                state = now.get(file_id)
+                if state is not None and state.status in TERMINAL:
+                    cand.admission.outcomes.append(Ack(f"{state.status.lower()}: {verdict[2]}"))
+                elif state is not None:
+                    cand.admission.outcomes.append(self.outcome_for(cand.admission.message, state))
+                else:
+                    cand.admission.outcomes.append(self.retry(cand.admission.message, "file state unknown"))
 
     async def _older_sequencers(
         self,
@@ -261,13 +274,14 @@ class Pipeline:
     def outcome_for(self, message: Message, state: FileState) -> Outcome:
         if state.status in TERMINAL:
             return Ack(state.status.lower())
-        if state.status == CLAIMED:
+        if state.status == CLAIMED or state.blocked:
             # Come back when that batch is done or, if its worker died, once a sweeper can have
             # settled it (lease + orphan grace + one sweep): retries must not run out meanwhile.
             lease = self.settings.lease
             settle_s = (state.lease_left_s or 0.0) + lease.orphan_grace_s + lease.sweep_interval_s
-            backoff = self.retry(message, "file is being loaded by a batch in flight")
-            return Retry(max(backoff.delay_s, min(int(settle_s) + 1, SQS_MAX_DELAY_S)), backoff.reason)
+            what = "another version of the object is" if state.blocked else "file is"
+            backoff = self.retry(message, f"{what} being loaded by a batch in flight")
+            return Retry(max(backoff.delay_s, min(int(settle_s) + 1, SQS_MAX_DELAY_S)), backoff.reason, in_flight=True)
         return self.retry(message, f"file pending retry: {state.error_message or 'not loaded yet'}")
 
     async def settle(self, message: Message, file_ids: list[int]) -> list[Outcome]:
@@ -415,6 +429,8 @@ class Pipeline:
             self.metrics.table_locks_lost.inc()
             blog.warning("table_lock_lost", during="append", hint="the writer slot kept other writers out")
         await self.faults.hit("after_commit")
+        if not await self._still_mine(batch_id, blog):
+            return write, []
         try:
             with self.metrics.stage("finalize"):
                 won = await self._complete(
@@ -427,6 +443,20 @@ class Pipeline:
         if won:
             self.metrics.commit_duration.observe(time.monotonic() - started)
         return write, []
+
+    async def _still_mine(self, batch_id: UUID, blog: structlog.typing.FilteringBoundLogger) -> bool:
+        """Before changing anything for a committed batch (removing rows, finalizing): is its lease
+        still ours (renewed by the same statement)? A writer that was frozen past its lease leaves
+        the batch to the sweeper that took it over."""
+        try:
+            mine = batch_id in await self.ledger.extend([batch_id], self.owner, self.settings.lease.ttl_s)
+        except IcefeedError as error:
+            blog.warning("batch_finalize_failed", error=str(error))
+            await self._hand_over(batch_id, blog)
+            return False
+        if not mine:
+            blog.warning("batch_finalize_lost", reason="lease taken over; the sweeper settles it")
+        return mine
 
     async def _hand_over(self, batch_id: UUID, blog: structlog.typing.FilteringBoundLogger) -> None:
         """The outcome of this batch is unknown to its writer: let a sweeper decide it now (it
@@ -556,6 +586,8 @@ class Pipeline:
             return []
         if counts:
             blog.warning("batch_committed_despite_error", error=str(error))
+            if not await self._still_mine(batch_id, blog):
+                return []
             try:
                 await self._complete(table, batch_id, files, counts, None, {}, blog)
             except IcefeedError as finish_error:
@@ -590,10 +622,20 @@ class Pipeline:
             return list(halves(files))
         return []
 
-    async def _changed(self, files: list[FileWork]) -> list[FileWork]:
-        """Files whose object now has another etag: the engine may have read the newer version."""
+    async def _changed(self, files: list[FileWork]) -> dict[int, FileResult]:
+        """Engine-read files whose object is no longer the claimed version: the engine may have
+        read another version (overwritten, or overwritten and then deleted: a deleted object's
+        rows cannot be told apart either). Their outcome, once their rows are removed."""
         heads = await asyncio.gather(*(self._head(f.bucket, f.key) for f in files))
-        return [f for f, h in zip(files, heads, strict=True) if h is not None and h.etag != f.etag]
+        out: dict[int, FileResult] = {}
+        for f, h in zip(files, heads, strict=True):
+            if h is None:
+                why = "object was deleted while its batch was open: its rows could not be verified and were removed"
+                out[f.file_id] = FileResult(f.file_id, GONE, None, "ObjectGone", why)
+            elif h.etag != f.etag:
+                why = "object was overwritten while it was read: its rows were removed, the newer version loads"
+                out[f.file_id] = FileResult(f.file_id, SKIPPED, None, "Superseded", why)
+        return out
 
     async def _complete(
         self,
@@ -617,24 +659,27 @@ class Pipeline:
         by_path = [
             f for f in files if counts.get(f.source_file) and f.file_id not in settled and f.file_id not in local
         ]
-        changed = await self._changed(by_path) if by_path else []
+        changed = await self._changed(by_path) if by_path else {}
         if changed and not dialect_for(self.settings.spark).supports_delete:
-            for f in changed:  # a format without DELETE (the test-only parquet tables) keeps them
-                log.error("file_version_changed", bucket=f.bucket, key=f.key, table=table, rows_removed=0)
-            changed = []
+            for f in by_path:  # a format without DELETE (the test-only parquet tables) keeps them
+                if f.file_id in changed:
+                    log.error("file_version_changed", bucket=f.bucket, key=f.key, table=table, rows_removed=0)
+            changed = {}
         if changed:
-            sources = [f.source_file for f in changed]
-            removed = await self.sink.delete_batch_rows(table, batch_id, sources)
-            counts = {k: v for k, v in counts.items() if k not in set(sources)}
-            for f in changed:
-                settled[f.file_id] = FileResult(
-                    f.file_id,
-                    SKIPPED,
-                    None,
-                    "Superseded",
-                    "object was overwritten while it was read: its rows were removed, the newer version loads",
-                )
-                log.warning("file_version_changed", bucket=f.bucket, key=f.key, table=table, rows_removed=removed)
+            sources = {f.source_file for f in by_path if f.file_id in changed}
+            removed = await self.sink.delete_batch_rows(table, batch_id, sorted(sources))
+            counts = {k: v for k, v in counts.items() if k not in sources}
+            settled.update(changed)
+            for f in by_path:
+                if f.file_id in changed:
+                    log.warning(
+                        "file_version_changed",
+                        bucket=f.bucket,
+                        key=f.key,
+                        table=table,
+                        status=changed[f.file_id].status,
+                        rows_removed=removed,
+                    )
         if result is not None:
             replacing = set(result.request_replace) & set(result.plan.loaded)
         else:

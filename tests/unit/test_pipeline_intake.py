@@ -69,6 +69,13 @@ class FakeLedger:
     async def reject_message(self, message: Message, reason: str) -> None:
         self.rejected.append((message.body, reason))
 
+    async def states(self, file_ids: list[int]) -> list[FileState]:
+        return [
+            FileState(r["id"], b, k, e, r["status"], None, None, r.get("lease_left_s"))
+            for (b, k, e), r in self.files.items()
+            if r["id"] in file_ids
+        ]
+
     def status(self, key: str) -> list[tuple[str, str | None]]:
         return [(r["status"], r.get("error_class")) for (_, k, _), r in self.files.items() if k == key]
 
@@ -155,6 +162,29 @@ async def test_outcomes_for_what_cannot_or_need_not_be_loaded(parts: tuple[Pipel
     assert ledger.status("events/big.json") == [("FAILED", "FileTooLarge")]
     assert ledger.status("docs/doc.json") == [("FAILED", "FileTooLarge")]
     assert "LOCAL_PARSE_MAX_BYTES" in ledger.files[("landing", "docs/doc.json", "e4")]["message"]
+
+
+async def test_a_file_claimed_by_another_worker_before_its_terminal_verdict_lands_is_not_acked(
+    parts: tuple[Pipeline, FakeLedger, FakeStore],
+) -> None:
+    """Found by the simulator (seed 313): this worker decides "overwritten → SKIPPED, ack" from the
+    state register returned, but another worker claims the file first; record_terminal moves
+    nothing. Acking would leave the file with no message if that batch is later released."""
+    pipeline, ledger, store = parts
+    store.objects[("landing", "events/a.json")] = ObjectInfo(10, "e-new")  # the event's e-old is stale
+    record = ledger.record_terminal
+
+    async def claimed_first(file_ids: list[int], status: str, error_class: str, message: str) -> int:
+        for row in ledger.files.values():  # the other worker's claim lands in between
+            if row["id"] in file_ids:
+                row.update(status="CLAIMED", lease_left_s=30.0)
+        return await record(file_ids, status, error_class, message)
+
+    ledger.record_terminal = claimed_first  # type: ignore[method-assign]
+    (adm,) = await pipeline.admit([message(event("events/a.json", "e-old"))])
+    (outcome,) = adm.outcomes
+    assert isinstance(outcome, Retry) and outcome.in_flight, outcome
+    assert ledger.status("events/a.json") == [("CLAIMED", None)]
 
 
 async def test_an_event_older_by_sequencer_than_one_seen_is_skipped(

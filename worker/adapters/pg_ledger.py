@@ -454,7 +454,17 @@ class PgLedger:
             return []
         rows = await self._retry(lambda: self._pool.fetch(self._q["file_states"], file_ids))
         return [
-            FileState(r["id"], "", "", "", r["status"], r["batch_id"], r["error_message"], _seconds(r["lease_left_s"]))
+            FileState(
+                r["id"],
+                "",
+                "",
+                "",
+                r["status"],
+                r["batch_id"],
+                r["error_message"],
+                _seconds(r["lease_left_s"] if r["version_lease_left_s"] is None else r["version_lease_left_s"]),
+                blocked=r["version_lease_left_s"] is not None,
+            )
             for r in rows
         ]
 

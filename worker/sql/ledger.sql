@@ -47,9 +47,14 @@ INSERT INTO batches (id, ingestion, table_name, status, lease_owner, lease_expir
 VALUES ($1, $2, $3, 'WRITING', $4, now() + make_interval(secs => $5), $6, $7);
 
 -- name: file_states
+-- version_lease_left_s: a PENDING file whose key has another version in an open batch waits for it.
 SELECT f.id, f.status, f.batch_id, f.error_message,
        (SELECT extract(epoch FROM b.lease_expires_at - now()) FROM batches b
-         WHERE b.id = f.batch_id AND b.status = 'WRITING') AS lease_left_s
+         WHERE b.id = f.batch_id AND b.status = 'WRITING') AS lease_left_s,
+       (SELECT max(extract(epoch FROM b.lease_expires_at - now()))
+          FROM files o JOIN batches b ON b.id = o.batch_id
+         WHERE f.status = 'PENDING' AND o.bucket = f.bucket AND o.key = f.key AND o.id <> f.id
+           AND o.status = 'CLAIMED' AND b.status = 'WRITING') AS version_lease_left_s
   FROM files f WHERE f.id = ANY($1::bigint[]);
 
 -- name: commit_batch
