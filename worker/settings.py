@@ -105,10 +105,11 @@ class SparkSettings(_Section):
     # disconnected), in seconds: a batch whose engine session could not be stopped for certain is
     # released only after this. 0 (or unset): the dialect's default, from measurements
     # (docs/engines.md). On both engines a SIGKILLed client's append ran on and committed (Apache
-    # Spark 4: 597 s after the kill; Sail: 36 s, at its natural end); what ends such an execution is
-    # the expiry of its idle session: Spark's spark.connect.session.manager.defaultSessionTimeout
-    # (60 min) + one maintenance interval (30 s) -> 3900; Sail's spark.session_timeout_secs (15 min)
-    # -> 960. Lower it only with the server's session timeout.
+    # Spark 4: 597 s after the kill, its detached-execution timeout not applied; Sail: 36 s, at its
+    # natural end); what surely ends such an execution is the expiry of its idle session: Spark's
+    # spark.connect.session.manager.defaultSessionTimeout (60 min) + one maintenance interval
+    # (30 s) -> 3900; Sail's spark.session_timeout_secs (15 min) -> 960. Lower it only with the
+    # server's session timeout.
     detached_limit_s: int = Field(0, ge=0, le=86400)
 
     @model_validator(mode="before")
