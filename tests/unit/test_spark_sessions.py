@@ -68,7 +68,7 @@ def test_a_configured_url_that_names_a_session_is_refused(monkeypatch: pytest.Mo
     assert "s3cr3t" not in str(info.value)
 
 
-@pytest.mark.parametrize(("dialect", "limit"), [("spark", 3900), ("sail", 960)])
+@pytest.mark.parametrize(("dialect", "limit"), [("spark", 3900), ("sail", 3600)])
 def test_the_detached_limit_defaults_per_dialect(monkeypatch: pytest.MonkeyPatch, dialect: str, limit: int) -> None:
     monkeypatch.setenv("ICEFEED_SPARK_DIALECT", dialect)
     assert load_settings().spark.detached_limit_s == limit == DETACHED_LIMIT_S[dialect]
