@@ -139,6 +139,31 @@ async def test_a_write_runs_in_its_own_session_and_releases_it_whatever_the_outc
     assert await sink.batch_counts(f"glue.{env.db}.own", batch) == ({f.source_file: 2} if location == "ok" else {})
 
 
+async def test_a_writer_frozen_after_opening_its_session_cannot_write_once_it_is_stopped(
+    env: Env, sink: SparkSink
+) -> None:
+    """The pipeline opens the session, fences, then writes: a worker frozen in between, whose batch
+    was stopped and released meanwhile, wakes up to a session the engine refuses."""
+    session_id, batch = str(uuid.uuid4()), uuid.uuid4()
+    await sink.open_session(session_id)
+    assert await sink_for(env).stop(session_id) is True  # another worker, while this one is frozen
+    f = FileWork(1, "events", env.bucket, "events/a.json", "etag-1", 18)
+    request = WriteRequest(
+        batch_id=batch,
+        table=f"glue.{env.db}.frozen",
+        location=f"s3://{env.warehouse}/{env.db}/frozen",
+        readers={"events": Reader("json", {})},
+        files=[f],
+        output_files=1,
+        decoded={1: decode_json(b'{"id": 1}\n', whole_file=False, compressed=False)},
+        session_id=session_id,
+    )
+    with pytest.raises(IcefeedError) as info:
+        await sink.write(request)
+    assert info.value.error_class == "SparkSessionLost"
+    assert await sink.batch_counts(request.table, batch) == {}  # not even the table was created
+
+
 async def test_delete_batch_rows_removes_exactly_that_batch_and_counts_it(env: Env, sink: SparkSink) -> None:
     table = create_table(sink, env, "audited", "id BIGINT, _source_file STRING, _batch_id STRING")
     zombie, kept = uuid.uuid4(), uuid.uuid4()
