@@ -103,3 +103,39 @@ def test_measure_how_long_spark_keeps_a_killed_writers_execution(spark4: Spark4S
         f"\nSIGKILLed writer's append: {outcome} {lifetime:.0f} s after the kill "
         f"(abandoned-execution removal: {bool(detached)}, session expiry: {bool(expired)})"
     )
+
+
+async def test_a_writer_frozen_after_opening_its_session_cannot_write_once_it_is_stopped(
+    spark4: Spark4Server, tmp_path: Path
+) -> None:
+    from worker.adapters.local_read import decode_json
+    from worker.domain.batching import FileWork
+    from worker.domain.errors import IcefeedError
+    from worker.ports import Reader, WriteRequest
+
+    settings = SparkSettings(url=SecretStr(spark4.url), dialect="spark", table_format="parquet")
+    sink, other = SparkSink(settings), SparkSink(settings)
+    db = f"db_frozen_{uuid.uuid4().hex[:8]}"
+    spark4.session.sql(f"CREATE DATABASE {db}")
+    try:
+        session_id = str(uuid.uuid4())
+        await sink.open_session(session_id)
+        assert await other.stop(session_id) is True  # another worker, while this one is frozen
+        request = WriteRequest(
+            batch_id=uuid.uuid4(),
+            table=f"spark_catalog.{db}.t",
+            location=f"file://{tmp_path}/t",
+            readers={"events": Reader("json", {})},
+            files=[FileWork(1, "events", "b", "events/a.json", "etag-1", 10)],
+            output_files=1,
+            decoded={1: decode_json(b'{"id": 1}\n', whole_file=False, compressed=False)},
+            session_id=session_id,
+        )
+        with pytest.raises(IcefeedError) as info:
+            await sink.write(request)
+        assert info.value.error_class == "SparkSessionLost"
+        assert "SESSION_CLOSED" in str(info.value)
+        assert not spark4.session.catalog.tableExists(request.table)
+    finally:
+        sink.close()
+        other.close()
