@@ -18,7 +18,7 @@ import pytest
 from pydantic import SecretStr
 
 from tests.harness import poll
-from tests.integration.engine_fence_support import WriterProcess
+from tests.integration.engine_fence_support import WriterProcess, one_file_request
 from tests.spark4.support import Spark4Server
 from worker.adapters.spark_sink import SparkSink
 from worker.settings import DETACHED_LIMIT_S, SparkSettings
@@ -108,10 +108,7 @@ def test_measure_how_long_spark_keeps_a_killed_writers_execution(spark4: Spark4S
 async def test_a_writer_frozen_after_opening_its_session_cannot_write_once_it_is_stopped(
     spark4: Spark4Server, tmp_path: Path
 ) -> None:
-    from worker.adapters.local_read import decode_json
-    from worker.domain.batching import FileWork
     from worker.domain.errors import IcefeedError
-    from worker.ports import Reader, WriteRequest
 
     settings = SparkSettings(url=SecretStr(spark4.url), dialect="spark", table_format="parquet")
     sink, other = SparkSink(settings), SparkSink(settings)
@@ -121,16 +118,7 @@ async def test_a_writer_frozen_after_opening_its_session_cannot_write_once_it_is
         session_id = str(uuid.uuid4())
         await sink.open_session(session_id)
         assert await other.stop(session_id) is True  # another worker, while this one is frozen
-        request = WriteRequest(
-            batch_id=uuid.uuid4(),
-            table=f"spark_catalog.{db}.t",
-            location=f"file://{tmp_path}/t",
-            readers={"events": Reader("json", {})},
-            files=[FileWork(1, "events", "b", "events/a.json", "etag-1", 10)],
-            output_files=1,
-            decoded={1: decode_json(b'{"id": 1}\n', whole_file=False, compressed=False)},
-            session_id=session_id,
-        )
+        request = one_file_request(f"spark_catalog.{db}.t", f"file://{tmp_path}/t", session_id, uuid.uuid4(), [1])
         with pytest.raises(IcefeedError) as info:
             await sink.write(request)
         assert info.value.error_class == "SparkSessionLost"
