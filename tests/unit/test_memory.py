@@ -110,6 +110,7 @@ def test_costs_count_values_not_only_bytes() -> None:
 
 # -- the pipeline's fetch within the budget ---------------------------------------------------
 
+
 def route(name: str, options: str = "") -> str:
     """An ingestion of ``<name>/`` JSON objects in bucket ``landing`` into ``glue.db.<name>``."""
     fields = {"name": name, "bucket": "landing", "prefix": f"{name}/", "format": "json"}
