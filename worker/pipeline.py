@@ -396,17 +396,18 @@ class Pipeline:
         kept = 0  # bytes the decoded files hold until the write ends
         left = sum(len(body) for _, body in files)  # bodies not decoded yet
         hold.shrink_to(left)
-        for i, (f, body) in enumerate(list(files)):
-            files[i] = (f, b"")  # this list no longer keeps the body alive
-            engine_reads = not self.parses_locally(f.ingestion)
+        for i in range(len(files)):
+            f, body = files[i]
+            files[i] = (f, b"")  # the list no longer keeps the body alive: freed once decoded
+            engine_reads = self._engine_can_read(f)
             compressed = is_gzip(body, f.key.endswith(".gz"))
             try:
                 room = limits.max_bytes if compressed else 0
-                if not await self._reserve(hold, kept + left + room, first=not out):
+                if not await self._reserve(hold, kept + left + room, first=kept == 0):
                     raise _OverBudget  # handled below: not the file's fault
                 text = await asyncio.to_thread(open_text, body, compressed, limits)
                 cost = decode_cost(len(text.data), text.values)
-                if not await self._reserve(hold, kept + left + cost, first=not out):
+                if not await self._reserve(hold, kept + left + cost, first=kept == 0):
                     raise _OverBudget
                 decoded = await asyncio.to_thread(parse_text, text, self.routes.by_name(f.ingestion).whole_file_json)
                 del text
@@ -429,6 +430,12 @@ class Pipeline:
             left -= len(body)
             del body
             hold.shrink_to(kept + left)
+
+    def _engine_can_read(self, f: FileWork) -> bool:
+        """Whether a worker-read file may be handed to the engine instead (read by path): its
+        format is one the engine reads (not whole-file JSON on Sail). A key the engine would not
+        read as written (``.``/``..``/empty segments: issue 11, item 10) must stay with the worker."""
+        return not self.parses_locally(f.ingestion)
 
     @staticmethod
     async def _reserve(hold: Hold, target: int, first: bool) -> bool:
