@@ -18,7 +18,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from worker.adapters.dialects import dialect_for
-from worker.adapters.local_read import decode_json, worker_reads
+from worker.adapters.local_read import DecodeLimit, is_gzip, limits_for, open_text, parse_text, worker_reads
 from worker.domain.batching import FileWork, halves, newest_per_key, upload_order
 from worker.domain.errors import DataError, IcefeedError, TransientError
 from worker.domain.events import FileEvent, Ignored, Malformed, parse_message, sequencer_newer
@@ -42,6 +42,7 @@ from worker.domain.policy import Policy
 from worker.domain.routing import match_route
 from worker.domain.schema import Struct, diff, from_spark_json, parse_type, to_spark_json
 from worker.faults import Faults
+from worker.memory import Hold, MemoryBudget, decode_cost, held_cost
 from worker.observability.metrics import Metrics
 from worker.ports import (
     FileState,
@@ -67,6 +68,10 @@ SQS_MAX_DELAY_S = 43200
 #: A batch waiting for the table's previous writer to be settled checks again after this (doubling,
 #: so that the sweeper settling that writer is not crowded out of the table lock).
 WRITER_POLL_S = (0.25, 4.0)
+
+
+class _OverBudget(Exception):
+    """A worker-read file that does not fit the memory budget next to its batch's other files."""
 
 
 @dataclass
@@ -108,6 +113,8 @@ class Pipeline:
         self._sessions: dict[UUID, str] = {}  # batch → engine session of its append (once fenced)
         self._lease_lost: set[UUID] = set()  # batches a sweeper took over while this worker wrote them
         self._heads = asyncio.Semaphore(32)
+        self.memory = MemoryBudget(settings.memory.budget_bytes)
+        self._holds: dict[UUID, Hold] = {}
 
     # -- intake ------------------------------------------------------------------------------
 
@@ -322,7 +329,7 @@ class Pipeline:
             await self.faults.hit("after_claim")
             try:
                 with self.metrics.stage("fetch"):
-                    decoded, settled = await self._fetch(claimed)
+                    decoded, settled = await self._fetch(claimed, batch_id)
                 base = WriteRequest(
                     batch_id=batch_id,
                     table=table,
@@ -376,6 +383,7 @@ class Pipeline:
             if opened and write is None:  # no append was started in it: give the engine session back
                 await self.sink.stop(session_id)
             self.active_batches.discard(batch_id)
+            self._free(batch_id)
             self._sessions.pop(batch_id, None)
             self._lease_lost.discard(batch_id)
         for half in halves_left:
@@ -491,30 +499,99 @@ class Pipeline:
     def worker_reads(self, ingestion: str, size: int | None) -> bool:
         return worker_reads(self.settings.spark, self.routes.by_name(ingestion), size)
 
-    async def _fetch(self, files: list[FileWork]) -> tuple[dict[int, Any], dict[int, FileResult]]:
-        """GET and decode the files the worker reads itself. Returns the decoded files (or the
-        DataError each raised) and the results of files whose GET found them gone or replaced."""
+    async def _fetch(self, files: list[FileWork], batch_id: UUID) -> tuple[dict[int, Any], dict[int, FileResult]]:
+        """GET and decode the files the worker reads itself, within the memory budget (the batch's
+        hold is freed by :meth:`_free`). Returns the decoded files (or the DataError each raised)
+        and the results of files settled before the write (gone, replaced, deferred). A file over
+        the decode limits or the budget is left to the engine when it can read it."""
         mine = [f for f in files if self.worker_reads(f.ingestion, f.size)]
-        bodies = await asyncio.gather(*(self._get(f) for f in mine))
-        missing = [f for f, body in zip(mine, bodies, strict=True) if body is None]
-        settled = {r.file_id: r for r in await asyncio.gather(*(self._vanished(f) for f in missing))}
-        present = [(f, body) for f, body in zip(mine, bodies, strict=True) if body is not None]
-        decoded = await asyncio.to_thread(self._decode_all, present) if present else {}
-        return decoded, settled
+        if not mine:
+            return {}, {}
+        hold = self._holds[batch_id] = self.memory.hold()
+        async with self.memory.decoding:  # one batch decodes at a time (see worker/memory.py)
+            await hold.grow(sum(f.size for f in mine))
+            bodies = await asyncio.gather(*(self._get(f) for f in mine))
+            missing = [f for f, body in zip(mine, bodies, strict=True) if body is None]
+            settled = {r.file_id: r for r in await asyncio.gather(*(self._vanished(f) for f in missing))}
+            present = [(f, body) for f, body in zip(mine, bodies, strict=True) if body is not None]
+            del bodies
+            await self._decode_all(present, hold, settled)
+        return hold.payload, settled
+
+    def _free(self, batch_id: UUID) -> None:
+        """The batch's write is over: drop its decoded files and give their bytes back."""
+        hold = self._holds.pop(batch_id, None)
+        if hold is not None:
+            hold.release()
 
     async def _get(self, f: FileWork) -> bytes | None:
         async with self._heads:
             return await self.store.get(f.bucket, f.key, f.etag)
 
-    def _decode_all(self, files: list[tuple[FileWork, bytes]]) -> dict[int, Any]:
-        out: dict[int, Any] = {}
-        for f, body in files:
-            whole = self.routes.by_name(f.ingestion).whole_file_json
+    async def _decode_all(
+        self, files: list[tuple[FileWork, bytes]], hold: Hold, settled: dict[int, FileResult]
+    ) -> None:
+        """Decode one file after the other into ``hold.payload``, the hold always covering what is
+        held: bodies not yet decoded + decoded files + the file in progress (its inflate room, then
+        its parse cost). The first file may run alone over the budget; a later one that cannot fit
+        even alone goes to the engine (or, if the engine cannot read it, waits for a later batch)."""
+        limits = limits_for(self.settings.spark)
+        out: dict[int, object] = hold.payload
+        kept = 0  # bytes the decoded files hold until the write ends
+        left = sum(len(body) for _, body in files)  # bodies not decoded yet
+        hold.shrink_to(left)
+        for i in range(len(files)):
+            f, body = files[i]
+            files[i] = (f, b"")  # the list no longer keeps the body alive: freed once decoded
+            engine_reads = self._engine_can_read(f)
+            compressed = is_gzip(body, f.key.endswith(".gz"))
             try:
-                out[f.file_id] = decode_json(body, whole_file=whole, compressed=f.key.endswith(".gz"))
+                room = limits.max_bytes if compressed else 0
+                if not await self._reserve(hold, kept + left + room, first=kept == 0):
+                    raise _OverBudget  # handled below: not the file's fault
+                text = await asyncio.to_thread(open_text, body, compressed, limits)
+                cost = decode_cost(len(text.data), text.values)
+                if not await self._reserve(hold, kept + left + cost, first=kept == 0):
+                    raise _OverBudget
+                decoded = await asyncio.to_thread(parse_text, text, self.routes.by_name(f.ingestion).whole_file_json)
+                del text
+                out[f.file_id] = decoded
+                arrow = sum(a.nbytes for a in decoded.columns.values())
+                kept += held_cost(arrow, decoded.rows, len(f.source_file))
+            except DecodeLimit as error:
+                if not engine_reads:
+                    out[f.file_id] = error
+                else:
+                    log.info("file_handed_to_engine", bucket=f.bucket, key=f.key, reason=error.message)
+            except _OverBudget:
+                reason = f"over ICEFEED_MEMORY_BUDGET_BYTES={self.memory.limit} with this batch's other files"
+                if engine_reads:
+                    log.info("file_handed_to_engine", bucket=f.bucket, key=f.key, reason=reason)
+                else:
+                    settled[f.file_id] = FileResult(f.file_id, PENDING, None, "MemoryBudget", f"{reason}: load again")
             except DataError as error:
                 out[f.file_id] = error
-        return out
+            left -= len(body)
+            del body
+            hold.shrink_to(kept + left)
+
+    def _engine_can_read(self, f: FileWork) -> bool:
+        """Whether a worker-read file may be handed to the engine instead (read by path): its
+        format is one the engine reads (not whole-file JSON on Sail). A key the engine would not
+        read as written (``.``/``..``/empty segments: issue 11, item 10) must stay with the worker."""
+        return not self.parses_locally(f.ingestion) and unsafe_key(f.key) is None
+
+    @staticmethod
+    async def _reserve(hold: Hold, target: int, first: bool) -> bool:
+        """Make ``hold`` cover ``target`` bytes (waiting for room); False when it cannot fit even
+        alone and it is not the batch's first file (one item may exceed the budget, not a batch)."""
+        extra = target - hold.size
+        if extra <= 0:
+            return True
+        if not first and not hold.fits_alone(extra):
+            return False
+        await hold.grow(extra)
+        return True
 
     async def _vanished(self, f: FileWork) -> FileResult:
         """A file whose GET (If-Match) found nothing: gone, replaced, or (a race) back to pending."""

@@ -94,6 +94,13 @@ class SparkSettings(_Section):
     # JSON / JSON-lines files up to this size are fetched by the worker (one GET) and handed to the
     # engine as Arrow, a batch at a time; larger ones are read by the engine. 0: the engine reads all.
     worker_read_max_bytes: int = Field(8 * 1024 * 1024, ge=0)
+    # What the worker decodes of ONE such file, checked before parsing (gzip is inflated as a
+    # stream and stops at the limit): its decompressed bytes, and its JSON values (objects, arrays,
+    # members: what parsing costs in memory; 10 M lines of {} are 30 MB but 20 M values). Over
+    # either, the engine reads the file by path; where it cannot (whole-file JSON on Sail) the
+    # file is FAILED with DecompressionLimit. See docs/memory.md.
+    worker_decode_max_bytes: int = Field(64 * 1024 * 1024, ge=1024, le=96 * 1024 * 1024)
+    worker_decode_max_values: int = Field(3_000_000, ge=1)
     # The tables' format: "iceberg", or "parquet" (plain Spark tables: for testing against Apache
     # Spark without an Iceberg runtime; only new top-level columns, no on_overwrite = replace).
     # Engine and format differences live in worker/adapters/dialects.py.
@@ -228,6 +235,14 @@ class BatchSettings(_Section):
     max_file_bytes: int = Field(5 * 1024**3, ge=1, description="larger files are FAILED")
 
 
+class MemorySettings(_Section):
+    # Bytes of worker-read data (bodies, then decoded Arrow until the write ends) held at once by
+    # one worker, across all its batches in flight: a batch's fetch waits for room, and one item
+    # larger than the budget runs alone. The default leaves room in the Deployment's 1 GiB limit
+    # for the process itself (~250 MB) and the copies sent to the engine. See docs/memory.md.
+    budget_bytes: int = Field(384 * 1024 * 1024, ge=1024 * 1024)
+
+
 class IcebergSettings(_Section):
     # pyiceberg catalog properties for operations the SQL engine cannot do (changing a column's
     # type on operator approval), e.g. {"type": "glue", "glue.region": "eu-west-1"}. Credentials
@@ -287,6 +302,7 @@ class Settings(BaseSettings):
     spark: SparkSettings = SparkSettings()
     pg: PgSettings = PgSettings()
     batch: BatchSettings = BatchSettings()
+    memory: MemorySettings = MemorySettings()
     lease: LeaseSettings = LeaseSettings()
     iceberg: IcebergSettings = IcebergSettings()
     http: HttpSettings = HttpSettings()

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote_plus
+from uuid import uuid4
 
 import pytest
 
@@ -241,7 +242,7 @@ async def test_small_json_files_are_not_headed_and_their_get_tells_gone_from_rep
     assert store.heads == ["events/huge.json"]  # only the file the engine would read is checked first
     waiting = [w for a in adms for w in a.waiting.values()]
     assert [w.key for w in waiting] == ["events/gone.json", "events/new.json", "events/ok.json", "events/bad.json"]
-    decoded, settled = await pipeline._fetch(waiting)
+    decoded, settled = await pipeline._fetch(waiting, uuid4())
     by_key = {w.key: w.file_id for w in waiting}
     assert (settled[by_key["events/gone.json"]].status, settled[by_key["events/gone.json"]].error_class) == (
         "GONE",

@@ -361,3 +361,22 @@ def test_command_timeout_must_be_above_statement_timeout(clean_env: pytest.Monke
 def test_pg_settings_are_frozen() -> None:
     with pytest.raises(ValueError):
         PgSettings().lock_timeout_s = 1  # type: ignore[misc]
+
+
+def test_memory_settings_and_decode_limits(clean_env: pytest.MonkeyPatch) -> None:
+    s = load_settings()
+    assert s.memory.budget_bytes == 384 * 1024 * 1024  # fits the Deployment's 1 GiB (tests/infra)
+    assert (s.spark.worker_decode_max_bytes, s.spark.worker_decode_max_values) == (64 * 1024 * 1024, 3_000_000)
+    clean_env.setenv("ICEFEED_MEMORY_BUDGET_BYTES", "268435456")
+    clean_env.setenv("ICEFEED_SPARK_WORKER_DECODE_MAX_BYTES", "1048576")
+    clean_env.setenv("ICEFEED_SPARK_WORKER_DECODE_MAX_VALUES", "1000")
+    s = load_settings()
+    assert (s.memory.budget_bytes, s.spark.worker_decode_max_bytes, s.spark.worker_decode_max_values) == (
+        268435456,
+        1048576,
+        1000,
+    )
+    # One decoded row must always fit a gRPC message (128 MiB) with room to spare.
+    clean_env.setenv("ICEFEED_SPARK_WORKER_DECODE_MAX_BYTES", str(200 * 1024 * 1024))
+    with pytest.raises(ConfigError, match="ICEFEED_SPARK_WORKER_DECODE_MAX_BYTES"):
+        load_settings()
