@@ -28,6 +28,12 @@ OPEN = {
     313: "intake acks a message on a stale state: a duplicate event's admission registers #1 as PENDING, "
     "another worker claims it, record_terminal then moves nothing, yet the message is deleted while the file "
     "is CLAIMED (pipeline._register)",
+    1549: "a worker's own sweeper takes over its batch (the lease owner is the worker id, so the owner does not "
+    "change): recovery reads engine_work before the writer's fence, releases the batch as never fenced, "
+    "and the writer, whose fence passed as the same owner, appends: rows of an ABORTED batch (until the audit)",
+    5430: "as 1549, the other way round: the writer finalizes its batch (same owner), then its own sweeper's "
+    "recovery, already past take_expired, deletes the batch's rows as 'object changed' (recovery does not "
+    "know the file was worker-read and pinned): LOADED in the ledger, no rows in the table",
     923: "a worker freezes 60 s holding a table lock: recovery of its batch is deferred (table busy) while the "
     "file's message is retried every few seconds into the DLQ; the batch is released afterwards and the file "
     "stays PENDING with no message left",
