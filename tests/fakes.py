@@ -186,8 +186,18 @@ class FakeLedger:
         return b.expires - self.clock()
 
     def _state(self, row: FileRow) -> FileState:
+        lease_left, blocked = self._lease_left(row), False
+        if row.status == PENDING:  # another version of its key in an open batch: it waits for that one
+            others = [
+                self._lease_left(r)
+                for r in self.files.values()
+                if r.bucket == row.bucket and r.key == row.key and r.id != row.id and r.status == CLAIMED
+            ]
+            open_leases = [left for left in others if left is not None]
+            if open_leases:
+                lease_left, blocked = max(open_leases), True
         return FileState(
-            row.id, row.bucket, row.key, row.etag, row.status, row.batch_id, row.error_message, self._lease_left(row)
+            row.id, row.bucket, row.key, row.etag, row.status, row.batch_id, row.error_message, lease_left, blocked
         )
 
     async def register(self, items: list[Registration]) -> list[FileState]:
@@ -526,6 +536,7 @@ class FakeQueue:
         self._waiters: list[asyncio.Future[None]] = []
         self._count = 0
         self.on_delete: Callable[[str, QueuedMessage], None] | None = None
+        self.on_resend: Callable[[str, str], None] | None = None
         self.on_dead_letter: Callable[[str, QueuedMessage], None] | None = None
 
     def send(self, queue_url: str, body: str, delay_s: float = 0.0) -> str:
@@ -541,6 +552,12 @@ class FakeQueue:
             if not waiter.done():
                 waiter.set_result(None)
         self._waiters.clear()
+
+    async def resend(self, message: Message, delay_s: int) -> None:
+        """SendMessage of the same body (a fresh message); ``on_resend(old_id, new_id)`` is told."""
+        new_id = self.send(message.queue_url, message.body, float(min(delay_s, 900)))
+        if self.on_resend is not None:
+            self.on_resend(message.message_id, new_id)
 
     def redeliver(self, queue_url: str, message_id: str) -> None:
         """At-least-once: a message in flight becomes visible again (a second delivery)."""

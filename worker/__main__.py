@@ -55,7 +55,12 @@ async def run_worker(settings: Settings, redactor: Redactor) -> None:
             pipeline = Pipeline(
                 settings,
                 routes,
-                PgLedger(pool, scrub=redactor.scrub, lock_check_s=settings.lease.lock_check_s),
+                PgLedger(
+                    pool,
+                    scrub=redactor.scrub,
+                    lock_check_s=settings.lease.lock_check_s,
+                    acquire_timeout_s=settings.pg.acquire_timeout_s,
+                ),
                 S3Store(aws),
                 sink,
                 faults,

@@ -18,7 +18,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from worker.adapters.dialects import dialect_for
-from worker.adapters.local_read import decode_json, worker_reads
+from worker.adapters.local_read import DecodeLimit, is_gzip, limits_for, open_text, parse_text, worker_reads
 from worker.domain.batching import FileWork, halves, newest_per_key, upload_order
 from worker.domain.errors import DataError, IcefeedError, TransientError
 from worker.domain.events import FileEvent, Ignored, Malformed, parse_message, sequencer_newer
@@ -42,6 +42,7 @@ from worker.domain.policy import Policy
 from worker.domain.routing import match_route
 from worker.domain.schema import Struct, diff, from_spark_json, parse_type, to_spark_json
 from worker.faults import Faults
+from worker.memory import Hold, MemoryBudget, decode_cost, held_cost
 from worker.observability.metrics import Metrics
 from worker.ports import (
     FileState,
@@ -67,6 +68,10 @@ SQS_MAX_DELAY_S = 43200
 #: A batch waiting for the table's previous writer to be settled checks again after this (doubling,
 #: so that the sweeper settling that writer is not crowded out of the table lock).
 WRITER_POLL_S = (0.25, 4.0)
+
+
+class _OverBudget(Exception):
+    """A worker-read file that does not fit the memory budget next to its batch's other files."""
 
 
 @dataclass
@@ -108,6 +113,8 @@ class Pipeline:
         self._sessions: dict[UUID, str] = {}  # batch → engine session of its append (once fenced)
         self._lease_lost: set[UUID] = set()  # batches a sweeper took over while this worker wrote them
         self._heads = asyncio.Semaphore(32)
+        self.memory = MemoryBudget(settings.memory.budget_bytes)
+        self._holds: dict[UUID, Hold] = {}
 
     # -- intake ------------------------------------------------------------------------------
 
@@ -205,13 +212,14 @@ class Pipeline:
         by_identity = {(s.bucket, s.key, s.etag): s for s in states}
         await self._older_sequencers(kept, registrations, verdicts)
         terminal: dict[tuple[str, str, str], list[int]] = {}
+        decided: list[tuple[_Candidate, int, tuple[str, str, str]]] = []
         for cand, reg, verdict in zip(kept, registrations, verdicts, strict=True):
             state = by_identity[(cand.event.bucket, cand.event.key, reg.etag)]
             flog = log.bind(message_id=cand.admission.message.message_id, bucket=state.bucket, key=state.key)
             if state.status == PENDING and verdict is not None:
                 terminal.setdefault(verdict, []).append(state.file_id)
+                decided.append((cand, state.file_id, verdict))
                 flog.warning("file_not_loadable", status=verdict[0], reason=verdict[2])
-                cand.admission.outcomes.append(Ack(f"{verdict[0].lower()}: {verdict[2]}"))
             elif state.status == PENDING:
                 cand.admission.waiting[state.file_id] = FileWork(
                     state.file_id,
@@ -230,6 +238,18 @@ class Pipeline:
         for (status, error_class, message), ids in terminal.items():
             recorded = await self.ledger.record_terminal(ids, status, error_class, message)
             self.metrics.file_outcome(status, recorded)
+        if decided:
+            # Ack only what is final now: another worker may have claimed a file between its
+            # registration and record_terminal (which then moved nothing).
+            now = {s.file_id: s for s in await self.ledger.states([file_id for _, file_id, _ in decided])}
+            for cand, file_id, verdict in decided:
+                state = now.get(file_id)
+                if state is not None and state.status in TERMINAL:
+                    cand.admission.outcomes.append(Ack(f"{state.status.lower()}: {verdict[2]}"))
+                elif state is not None:
+                    cand.admission.outcomes.append(self.outcome_for(cand.admission.message, state))
+                else:
+                    cand.admission.outcomes.append(self.retry(cand.admission.message, "file state unknown"))
 
     async def _older_sequencers(
         self,
@@ -261,13 +281,14 @@ class Pipeline:
     def outcome_for(self, message: Message, state: FileState) -> Outcome:
         if state.status in TERMINAL:
             return Ack(state.status.lower())
-        if state.status == CLAIMED:
+        if state.status == CLAIMED or state.blocked:
             # Come back when that batch is done or, if its worker died, once a sweeper can have
             # settled it (lease + orphan grace + one sweep): retries must not run out meanwhile.
             lease = self.settings.lease
             settle_s = (state.lease_left_s or 0.0) + lease.orphan_grace_s + lease.sweep_interval_s
-            backoff = self.retry(message, "file is being loaded by a batch in flight")
-            return Retry(max(backoff.delay_s, min(int(settle_s) + 1, SQS_MAX_DELAY_S)), backoff.reason)
+            what = "another version of the object is" if state.blocked else "file is"
+            backoff = self.retry(message, f"{what} being loaded by a batch in flight")
+            return Retry(max(backoff.delay_s, min(int(settle_s) + 1, SQS_MAX_DELAY_S)), backoff.reason, in_flight=True)
         return self.retry(message, f"file pending retry: {state.error_message or 'not loaded yet'}")
 
     async def settle(self, message: Message, file_ids: list[int]) -> list[Outcome]:
@@ -308,7 +329,7 @@ class Pipeline:
             await self.faults.hit("after_claim")
             try:
                 with self.metrics.stage("fetch"):
-                    decoded, settled = await self._fetch(claimed)
+                    decoded, settled = await self._fetch(claimed, batch_id)
                 base = WriteRequest(
                     batch_id=batch_id,
                     table=table,
@@ -362,6 +383,7 @@ class Pipeline:
             if opened and write is None:  # no append was started in it: give the engine session back
                 await self.sink.stop(session_id)
             self.active_batches.discard(batch_id)
+            self._free(batch_id)
             self._sessions.pop(batch_id, None)
             self._lease_lost.discard(batch_id)
         for half in halves_left:
@@ -415,6 +437,8 @@ class Pipeline:
             self.metrics.table_locks_lost.inc()
             blog.warning("table_lock_lost", during="append", hint="the writer slot kept other writers out")
         await self.faults.hit("after_commit")
+        if not await self._still_mine(batch_id, blog):
+            return write, []
         try:
             with self.metrics.stage("finalize"):
                 won = await self._complete(
@@ -427,6 +451,20 @@ class Pipeline:
         if won:
             self.metrics.commit_duration.observe(time.monotonic() - started)
         return write, []
+
+    async def _still_mine(self, batch_id: UUID, blog: structlog.typing.FilteringBoundLogger) -> bool:
+        """Before changing anything for a committed batch (removing rows, finalizing): is its lease
+        still ours (renewed by the same statement)? A writer that was frozen past its lease leaves
+        the batch to the sweeper that took it over."""
+        try:
+            mine = batch_id in await self.ledger.extend([batch_id], self.owner, self.settings.lease.ttl_s)
+        except IcefeedError as error:
+            blog.warning("batch_finalize_failed", error=str(error))
+            await self._hand_over(batch_id, blog)
+            return False
+        if not mine:
+            blog.warning("batch_finalize_lost", reason="lease taken over; the sweeper settles it")
+        return mine
 
     async def _hand_over(self, batch_id: UUID, blog: structlog.typing.FilteringBoundLogger) -> None:
         """The outcome of this batch is unknown to its writer: let a sweeper decide it now (it
@@ -461,30 +499,99 @@ class Pipeline:
     def worker_reads(self, ingestion: str, size: int | None) -> bool:
         return worker_reads(self.settings.spark, self.routes.by_name(ingestion), size)
 
-    async def _fetch(self, files: list[FileWork]) -> tuple[dict[int, Any], dict[int, FileResult]]:
-        """GET and decode the files the worker reads itself. Returns the decoded files (or the
-        DataError each raised) and the results of files whose GET found them gone or replaced."""
+    async def _fetch(self, files: list[FileWork], batch_id: UUID) -> tuple[dict[int, Any], dict[int, FileResult]]:
+        """GET and decode the files the worker reads itself, within the memory budget (the batch's
+        hold is freed by :meth:`_free`). Returns the decoded files (or the DataError each raised)
+        and the results of files settled before the write (gone, replaced, deferred). A file over
+        the decode limits or the budget is left to the engine when it can read it."""
         mine = [f for f in files if self.worker_reads(f.ingestion, f.size)]
-        bodies = await asyncio.gather(*(self._get(f) for f in mine))
-        missing = [f for f, body in zip(mine, bodies, strict=True) if body is None]
-        settled = {r.file_id: r for r in await asyncio.gather(*(self._vanished(f) for f in missing))}
-        present = [(f, body) for f, body in zip(mine, bodies, strict=True) if body is not None]
-        decoded = await asyncio.to_thread(self._decode_all, present) if present else {}
-        return decoded, settled
+        if not mine:
+            return {}, {}
+        hold = self._holds[batch_id] = self.memory.hold()
+        async with self.memory.decoding:  # one batch decodes at a time (see worker/memory.py)
+            await hold.grow(sum(f.size for f in mine))
+            bodies = await asyncio.gather(*(self._get(f) for f in mine))
+            missing = [f for f, body in zip(mine, bodies, strict=True) if body is None]
+            settled = {r.file_id: r for r in await asyncio.gather(*(self._vanished(f) for f in missing))}
+            present = [(f, body) for f, body in zip(mine, bodies, strict=True) if body is not None]
+            del bodies
+            await self._decode_all(present, hold, settled)
+        return hold.payload, settled
+
+    def _free(self, batch_id: UUID) -> None:
+        """The batch's write is over: drop its decoded files and give their bytes back."""
+        hold = self._holds.pop(batch_id, None)
+        if hold is not None:
+            hold.release()
 
     async def _get(self, f: FileWork) -> bytes | None:
         async with self._heads:
             return await self.store.get(f.bucket, f.key, f.etag)
 
-    def _decode_all(self, files: list[tuple[FileWork, bytes]]) -> dict[int, Any]:
-        out: dict[int, Any] = {}
-        for f, body in files:
-            whole = self.routes.by_name(f.ingestion).whole_file_json
+    async def _decode_all(
+        self, files: list[tuple[FileWork, bytes]], hold: Hold, settled: dict[int, FileResult]
+    ) -> None:
+        """Decode one file after the other into ``hold.payload``, the hold always covering what is
+        held: bodies not yet decoded + decoded files + the file in progress (its inflate room, then
+        its parse cost). The first file may run alone over the budget; a later one that cannot fit
+        even alone goes to the engine (or, if the engine cannot read it, waits for a later batch)."""
+        limits = limits_for(self.settings.spark)
+        out: dict[int, object] = hold.payload
+        kept = 0  # bytes the decoded files hold until the write ends
+        left = sum(len(body) for _, body in files)  # bodies not decoded yet
+        hold.shrink_to(left)
+        for i in range(len(files)):
+            f, body = files[i]
+            files[i] = (f, b"")  # the list no longer keeps the body alive: freed once decoded
+            engine_reads = self._engine_can_read(f)
+            compressed = is_gzip(body, f.key.endswith(".gz"))
             try:
-                out[f.file_id] = decode_json(body, whole_file=whole, compressed=f.key.endswith(".gz"))
+                room = limits.max_bytes if compressed else 0
+                if not await self._reserve(hold, kept + left + room, first=kept == 0):
+                    raise _OverBudget  # handled below: not the file's fault
+                text = await asyncio.to_thread(open_text, body, compressed, limits)
+                cost = decode_cost(len(text.data), text.values)
+                if not await self._reserve(hold, kept + left + cost, first=kept == 0):
+                    raise _OverBudget
+                decoded = await asyncio.to_thread(parse_text, text, self.routes.by_name(f.ingestion).whole_file_json)
+                del text
+                out[f.file_id] = decoded
+                arrow = sum(a.nbytes for a in decoded.columns.values())
+                kept += held_cost(arrow, decoded.rows, len(f.source_file))
+            except DecodeLimit as error:
+                if not engine_reads:
+                    out[f.file_id] = error
+                else:
+                    log.info("file_handed_to_engine", bucket=f.bucket, key=f.key, reason=error.message)
+            except _OverBudget:
+                reason = f"over ICEFEED_MEMORY_BUDGET_BYTES={self.memory.limit} with this batch's other files"
+                if engine_reads:
+                    log.info("file_handed_to_engine", bucket=f.bucket, key=f.key, reason=reason)
+                else:
+                    settled[f.file_id] = FileResult(f.file_id, PENDING, None, "MemoryBudget", f"{reason}: load again")
             except DataError as error:
                 out[f.file_id] = error
-        return out
+            left -= len(body)
+            del body
+            hold.shrink_to(kept + left)
+
+    def _engine_can_read(self, f: FileWork) -> bool:
+        """Whether a worker-read file may be handed to the engine instead (read by path): its
+        format is one the engine reads (not whole-file JSON on Sail). A key the engine would not
+        read as written (``.``/``..``/empty segments: issue 11, item 10) must stay with the worker."""
+        return not self.parses_locally(f.ingestion) and unsafe_key(f.key) is None
+
+    @staticmethod
+    async def _reserve(hold: Hold, target: int, first: bool) -> bool:
+        """Make ``hold`` cover ``target`` bytes (waiting for room); False when it cannot fit even
+        alone and it is not the batch's first file (one item may exceed the budget, not a batch)."""
+        extra = target - hold.size
+        if extra <= 0:
+            return True
+        if not first and not hold.fits_alone(extra):
+            return False
+        await hold.grow(extra)
+        return True
 
     async def _vanished(self, f: FileWork) -> FileResult:
         """A file whose GET (If-Match) found nothing: gone, replaced, or (a race) back to pending."""
@@ -556,6 +663,8 @@ class Pipeline:
             return []
         if counts:
             blog.warning("batch_committed_despite_error", error=str(error))
+            if not await self._still_mine(batch_id, blog):
+                return []
             try:
                 await self._complete(table, batch_id, files, counts, None, {}, blog)
             except IcefeedError as finish_error:
@@ -590,10 +699,20 @@ class Pipeline:
             return list(halves(files))
         return []
 
-    async def _changed(self, files: list[FileWork]) -> list[FileWork]:
-        """Files whose object now has another etag: the engine may have read the newer version."""
+    async def _changed(self, files: list[FileWork]) -> dict[int, FileResult]:
+        """Engine-read files whose object is no longer the claimed version: the engine may have
+        read another version (overwritten, or overwritten and then deleted: a deleted object's
+        rows cannot be told apart either). Their outcome, once their rows are removed."""
         heads = await asyncio.gather(*(self._head(f.bucket, f.key) for f in files))
-        return [f for f, h in zip(files, heads, strict=True) if h is not None and h.etag != f.etag]
+        out: dict[int, FileResult] = {}
+        for f, h in zip(files, heads, strict=True):
+            if h is None:
+                why = "object was deleted while its batch was open: its rows could not be verified and were removed"
+                out[f.file_id] = FileResult(f.file_id, GONE, None, "ObjectGone", why)
+            elif h.etag != f.etag:
+                why = "object was overwritten while it was read: its rows were removed, the newer version loads"
+                out[f.file_id] = FileResult(f.file_id, SKIPPED, None, "Superseded", why)
+        return out
 
     async def _complete(
         self,
@@ -617,24 +736,27 @@ class Pipeline:
         by_path = [
             f for f in files if counts.get(f.source_file) and f.file_id not in settled and f.file_id not in local
         ]
-        changed = await self._changed(by_path) if by_path else []
+        changed = await self._changed(by_path) if by_path else {}
         if changed and not dialect_for(self.settings.spark).supports_delete:
-            for f in changed:  # a format without DELETE (the test-only parquet tables) keeps them
-                log.error("file_version_changed", bucket=f.bucket, key=f.key, table=table, rows_removed=0)
-            changed = []
+            for f in by_path:  # a format without DELETE (the test-only parquet tables) keeps them
+                if f.file_id in changed:
+                    log.error("file_version_changed", bucket=f.bucket, key=f.key, table=table, rows_removed=0)
+            changed = {}
         if changed:
-            sources = [f.source_file for f in changed]
-            removed = await self.sink.delete_batch_rows(table, batch_id, sources)
-            counts = {k: v for k, v in counts.items() if k not in set(sources)}
-            for f in changed:
-                settled[f.file_id] = FileResult(
-                    f.file_id,
-                    SKIPPED,
-                    None,
-                    "Superseded",
-                    "object was overwritten while it was read: its rows were removed, the newer version loads",
-                )
-                log.warning("file_version_changed", bucket=f.bucket, key=f.key, table=table, rows_removed=removed)
+            sources = {f.source_file for f in by_path if f.file_id in changed}
+            removed = await self.sink.delete_batch_rows(table, batch_id, sorted(sources))
+            counts = {k: v for k, v in counts.items() if k not in sources}
+            settled.update(changed)
+            for f in by_path:
+                if f.file_id in changed:
+                    log.warning(
+                        "file_version_changed",
+                        bucket=f.bucket,
+                        key=f.key,
+                        table=table,
+                        status=changed[f.file_id].status,
+                        rows_removed=removed,
+                    )
         if result is not None:
             replacing = set(result.request_replace) & set(result.plan.loaded)
         else:

@@ -44,6 +44,9 @@ class FileState:
     batch_id: UUID | None
     error_message: str | None
     lease_left_s: float | None = None  # CLAIMED: seconds until its batch's lease runs out
+    # PENDING, but another version of its key is CLAIMED (it is claimed once that batch is
+    # settled); ``lease_left_s`` is then that batch's
+    blocked: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +100,7 @@ class MessageSource(Protocol):
     async def receive(self, queue_url: str, max_messages: int, wait_s: int, visibility_s: int) -> list[Message]: ...
     async def delete(self, messages: list[Message]) -> list[Message]: ...
     async def change_visibility(self, entries: list[tuple[Message, int]]) -> list[Message]: ...
+    async def resend(self, message: Message, delay_s: int) -> None: ...
 
 
 class ObjectStore(Protocol):

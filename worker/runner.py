@@ -181,7 +181,9 @@ class Runner:
                 task.add_done_callback(self._committer_tasks.remove)
                 continue
             self._check_idle()
-            deadline = lane.buffer.deadline()
+            # A full lane waits for a batch to finish (it sets ``wake``), not for the buffer's deadline:
+            # an overdue file cannot start anyway, and a zero timeout would spin.
+            deadline = lane.buffer.deadline() if lane.running < self.s.batch.in_flight else None
             lane.wake.clear()
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             with contextlib.suppress(TimeoutError):
@@ -237,18 +239,27 @@ class Runner:
         deletes: list[Message] = []
         delays: list[tuple[Message, int]] = []
         doomed: list[Tracked] = []
+        renew: list[tuple[Message, int]] = []
         for tracked, extra in items:
             outcome = combine(tracked.outcomes + extra)
             m = tracked.message
             mlog = log.bind(message_id=m.message_id)
+            limit = self._max_receives.get(m.queue_url)
             if isinstance(outcome, Ack):
                 deletes.append(m)
+            elif outcome.in_flight and limit is not None and m.receive_count >= limit - 1:
+                # Its file is in a batch not settled yet (say one waiting for a frozen lock holder, or
+                # for its engine's detached limit): never spend the message on that wait. It is sent
+                # again as a fresh message (receive count 0) and this delivery deleted.
+                renew.append((m, outcome.delay_s))
+                mlog.warning(
+                    "message_renewed", delay_s=outcome.delay_s, reason=outcome.reason, receive_count=m.receive_count
+                )
             else:
                 delays.append((m, outcome.delay_s))
                 mlog.info(
                     "message_requeued", delay_s=outcome.delay_s, reason=outcome.reason, receive_count=m.receive_count
                 )
-                limit = self._max_receives.get(m.queue_url)
                 if limit is not None and m.receive_count >= limit:
                     doomed.append(tracked)
                     mlog.warning("message_dead_lettered", receive_count=m.receive_count, reason=outcome.reason)
@@ -271,6 +282,8 @@ class Runner:
         except IcefeedError as error:
             # The messages come back when their visibility runs out; the ledger makes that safe.
             log.warning("sqs_settle_failed", error=str(error), deletes=len(deletes), requeues=len(delays))
+        for m, delay in renew:
+            await self._renew(m, delay)
         if doomed:
             self.metrics.messages_dead_lettered.inc(len(doomed))
             # Its next receive moves it to the DLQ (the queue's redrive policy): say so in the ledger.
@@ -281,6 +294,22 @@ class Runner:
                     log.warning("dead_letter_note_failed", error=str(error))
         if items:
             await self._notify_room()
+
+    async def _renew(self, m: Message, delay_s: int) -> None:
+        """Send a message again, then delete this delivery (a crash in between leaves two: the
+        ledger absorbs the duplicate). If the send fails, keep this delivery invisible for as long
+        as settling a batch can take instead."""
+        try:
+            await self.source.resend(m, delay_s)
+        except IcefeedError as error:
+            held = min(self._settle_bound_s, SQS_MAX_VISIBILITY_S - 60)
+            log.warning("message_renew_failed", message_id=m.message_id, error=str(error), held_s=held)
+            with contextlib.suppress(IcefeedError):
+                await self.source.change_visibility([(m, held)])
+            return
+        self.metrics.messages_requeued.inc()
+        with contextlib.suppress(IcefeedError):
+            await self.source.delete([m])
 
     async def _release(self, messages: list[Message]) -> None:
         """Hand messages straight back to the queue (visibility 0)."""
@@ -295,6 +324,13 @@ class Runner:
         log.info("messages_released", count=len(messages))
 
     # -- side tasks ------------------------------------------------------------------------------
+
+    @property
+    def _settle_bound_s(self) -> int:
+        """How long an unsettled batch can take to be settled by a sweeper: its lease, the orphan
+        grace, a wait for the engine's detached limit, and two sweeps."""
+        lease = self.s.lease
+        return int(self.s.spark.detached_limit_s + lease.ttl_s + lease.orphan_grace_s + 2 * lease.sweep_interval_s)
 
     @property
     def heartbeat_interval(self) -> float:

@@ -14,9 +14,10 @@ from urllib.parse import quote_plus
 import orjson
 
 from worker.adapters.aws import AwsClients
-from worker.adapters.pg_ledger import PgLedger, connect_pool
+from worker.adapters.pg_ledger import PgLedger
 from worker.adapters.spark_sink import SparkSink
 from worker.adapters.table_admin import TableAdmin
+from worker.admin.common import ledger, send_marked
 from worker.domain.errors import ConfigError
 from worker.domain.schema import to_spark_json
 from worker.routes import Routes
@@ -44,11 +45,8 @@ def _row(record: Any) -> dict[str, Any]:
 
 
 async def pending(settings: Settings, status: str | None = "PENDING") -> dict[str, Any]:
-    pool = await connect_pool(settings.pg)
-    try:
+    async with ledger(settings) as pool:
         rows = await pool.fetch(queries("ledger.sql")["proposals"], status, None)
-    finally:
-        await pool.close()
     return {"proposals": [_row(r) for r in rows]}
 
 
@@ -59,12 +57,9 @@ async def show(settings: Settings, routes: Routes | None, name: str) -> dict[str
             table = routes.by_name(name).table
         except KeyError:
             raise NotFound(f"no ingestion named {name!r} in the routes file") from None
-    pool = await connect_pool(settings.pg)
-    try:
+    async with ledger(settings) as pool:
         versions = await pool.fetch(queries("ledger.sql")["schema_history"], table)
         proposals = await pool.fetch(queries("ledger.sql")["proposals"], None, None)
-    finally:
-        await pool.close()
     return {
         "table": table,
         "versions": [_row(v) for v in versions],
@@ -126,9 +121,13 @@ async def _proposal(conn: Any, proposal_id: int, approving: bool = False) -> Any
 async def _resolve(
     settings: Settings, proposal_id: int, status: str, resolution: str, pinned: dict[str, Any] | None = None
 ) -> dict[str, Any]:
+    """One short transaction resolves the proposal and moves its files (REJECTED, or PENDING
+    marked 'Requeuing'); approved files are sent to the queue only after it commits, and the
+    send is then recorded (see worker/admin/requeue.py: no row lock is held across SQS calls)."""
     q = queries("ledger.sql")
-    pool = await connect_pool(settings.pg)
-    try:
+    if status == "APPROVED" and not settings.sqs.queue_urls:
+        raise ConfigError("ICEFEED_SQS_QUEUE_URLS is needed to re-queue the approved files")
+    async with ledger(settings) as pool:
         async with pool.acquire() as conn, conn.transaction():
             found = [await _proposal(conn, proposal_id, approving=status == "APPROVED")]
             await conn.fetchval(q["resolve_proposal"], proposal_id, status, resolution)
@@ -151,11 +150,9 @@ async def _resolve(
             else:
                 files = await conn.fetch(q["requeue_proposal_files"], proposal_id)
                 keys = [f["key"] for f in files]
-                # Sent before the commit, delayed: a worker sees them only once the files are
-                # PENDING; if the commit fails the events find the files still quarantined.
-                await _send(settings, [(f["bucket"], f["key"], f["etag"], f["size_bytes"]) for f in files])
-    finally:
-        await pool.close()
+        if status == "APPROVED" and files:
+            async with AwsClients(settings.aws) as aws:
+                await send_marked(pool, aws.sqs, settings.sqs.queue_urls[0], files, None)
     return {
         "proposal": proposal_id,
         "table": found[0]["table_name"],
@@ -164,23 +161,6 @@ async def _resolve(
         "files": len(files),
         "keys": keys,
     }
-
-
-async def _send(settings: Settings, files: list[tuple[str, str, str, int | None]]) -> None:
-    if not files:
-        return
-    if not settings.sqs.queue_urls:
-        raise ConfigError("ICEFEED_SQS_QUEUE_URLS is needed to re-queue the approved files")
-    queue = settings.sqs.queue_urls[0]
-    async with AwsClients(settings.aws) as aws:
-        for i in range(0, len(files), 10):
-            entries = [
-                {"Id": str(n), "MessageBody": s3_notification(*f), "DelaySeconds": 2}
-                for n, f in enumerate(files[i : i + 10])
-            ]
-            response = await aws.sqs.send_message_batch(QueueUrl=queue, Entries=entries)
-            if response.get("Failed"):
-                raise ConfigError(f"could not re-queue files: {response['Failed']}")
 
 
 async def approve(settings: Settings, proposal_id: int, resolution: str) -> dict[str, Any]:
@@ -194,8 +174,7 @@ async def approve(settings: Settings, proposal_id: int, resolution: str) -> dict
 async def _approve_as_string(settings: Settings, proposal_id: int) -> dict[str, Any]:
     """Turn the conflicting top-level columns into string columns (in place, see TableAdmin),
     pin them as string for every later file, then approve and re-queue like any approval."""
-    pool = await connect_pool(settings.pg)
-    try:
+    async with ledger(settings) as pool:
         async with pool.acquire() as conn:
             proposal = await _proposal(conn, proposal_id, approving=True)
         changes = orjson.loads(proposal["changes"]) if isinstance(proposal["changes"], str) else proposal["changes"]
@@ -216,8 +195,6 @@ async def _approve_as_string(settings: Settings, proposal_id: int) -> dict[str, 
                 schema = await sink.table_schema(table)
         finally:
             await asyncio.to_thread(sink.close)
-    finally:
-        await pool.close()
     assert schema is not None
     pinned = {
         "columns": columns,

@@ -65,7 +65,7 @@ class SqsSettings(_Section):
 
 
 # ICEFEED_SPARK_DETACHED_LIMIT_S defaults, per dialect (measured: docs/engines.md).
-DETACHED_LIMIT_S = {"spark": 3900, "sail": 960}
+DETACHED_LIMIT_S = {"spark": 3900, "sail": 3600}
 
 
 def spark_url_params(url: str) -> dict[str, str]:
@@ -94,6 +94,13 @@ class SparkSettings(_Section):
     # JSON / JSON-lines files up to this size are fetched by the worker (one GET) and handed to the
     # engine as Arrow, a batch at a time; larger ones are read by the engine. 0: the engine reads all.
     worker_read_max_bytes: int = Field(8 * 1024 * 1024, ge=0)
+    # What the worker decodes of ONE such file, checked before parsing (gzip is inflated as a
+    # stream and stops at the limit): its decompressed bytes, and its JSON values (objects, arrays,
+    # members: what parsing costs in memory; 10 M lines of {} are 30 MB but 20 M values). Over
+    # either, the engine reads the file by path; where it cannot (whole-file JSON on Sail) the
+    # file is FAILED with DecompressionLimit. See docs/memory.md.
+    worker_decode_max_bytes: int = Field(64 * 1024 * 1024, ge=1024, le=96 * 1024 * 1024)
+    worker_decode_max_values: int = Field(3_000_000, ge=1)
     # The tables' format: "iceberg", or "parquet" (plain Spark tables: for testing against Apache
     # Spark without an Iceberg runtime; only new top-level columns, no on_overwrite = replace).
     # Engine and format differences live in worker/adapters/dialects.py.
@@ -104,11 +111,11 @@ class SparkSettings(_Section):
     # How long the engine may keep running a write after its client is gone (killed, frozen,
     # disconnected), in seconds: a batch whose engine session could not be stopped for certain is
     # released only after this. 0 (or unset): the dialect's default, from measurements
-    # (docs/engines.md). On both engines a SIGKILLed client's append ran on and committed (Apache
-    # Spark 4: 597 s after the kill; Sail: 36 s, at its natural end); what ends such an execution is
-    # the expiry of its idle session: Spark's spark.connect.session.manager.defaultSessionTimeout
-    # (60 min) + one maintenance interval (30 s) -> 3900; Sail's spark.session_timeout_secs (15 min)
-    # -> 960. Lower it only with the server's session timeout.
+    # (docs/engines.md). On both engines a SIGKILLed client's append ran on and committed. Apache
+    # Spark 4: 597 s after the kill (its detached-execution timeout not applied); what surely ends it
+    # is the expiry of its idle session (spark.connect.session.manager.defaultSessionTimeout, 60 min,
+    # + a 30 s check) -> 3900. Sail: every such append ran to its natural end, even past a 20 s
+    # session timeout -> no engine bound; one hour, which must exceed the longest append you run.
     detached_limit_s: int = Field(0, ge=0, le=86400)
 
     @model_validator(mode="before")
@@ -147,11 +154,33 @@ class SparkSettings(_Section):
 
 
 class PgSettings(_Section):
+    """The ledger's connection pool and the time limits of every statement on it.
+
+    Server-side limits (statement, lock, idle in transaction, TCP keepalives) are sent as
+    session settings on every connection; 0 turns one off (PostgreSQL's own meaning). The
+    client-side limits (command, acquire) bound a wait the server cannot see: a dead network,
+    a pool with no free connection. See docs/postgresql.md."""
+
     dsn: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/postgres")
     ledger_schema: str = "icefeed"
     pool_min: int = Field(1, ge=0, le=100)
     pool_max: int = Field(8, ge=1, le=100)
-    connect_timeout_s: float = Field(10.0, gt=0)
+    connect_timeout_s: float = Field(10.0, gt=0, le=600)
+    # Client side: a statement whose answer has not come back after this long is abandoned
+    # (asyncpg cancels it). Above statement_timeout_s, so the server's cleaner error comes first.
+    command_timeout_s: float = Field(30.0, ge=0, le=3600, description="0: no client-side limit")
+    # Server side (session settings on every pooled connection).
+    statement_timeout_s: float = Field(15.0, ge=0, le=3600, description="0: off")
+    lock_timeout_s: float = Field(5.0, ge=0, le=3600, description="0: off")
+    idle_in_transaction_timeout_s: float = Field(60.0, ge=0, le=86400, description="0: off")
+    # Waiting for a free pooled connection (PgLedger passes it to every acquire).
+    acquire_timeout_s: float = Field(10.0, gt=0, le=3600)
+    # The server probes an idle client connection: a worker whose host vanished loses its
+    # backend (and the session advisory locks it held) after about idle + interval × count
+    # seconds instead of the operating system's default of over two hours. 0: the OS default.
+    keepalive_idle_s: int = Field(30, ge=0, le=7200)
+    keepalive_interval_s: int = Field(10, ge=0, le=600)
+    keepalive_count: int = Field(3, ge=0, le=100)
 
     @model_validator(mode="after")
     def _pool(self) -> PgSettings:
@@ -160,6 +189,34 @@ class PgSettings(_Section):
                 f"ICEFEED_PG_POOL_MIN ({self.pool_min}) is greater than ICEFEED_PG_POOL_MAX ({self.pool_max})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _timeouts(self) -> PgSettings:
+        statement, lock, command = self.statement_timeout_s, self.lock_timeout_s, self.command_timeout_s
+        if statement and lock and lock >= statement:
+            raise ValueError(
+                f"ICEFEED_PG_LOCK_TIMEOUT_S ({lock:g}) must be below ICEFEED_PG_STATEMENT_TIMEOUT_S ({statement:g}):"
+                " a lock wait is part of its statement"
+            )
+        if command and statement and command <= statement:
+            raise ValueError(
+                f"ICEFEED_PG_COMMAND_TIMEOUT_S ({command:g}) must be above ICEFEED_PG_STATEMENT_TIMEOUT_S"
+                f" ({statement:g}): the server ends a slow statement first, with a clear error"
+            )
+        return self
+
+    def server_settings(self, application_name: str) -> dict[str, str]:
+        """Session settings for every connection (values in milliseconds / seconds, as text)."""
+        return {
+            "search_path": self.ledger_schema,
+            "application_name": application_name,
+            "statement_timeout": milliseconds(self.statement_timeout_s),
+            "lock_timeout": milliseconds(self.lock_timeout_s),
+            "idle_in_transaction_session_timeout": milliseconds(self.idle_in_transaction_timeout_s),
+            "tcp_keepalives_idle": str(self.keepalive_idle_s),
+            "tcp_keepalives_interval": str(self.keepalive_interval_s),
+            "tcp_keepalives_count": str(self.keepalive_count),
+        }
 
     @field_validator("ledger_schema")
     @classmethod
@@ -176,6 +233,14 @@ class BatchSettings(_Section):
     in_flight: int = Field(2, ge=1, le=16, description="batches per table prepared at once by one worker")
     output_files: int = Field(1, ge=1, le=1000, description="data files written per commit")
     max_file_bytes: int = Field(5 * 1024**3, ge=1, description="larger files are FAILED")
+
+
+class MemorySettings(_Section):
+    # Bytes of worker-read data (bodies, then decoded Arrow until the write ends) held at once by
+    # one worker, across all its batches in flight: a batch's fetch waits for room, and one item
+    # larger than the budget runs alone. The default leaves room in the Deployment's 1 GiB limit
+    # for the process itself (~250 MB) and the copies sent to the engine. See docs/memory.md.
+    budget_bytes: int = Field(384 * 1024 * 1024, ge=1024 * 1024)
 
 
 class IcebergSettings(_Section):
@@ -214,6 +279,11 @@ class HttpSettings(_Section):
     stats_interval_s: float = Field(15.0, gt=0, le=3600, description="queue depths and quarantine count refresh")
 
 
+def milliseconds(seconds: float) -> str:
+    """Seconds as a PostgreSQL duration in whole milliseconds (0 stays 0: off; never rounded to 0)."""
+    return "0" if seconds == 0 else str(max(1, round(seconds * 1000)))
+
+
 def _default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -232,6 +302,7 @@ class Settings(BaseSettings):
     spark: SparkSettings = SparkSettings()
     pg: PgSettings = PgSettings()
     batch: BatchSettings = BatchSettings()
+    memory: MemorySettings = MemorySettings()
     lease: LeaseSettings = LeaseSettings()
     iceberg: IcebergSettings = IcebergSettings()
     http: HttpSettings = HttpSettings()

@@ -124,6 +124,30 @@ def test_requests_and_limits(by_kind) -> None:
         assert {"cpu", "memory"} <= set(resources[section]), section
 
 
+_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+# The worker process itself, warm (pyspark, pyarrow, a Spark Connect session): ~200 MiB measured
+# (tests/integration/test_memory.py), with room for the copies it sends to the engine.
+_PROCESS_BYTES = 320 * 2**20
+
+
+def _quantity(text: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)(Ki|Mi|Gi)?", text).groups()  # type: ignore[union-attr]
+    return int(number) * _UNITS.get(unit or "", 1)
+
+
+def test_memory_budget_fits_the_container_limit(by_kind) -> None:
+    """The budget (worker/memory.py) bounds worker-read data next to the process; one file over
+    the budget runs alone, its parse costing at most 5 bytes per byte + 110 per JSON value."""
+    deployment = one(by_kind, "Deployment")
+    env = _env(deployment, by_kind)
+    limit = _quantity(_container(deployment)["resources"]["limits"]["memory"])
+    budget = int(env["ICEFEED_MEMORY_BUDGET_BYTES"])
+    one_file = 5 * int(env["ICEFEED_SPARK_WORKER_DECODE_MAX_BYTES"]) + 110 * int(
+        env["ICEFEED_SPARK_WORKER_DECODE_MAX_VALUES"]
+    )
+    assert _PROCESS_BYTES + max(budget, one_file) <= limit, (budget, one_file, limit)
+
+
 def test_probes_on_healthz_and_readyz_via_the_http_port(by_kind) -> None:
     container = _container(one(by_kind, "Deployment"))
     assert {"name": "http", "containerPort": 9108, "protocol": "TCP"} in container["ports"]

@@ -22,8 +22,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from uuid import UUID
 
+from worker.adapters.local_read import decode_json
 from worker.adapters.spark_sink import SparkSink, to_icefeed_error
+from worker.domain.batching import FileWork
+from worker.ports import Reader, WriteRequest
 from worker.settings import SparkSettings
 
 
@@ -38,6 +42,21 @@ def slow_frame(spark: Any, rows: int, delay_s: float) -> Any:
         return f"row-{value}"
 
     return spark.range(0, rows, 1, 2).select(F.col("id"), slow("id").alias("h"))
+
+
+def one_file_request(table: str, location: str, session_id: str, batch_id: UUID, ids: list[int]) -> WriteRequest:
+    """A write of one worker-decoded JSON-lines file (``{"id": …}`` per line) in ``session_id``."""
+    body = "".join(f'{{"id": {i}}}\n' for i in ids).encode()
+    return WriteRequest(
+        batch_id=batch_id,
+        table=table,
+        location=location,
+        readers={"events": Reader("json", {})},
+        files=[FileWork(1, "events", "land", "events/a.json", "etag-1", len(body))],
+        output_files=1,
+        decoded={1: decode_json(body, whole_file=False, compressed=False)},
+        session_id=session_id,
+    )
 
 
 def main(argv: list[str]) -> None:

@@ -11,12 +11,9 @@ from uuid import UUID
 import pytest
 
 from tests.harness import Env
-from tests.integration.engine_fence_support import WriterProcess
-from worker.adapters.local_read import decode_json
+from tests.integration.engine_fence_support import WriterProcess, one_file_request
 from worker.adapters.spark_sink import SparkSink, session_closed, session_url
-from worker.domain.batching import FileWork
 from worker.domain.errors import IcefeedError
-from worker.ports import Reader, WriteRequest
 from worker.settings import SparkSettings
 
 pytestmark = pytest.mark.integration
@@ -116,17 +113,9 @@ async def test_a_write_runs_in_its_own_session_and_releases_it_whatever_the_outc
     session_id, batch = str(uuid.uuid4()), uuid.uuid4()
     await sink.open_session(session_id)
     assert not refused(env, session_id)  # the server knows the session before the write
-    f = FileWork(1, "events", env.bucket, "events/a.json", "etag-1", 18)
-    request = WriteRequest(
-        batch_id=batch,
-        table=f"glue.{env.db}.own",
-        location=f"s3://{env.warehouse}/{env.db}/own" if location == "ok" else "s3://wh/it's bad",
-        readers={"events": Reader("json", {})},
-        files=[f],
-        output_files=1,
-        decoded={1: decode_json(b'{"id": 1}\n{"id": 2}\n', whole_file=False, compressed=False)},
-        session_id=session_id,
-    )
+    where = f"s3://{env.warehouse}/{env.db}/own" if location == "ok" else "s3://wh/it's bad"
+    request = one_file_request(f"glue.{env.db}.own", where, session_id, batch, [1, 2])
+    f = request.files[0]
     if location == "ok":
         result = await sink.write(request)
         assert result.counts == {f.source_file: 2}
@@ -137,6 +126,21 @@ async def test_a_write_runs_in_its_own_session_and_releases_it_whatever_the_outc
             await sink.write(request)
     assert refused(env, session_id)  # released: a frozen writer waking up cannot use it
     assert await sink.batch_counts(f"glue.{env.db}.own", batch) == ({f.source_file: 2} if location == "ok" else {})
+
+
+async def test_a_writer_frozen_after_opening_its_session_cannot_write_once_it_is_stopped(
+    env: Env, sink: SparkSink
+) -> None:
+    """The pipeline opens the session, fences, then writes: a worker frozen in between, whose batch
+    was stopped and released meanwhile, wakes up to a session the engine refuses."""
+    session_id, batch = str(uuid.uuid4()), uuid.uuid4()
+    await sink.open_session(session_id)
+    assert await sink_for(env).stop(session_id) is True  # another worker, while this one is frozen
+    request = one_file_request(f"glue.{env.db}.frozen", f"s3://{env.warehouse}/{env.db}/frozen", session_id, batch, [1])
+    with pytest.raises(IcefeedError) as info:
+        await sink.write(request)
+    assert info.value.error_class == "SparkSessionLost"
+    assert await sink.batch_counts(request.table, batch) == {}  # not even the table was created
 
 
 async def test_delete_batch_rows_removes_exactly_that_batch_and_counts_it(env: Env, sink: SparkSink) -> None:

@@ -1,8 +1,8 @@
 """Seeds the simulator failed on, kept as regression tests (replay one with
 ``python -m tests.sim --seed N``). Each entry says what the seed's schedule does.
 
-``FIXED``: found on the code before the fence, pass since. ``OPEN``: findings on the fenced code,
-reported, not fixed yet (strict xfail: a fix makes them pass, and then they move to ``FIXED``).
+``FIXED``: found on the code before the fence, pass since. ``FIXED_AFTER_FENCE``: found on the
+fenced code, fixed since. A new finding that cannot be fixed at once goes in as a strict xfail.
 """
 
 from __future__ import annotations
@@ -20,23 +20,18 @@ FIXED = {
     "two versions of one key stay in the table",
 }
 
-OPEN = {
+#: Found on the fenced code and fixed since (they must pass).
+FIXED_AFTER_FENCE = {
     307: "an engine-read file is overwritten while the engine reads it, then deleted before the version check: "
-    "the check (HEAD) finds no object and keeps the rows, so #2 is LOADED with #3's rows (pipeline._changed)",
+    "a missing object was taken as unchanged (now: its rows are removed, the file GONE)",
     340: "as 307 (replace route)",
     455: "as 307 (replace route)",
-    313: "intake acks a message on a stale state: a duplicate event's admission registers #1 as PENDING, "
-    "another worker claims it, record_terminal then moves nothing, yet the message is deleted while the file "
-    "is CLAIMED (pipeline._register)",
-    1549: "a worker's own sweeper takes over its batch (the lease owner is the worker id, so the owner does not "
-    "change): recovery reads engine_work before the writer's fence, releases the batch as never fenced, "
-    "and the writer, whose fence passed as the same owner, appends: rows of an ABORTED batch (until the audit)",
-    5430: "as 1549, the other way round: the writer finalizes its batch (same owner), then its own sweeper's "
-    "recovery, already past take_expired, deletes the batch's rows as 'object changed' (recovery does not "
-    "know the file was worker-read and pinned): LOADED in the ledger, no rows in the table",
-    923: "a worker freezes 60 s holding a table lock: recovery of its batch is deferred (table busy) while the "
-    "file's message is retried every few seconds into the DLQ; the batch is released afterwards and the file "
-    "stays PENDING with no message left",
+    313: "intake acked a message on a stale state: another worker claimed the file between register and "
+    "record_terminal (now: acked only if the file is final, else retried as in flight)",
+    923: "a worker freezes 60 s holding a table lock: recovery is deferred while the file's message was retried "
+    "into the DLQ (now: a message whose file is in flight is sent again fresh at its last receive)",
+    961: "a worker frozen past its lease woke and removed rows of its batch that a sweeper then found empty and "
+    "released (now: a writer checks its lease before changing anything for a committed batch)",
 }
 
 
@@ -48,8 +43,7 @@ def test_fixed(seed: int) -> None:
 
 
 @pytest.mark.skipif(not FENCED, reason="findings on the fenced code")
-@pytest.mark.xfail(strict=True, reason="open finding on the fenced code, reported to the lead")
-@pytest.mark.parametrize("seed", sorted(OPEN))
-def test_open(seed: int) -> None:
+@pytest.mark.parametrize("seed", sorted(FIXED_AFTER_FENCE))
+def test_fixed_after_fence(seed: int) -> None:
     result = simulate(seed)
     assert result.ok, result.report()

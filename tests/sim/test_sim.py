@@ -8,7 +8,6 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.sim.test_regressions import OPEN
 from tests.sim.world import FENCED, World, simulate
 
 BUDGET = int(os.environ.get("ICEFEED_SIM_SEEDS", "500"))
@@ -17,8 +16,6 @@ BUDGET = int(os.environ.get("ICEFEED_SIM_SEEDS", "500"))
 def failures(seeds: range, **kwargs: object) -> list[str]:
     out = []
     for seed in seeds:
-        if seed in OPEN and FENCED:  # kept in test_regressions.py
-            continue
         result = simulate(seed, **kwargs)  # type: ignore[arg-type]
         if not result.ok:
             out.append(result.report(last=120))
@@ -27,7 +24,7 @@ def failures(seeds: range, **kwargs: object) -> list[str]:
 
 @pytest.mark.xfail(not FENCED, strict=True, reason="the code before the fence breaks exactly-once (issue 11)")
 def test_every_seed_keeps_the_invariants() -> None:
-    """Every fault kind, ``BUDGET`` seeds (open findings: see test_regressions.py)."""
+    """Every fault kind, ``BUDGET`` seeds."""
     failed = failures(range(BUDGET))
     assert not failed, f"{len(failed)} of {BUDGET} seeds failed; the first:\n" + "\n\n".join(failed[:2])
 

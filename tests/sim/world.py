@@ -482,6 +482,7 @@ class World:
             self.engine.overlap = "conflict"
         self.versions: dict[str, Version] = {}  # by etag
         self.events: dict[str, list[tuple[str, str]]] = {}  # message id -> (key, etag)
+        self.renewed: set[str] = set()  # message ids a worker sent again before deleting them
         self.violations: list[str] = []
         self.workers: dict[int, SimWorker] = {}
         self.generations: dict[int, int] = {}
@@ -490,6 +491,7 @@ class World:
         self.tasks: list[asyncio.Task[None]] = []
         self.sequencer = 0
         self.queue.on_delete = self._on_delete
+        self.queue.on_resend = self._on_resend
         self.queue.on_dead_letter = lambda q, m: self.trace.add(f"message {m.message_id} moved to the DLQ", "sqs")
         self.engine.on_change = self._engine_change
         self.ledger.on_change = self._ledger_change
@@ -654,7 +656,14 @@ class World:
     def _files_of(self, m: QueuedMessage) -> list[tuple[str, str]]:
         return self.events.get(m.message_id, [])
 
+    def _on_resend(self, old_id: str, new_id: str) -> None:
+        """A worker sent a message again (its file still in flight): the copy carries its events."""
+        self.events[new_id] = list(self.events.get(old_id, []))
+        self.renewed.add(old_id)
+
     def _on_delete(self, queue: str, m: QueuedMessage) -> None:
+        if m.message_id in self.renewed:  # a fresh copy carries its events on
+            return
         for key, etag in self._files_of(m):
             file_id = self.ledger.identities.get((BUCKET, key, etag))
             status = self.ledger.files[file_id].status if file_id else "unregistered"

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from tests.spark4.support import Spark4Env, Spark4Server, make_spark4_env
+from tests.spark4.support import Spark4Env, Spark4Server, running_server, spark4_env
 from worker.localstack import Stack
 
 
@@ -32,18 +31,12 @@ def _java() -> str | None:
 def spark4(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Spark4Server]:
     if _java() is None:
         pytest.skip("no Java on this machine (JAVA_HOME or `java` on PATH): the Spark 4 tier needs a JVM (Java 17)")
-    server = Spark4Server(tmp_path_factory.mktemp("spark4")).start()
-    try:
+    with running_server(tmp_path_factory.mktemp("spark4")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def s4env(stack: Stack, spark4: Spark4Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Spark4Env]:
     # A tmp dir of our own: table locations allow only [A-Za-z0-9._-/=@] (no test-id brackets).
-    e = make_spark4_env(stack, spark4, tmp_path_factory.mktemp("s4env"), uuid.uuid4().hex[:10])
-    try:
+    with spark4_env(stack, spark4, tmp_path_factory.mktemp("s4env")) as e:
         yield e
-    finally:
-        e.close()

@@ -21,6 +21,8 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,6 +101,7 @@ class Spark4Server:
     log: Path = field(default_factory=Path)
     ready_s: float = 0.0
     session: Any = None
+    driver_memory: str = ""  # e.g. "3g"; default: spark-submit's (1g)
 
     @property
     def url(self) -> str:
@@ -114,6 +117,7 @@ class Spark4Server:
             "local[2]",
             "--class",
             SERVER_CLASS,
+            *(["--driver-memory", self.driver_memory] if self.driver_memory else []),
             "--conf",
             "spark.connect.grpc.binding.address=127.0.0.1",
             "--conf",
@@ -231,6 +235,26 @@ class Spark4Env(Env):
         name = f"spark_catalog.{self.db}.{table}"
         self.server.session.catalog.refreshTable(name)
         return self.server.session.table(name)
+
+
+@contextlib.contextmanager
+def running_server(workdir: Path, driver_memory: str = "") -> Iterator[Spark4Server]:
+    """A started Spark 4 Connect server, stopped on exit."""
+    server = Spark4Server(workdir, driver_memory=driver_memory).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def spark4_env(stack: Stack, server: Spark4Server, tmp: Path) -> Iterator[Spark4Env]:
+    """A fresh env (bucket, queue, database, ledger schema) on ``server``, cleaned up on exit."""
+    env = make_spark4_env(stack, server, tmp, uuid.uuid4().hex[:10])
+    try:
+        yield env
+    finally:
+        env.close()
 
 
 def make_spark4_env(stack: Stack, server: Spark4Server, tmp: Path, tag: str) -> Spark4Env:

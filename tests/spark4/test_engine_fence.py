@@ -18,7 +18,7 @@ import pytest
 from pydantic import SecretStr
 
 from tests.harness import poll
-from tests.integration.engine_fence_support import WriterProcess
+from tests.integration.engine_fence_support import WriterProcess, one_file_request
 from tests.spark4.support import Spark4Server
 from worker.adapters.spark_sink import SparkSink
 from worker.settings import DETACHED_LIMIT_S, SparkSettings
@@ -78,13 +78,14 @@ async def test_stop_cancels_the_append_of_a_killed_writer_and_nothing_commits(
 
 @pytest.mark.skipif(
     os.environ.get("ICEFEED_SPARK4_MEASURE_DETACHED") != "1",
-    reason="a measurement of ~9 minutes: set ICEFEED_SPARK4_MEASURE_DETACHED=1",
+    reason="a measurement of ~8 minutes: set ICEFEED_SPARK4_MEASURE_DETACHED=1",
 )
 def test_measure_how_long_spark_keeps_a_killed_writers_execution(spark4: Spark4Server, tmp_path: Path) -> None:
     """Without a stop, the execution of a SIGKILLed client lives on. Measured (docs/engines.md): an
-    append of ~500 s committed at its natural end, past the detached-execution timeout (5 min) and
-    the response stream's deadline (2 min); only the session's idle expiry (60 min by default)
-    would end it. ICEFEED_SPARK_DETACHED_LIMIT_S's default must cover what is seen here."""
+    append of ~500 s removed without committing 440 s after the kill (stream deadline 2 min +
+    detached timeout 5 min + check); an ad-hoc run of a ~600 s append saw no removal at all and
+    committed at 597 s. Only the session's idle expiry (60 min by default) surely ends it:
+    ICEFEED_SPARK_DETACHED_LIMIT_S's default must cover what is seen here."""
     table, location = parquet_table(spark4, tmp_path)
     session_id = start_killed_writer(spark4, table, rows=1000)  # about 500 s of work if left alone
     killed = time.monotonic()
@@ -102,3 +103,27 @@ def test_measure_how_long_spark_keeps_a_killed_writers_execution(spark4: Spark4S
         f"\nSIGKILLed writer's append: {outcome} {lifetime:.0f} s after the kill "
         f"(abandoned-execution removal: {bool(detached)}, session expiry: {bool(expired)})"
     )
+
+
+async def test_a_writer_frozen_after_opening_its_session_cannot_write_once_it_is_stopped(
+    spark4: Spark4Server, tmp_path: Path
+) -> None:
+    from worker.domain.errors import IcefeedError
+
+    settings = SparkSettings(url=SecretStr(spark4.url), dialect="spark", table_format="parquet")
+    sink, other = SparkSink(settings), SparkSink(settings)
+    db = f"db_frozen_{uuid.uuid4().hex[:8]}"
+    spark4.session.sql(f"CREATE DATABASE {db}")
+    try:
+        session_id = str(uuid.uuid4())
+        await sink.open_session(session_id)
+        assert await other.stop(session_id) is True  # another worker, while this one is frozen
+        request = one_file_request(f"spark_catalog.{db}.t", f"file://{tmp_path}/t", session_id, uuid.uuid4(), [1])
+        with pytest.raises(IcefeedError) as info:
+            await sink.write(request)
+        assert info.value.error_class == "SparkSessionLost"
+        assert "SESSION_CLOSED" in str(info.value)
+        assert not spark4.session.catalog.tableExists(request.table)
+    finally:
+        sink.close()
+        other.close()

@@ -340,3 +340,28 @@ def test_balanced_union_keeps_every_frame_in_order_with_a_shallow_tree() -> None
         union = balanced_union([Frame([i]) for i in range(n)])
         assert union.leaves == list(range(n))
         assert union.depth <= max(0, (n - 1).bit_length())
+
+
+# A request over the gRPC message limit can never pass: permanent, never retried as transient.
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        (
+            "<_MultiThreadedRendezvous of RPC that terminated with:\n\tstatus = StatusCode.RESOURCE_EXHAUSTED\n"
+            '\tdetails = "CLIENT: Sent message larger than max (360000886 vs. 134217728)"',
+            None,  # how pyspark raises it: the status only in the text
+        ),
+        ("CLIENT: Sent message larger than max (360000886 vs. 134217728)", "RESOURCE_EXHAUSTED"),
+        ("gRPC message exceeds maximum size 134217728: 200000000", "RESOURCE_EXHAUSTED"),  # Apache Spark
+        ("decoded message length too large: found 200000000 bytes, the limit is: 134217728", None),  # Sail
+    ],
+)
+def test_message_over_the_grpc_limit_is_permanent(message: str, code: str | None) -> None:
+    err = classify_engine_error("SparkConnectGrpcException", message, code)
+    assert isinstance(err, DataError) and not isinstance(err, TransientError)
+    assert err.error_class == "MessageTooLarge"
+
+
+def test_other_resource_exhaustion_stays_transient() -> None:
+    err = classify_engine_error("SparkConnectGrpcException", "too many concurrent operations", "RESOURCE_EXHAUSTED")
+    assert isinstance(err, TransientError)

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import gzip
+import tracemalloc
 
 import pytest
 
-from worker.adapters.local_read import MAX_DEPTH, decode_json
+from worker.adapters.local_read import (
+    MAX_DEPTH,
+    DecodeLimit,
+    DecodeLimits,
+    decode_json,
+    inflate,
+    json_values,
+    open_text,
+)
 from worker.domain.errors import DataError
 from worker.domain.schema import parse_ddl
 
@@ -102,3 +111,58 @@ def test_bad_input_raises_a_data_error_naming_the_problem(
     with pytest.raises(DataError) as caught:
         decode_json(body, whole_file=whole, compressed=compressed)
     assert caught.value.error_class == error_class and needle in str(caught.value)
+
+
+# -- decode limits: streaming inflate with a cap, values counted before parsing ----------------
+
+
+def test_inflate_stops_at_the_limit_without_holding_the_whole_bomb() -> None:
+    bomb = gzip.compress(b"{}\n" * 10_000_000, 9)  # 29 KB → 30 MB
+    tracemalloc.start()
+    try:
+        with pytest.raises(DecodeLimit) as caught:
+            inflate(bomb, 1024 * 1024)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert caught.value.error_class == "DecompressionLimit"
+    assert "ICEFEED_SPARK_WORKER_DECODE_MAX_BYTES" in str(caught.value)
+    assert peak < 4 * 1024 * 1024  # the limit (1 MiB) and change, never the 30 MB
+
+
+def test_inflate_reads_every_member_like_gzip_does() -> None:
+    payload = gzip.compress(b'{"a": 1}\n') + gzip.compress(b'{"a": 2}\n') + b"\x00" * 8
+    assert inflate(payload, 1000) == gzip.decompress(payload[:-8]) == b'{"a": 1}\n{"a": 2}\n'
+    assert inflate(payload, 18) == b'{"a": 1}\n{"a": 2}\n'  # exactly at the limit is fine
+    with pytest.raises(DecodeLimit):
+        inflate(payload, 17)
+
+
+@pytest.mark.parametrize("payload", [gzip.compress(b'{"a": 1}\n')[:-12], b"\x1f\x8bnot gzip at all"])
+def test_a_truncated_or_corrupt_gzip_is_a_parse_error(payload: bytes) -> None:
+    with pytest.raises(DataError) as caught:
+        decode_json(payload, whole_file=False, compressed=True)
+    assert caught.value.error_class == "ParseError" and not isinstance(caught.value, DecodeLimit)
+
+
+def test_values_are_bounded_before_anything_is_parsed() -> None:
+    data = b"{}\n" * 1000
+    assert json_values(data) >= 2000
+    limits = DecodeLimits(max_bytes=10**6, max_values=1500)
+    with pytest.raises(DecodeLimit) as caught:
+        decode_json(data, whole_file=False, compressed=False, limits=limits)
+    assert "ICEFEED_SPARK_WORKER_DECODE_MAX_VALUES=1500" in str(caught.value)
+    assert decode_json(data, False, False, DecodeLimits(10**6, 2001)).rows == 1000
+
+
+def test_plain_text_over_the_byte_limit_is_refused() -> None:
+    data = b'{"a": 1}\n' * 100
+    with pytest.raises(DecodeLimit):
+        open_text(data, False, DecodeLimits(max_bytes=899, max_values=10**6))
+    assert open_text(data, False, DecodeLimits(max_bytes=900, max_values=10**6)).data == data
+
+
+def test_values_estimate_covers_the_parsed_values() -> None:
+    doc = b'[{"a": [1, 2, {"b": null}], "c": {}}, {"d": "x,y"}]'
+    # objects 4, arrays 2, members a b c d + array items 3 + rows: the estimate is an upper bound
+    assert json_values(doc) >= 4 + 2 + 4

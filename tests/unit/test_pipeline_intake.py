@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote_plus
+from uuid import uuid4
 
 import pytest
 
@@ -68,6 +69,13 @@ class FakeLedger:
 
     async def reject_message(self, message: Message, reason: str) -> None:
         self.rejected.append((message.body, reason))
+
+    async def states(self, file_ids: list[int]) -> list[FileState]:
+        return [
+            FileState(r["id"], b, k, e, r["status"], None, None, r.get("lease_left_s"))
+            for (b, k, e), r in self.files.items()
+            if r["id"] in file_ids
+        ]
 
     def status(self, key: str) -> list[tuple[str, str | None]]:
         return [(r["status"], r.get("error_class")) for (_, k, _), r in self.files.items() if k == key]
@@ -157,6 +165,29 @@ async def test_outcomes_for_what_cannot_or_need_not_be_loaded(parts: tuple[Pipel
     assert "LOCAL_PARSE_MAX_BYTES" in ledger.files[("landing", "docs/doc.json", "e4")]["message"]
 
 
+async def test_a_file_claimed_by_another_worker_before_its_terminal_verdict_lands_is_not_acked(
+    parts: tuple[Pipeline, FakeLedger, FakeStore],
+) -> None:
+    """Found by the simulator (seed 313): this worker decides "overwritten → SKIPPED, ack" from the
+    state register returned, but another worker claims the file first; record_terminal moves
+    nothing. Acking would leave the file with no message if that batch is later released."""
+    pipeline, ledger, store = parts
+    store.objects[("landing", "events/a.json")] = ObjectInfo(10, "e-new")  # the event's e-old is stale
+    record = ledger.record_terminal
+
+    async def claimed_first(file_ids: list[int], status: str, error_class: str, message: str) -> int:
+        for row in ledger.files.values():  # the other worker's claim lands in between
+            if row["id"] in file_ids:
+                row.update(status="CLAIMED", lease_left_s=30.0)
+        return await record(file_ids, status, error_class, message)
+
+    ledger.record_terminal = claimed_first  # type: ignore[method-assign]
+    (adm,) = await pipeline.admit([message(event("events/a.json", "e-old"))])
+    (outcome,) = adm.outcomes
+    assert isinstance(outcome, Retry) and outcome.in_flight, outcome
+    assert ledger.status("events/a.json") == [("CLAIMED", None)]
+
+
 async def test_an_event_older_by_sequencer_than_one_seen_is_skipped(
     parts: tuple[Pipeline, FakeLedger, FakeStore],
 ) -> None:
@@ -211,7 +242,7 @@ async def test_small_json_files_are_not_headed_and_their_get_tells_gone_from_rep
     assert store.heads == ["events/huge.json"]  # only the file the engine would read is checked first
     waiting = [w for a in adms for w in a.waiting.values()]
     assert [w.key for w in waiting] == ["events/gone.json", "events/new.json", "events/ok.json", "events/bad.json"]
-    decoded, settled = await pipeline._fetch(waiting)
+    decoded, settled = await pipeline._fetch(waiting, uuid4())
     by_key = {w.key: w.file_id for w in waiting}
     assert (settled[by_key["events/gone.json"]].status, settled[by_key["events/gone.json"]].error_class) == (
         "GONE",

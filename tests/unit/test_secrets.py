@@ -286,9 +286,11 @@ class FakeConn:
 
 
 class FakePool(FakeConn):
-    @asynccontextmanager
-    async def acquire(self) -> AsyncIterator[FakeConn]:
-        yield FakeConn(self.calls)
+    async def acquire(self, timeout: float | None = None) -> FakeConn:
+        return FakeConn(self.calls)
+
+    async def release(self, conn: FakeConn) -> None:
+        return None
 
 
 async def test_the_ledger_stores_every_text_scrubbed() -> None:

@@ -11,7 +11,7 @@ import pytest
 from pydantic import SecretStr
 
 from worker.domain.errors import ConfigError
-from worker.settings import REPO_ROOT, Settings, env_name, load_settings, require_queues
+from worker.settings import REPO_ROOT, PgSettings, Settings, env_name, load_settings, milliseconds, require_queues
 
 TOKEN = "s3cr3t-token-0xdeadbeef"
 PASSWORD = "hunter2pass-xyz"
@@ -280,3 +280,103 @@ def test_rendered_settings_hide_secrets(secret_settings: Settings, render: objec
     assert "**********" in text
     # the non-secret parts are still there: the rendering is not just empty
     assert "http://q/1" in text or "ledger_schema" in text or "session_timezone" in text
+
+
+# --------------------------------------------------------------------------- PostgreSQL time limits
+
+
+def test_every_wait_on_postgresql_is_bounded_by_default() -> None:
+    pg = load_settings().pg
+    assert (pg.statement_timeout_s, pg.lock_timeout_s, pg.idle_in_transaction_timeout_s) == (15.0, 5.0, 60.0)
+    assert (pg.command_timeout_s, pg.acquire_timeout_s, pg.connect_timeout_s) == (30.0, 10.0, 10.0)
+    assert (pg.keepalive_idle_s, pg.keepalive_interval_s, pg.keepalive_count) == (30, 10, 3)
+    assert pg.lock_timeout_s < pg.statement_timeout_s < pg.command_timeout_s
+
+
+def test_server_settings_carry_the_limits_in_milliseconds(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("ICEFEED_PG_STATEMENT_TIMEOUT_S", "2.5")
+    clean_env.setenv("ICEFEED_PG_LOCK_TIMEOUT_S", "0.25")
+    clean_env.setenv("ICEFEED_PG_IDLE_IN_TRANSACTION_TIMEOUT_S", "0")
+    clean_env.setenv("ICEFEED_PG_COMMAND_TIMEOUT_S", "4")
+    clean_env.setenv("ICEFEED_PG_KEEPALIVE_IDLE_S", "7")
+    clean_env.setenv("ICEFEED_PG_LEDGER_SCHEMA", "ledger_x")
+    assert load_settings().pg.server_settings("icefeed") == {
+        "search_path": "ledger_x",
+        "application_name": "icefeed",
+        "statement_timeout": "2500",
+        "lock_timeout": "250",
+        "idle_in_transaction_session_timeout": "0",
+        "tcp_keepalives_idle": "7",
+        "tcp_keepalives_interval": "10",
+        "tcp_keepalives_count": "3",
+    }
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(0, "0"), (0.0001, "1"), (0.0015, "2"), (1, "1000"), (15.0, "15000")])
+def test_milliseconds_never_turns_a_limit_into_off(seconds: float, text: str) -> None:
+    assert milliseconds(seconds) == text
+
+
+def test_zero_turns_server_limits_off(clean_env: pytest.MonkeyPatch) -> None:
+    for name in ("STATEMENT", "LOCK", "IDLE_IN_TRANSACTION", "COMMAND"):
+        clean_env.setenv(f"ICEFEED_PG_{name}_TIMEOUT_S", "0")
+    pg = load_settings().pg
+    settings = pg.server_settings("icefeed")
+    assert settings["statement_timeout"] == settings["lock_timeout"] == "0"
+    assert pg.command_timeout_s == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("ICEFEED_PG_STATEMENT_TIMEOUT_S", "-1"),
+        ("ICEFEED_PG_STATEMENT_TIMEOUT_S", "soon"),
+        ("ICEFEED_PG_LOCK_TIMEOUT_S", "-0.5"),
+        ("ICEFEED_PG_IDLE_IN_TRANSACTION_TIMEOUT_S", "-1"),
+        ("ICEFEED_PG_COMMAND_TIMEOUT_S", "-1"),
+        ("ICEFEED_PG_ACQUIRE_TIMEOUT_S", "0"),
+        ("ICEFEED_PG_KEEPALIVE_IDLE_S", "-1"),
+        ("ICEFEED_PG_KEEPALIVE_COUNT", "many"),
+    ],
+)
+def test_bad_limit_is_named(clean_env: pytest.MonkeyPatch, name: str, value: str) -> None:
+    assert f"\n  {name}: " in config_error(clean_env, **{name: value})
+
+
+def test_lock_timeout_must_be_below_statement_timeout(clean_env: pytest.MonkeyPatch) -> None:
+    message = config_error(clean_env, ICEFEED_PG_LOCK_TIMEOUT_S="20")
+    assert "ICEFEED_PG_LOCK_TIMEOUT_S (20) must be below ICEFEED_PG_STATEMENT_TIMEOUT_S (15)" in message
+    # with the statement limit off, any lock limit is fine
+    clean_env.setenv("ICEFEED_PG_STATEMENT_TIMEOUT_S", "0")
+    assert load_settings().pg.lock_timeout_s == 20
+
+
+def test_command_timeout_must_be_above_statement_timeout(clean_env: pytest.MonkeyPatch) -> None:
+    message = config_error(clean_env, ICEFEED_PG_COMMAND_TIMEOUT_S="15")
+    assert "ICEFEED_PG_COMMAND_TIMEOUT_S (15) must be above ICEFEED_PG_STATEMENT_TIMEOUT_S (15)" in message
+    clean_env.setenv("ICEFEED_PG_COMMAND_TIMEOUT_S", "0")  # no client-side limit: allowed
+    assert load_settings().pg.command_timeout_s == 0
+
+
+def test_pg_settings_are_frozen() -> None:
+    with pytest.raises(ValueError):
+        PgSettings().lock_timeout_s = 1  # type: ignore[misc]
+
+
+def test_memory_settings_and_decode_limits(clean_env: pytest.MonkeyPatch) -> None:
+    s = load_settings()
+    assert s.memory.budget_bytes == 384 * 1024 * 1024  # fits the Deployment's 1 GiB (tests/infra)
+    assert (s.spark.worker_decode_max_bytes, s.spark.worker_decode_max_values) == (64 * 1024 * 1024, 3_000_000)
+    clean_env.setenv("ICEFEED_MEMORY_BUDGET_BYTES", "268435456")
+    clean_env.setenv("ICEFEED_SPARK_WORKER_DECODE_MAX_BYTES", "1048576")
+    clean_env.setenv("ICEFEED_SPARK_WORKER_DECODE_MAX_VALUES", "1000")
+    s = load_settings()
+    assert (s.memory.budget_bytes, s.spark.worker_decode_max_bytes, s.spark.worker_decode_max_values) == (
+        268435456,
+        1048576,
+        1000,
+    )
+    # One decoded row must always fit a gRPC message (128 MiB) with room to spare.
+    clean_env.setenv("ICEFEED_SPARK_WORKER_DECODE_MAX_BYTES", str(200 * 1024 * 1024))
+    with pytest.raises(ConfigError, match="ICEFEED_SPARK_WORKER_DECODE_MAX_BYTES"):
+        load_settings()

@@ -9,9 +9,9 @@ import pytest
 from pyspark.errors.exceptions.connect import SparkConnectGrpcException
 from pyspark.sql.connect.client.core import DefaultChannelBuilder
 
-from worker.adapters.spark_sink import session_closed, session_url, to_icefeed_error
+from worker.adapters.spark_sink import SparkSink, session_closed, session_url, to_icefeed_error
 from worker.domain.errors import ConfigError, TransientError, classify_engine_error
-from worker.settings import DETACHED_LIMIT_S, load_settings, spark_url_params
+from worker.settings import DETACHED_LIMIT_S, SparkSettings, load_settings, spark_url_params
 
 SID = str(uuid.uuid4())
 
@@ -68,7 +68,7 @@ def test_a_configured_url_that_names_a_session_is_refused(monkeypatch: pytest.Mo
     assert "s3cr3t" not in str(info.value)
 
 
-@pytest.mark.parametrize(("dialect", "limit"), [("spark", 3900), ("sail", 960)])
+@pytest.mark.parametrize(("dialect", "limit"), [("spark", 3900), ("sail", 3600)])
 def test_the_detached_limit_defaults_per_dialect(monkeypatch: pytest.MonkeyPatch, dialect: str, limit: int) -> None:
     monkeypatch.setenv("ICEFEED_SPARK_DIALECT", dialect)
     assert load_settings().spark.detached_limit_s == limit == DETACHED_LIMIT_S[dialect]
@@ -108,3 +108,93 @@ def test_only_a_refusal_of_the_session_confirms_a_stop() -> None:
     assert session_closed(SparkConnectGrpcException(SAIL_NOT_RUNNING))
     assert not session_closed(SparkConnectGrpcException(SAIL_OPERATION))  # an operation, not the session
     assert not session_closed(SparkConnectGrpcException("failed to connect to all addresses; connection refused"))
+
+
+# --------------------------------------------------------------------------- stop() on a fake engine
+
+
+class FakeClient:
+    """A Spark Connect client whose calls answer from a script: a value, or an exception raised."""
+
+    def __init__(self, answers: dict[str, list[object]]) -> None:
+        self.answers = answers
+        self.calls: list[str] = []
+        self._channel = self
+
+    def _answer(self, name: str) -> object:
+        self.calls.append(name)
+        answer = self.answers[name].pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    def interrupt_all(self) -> object:
+        return self._answer("interrupt_all")
+
+    def release_session(self) -> object:
+        return self._answer("release_session")
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+
+def fake_sink(monkeypatch: pytest.MonkeyPatch, client: FakeClient) -> SparkSink:
+    sink = SparkSink(SparkSettings())
+    monkeypatch.setattr(sink, "_connect", lambda session_id="": type("S", (), {"client": client})())
+    return sink
+
+
+CLOSED = SparkConnectGrpcException(SPARK_CLOSED)
+RACE = SparkConnectGrpcException(
+    "(java.lang.IllegalStateException) operationId: x with status ReadyForExecution is not within statuses "
+    "List(Finished, Failed, Canceled) for event Closed"
+)
+
+
+@pytest.mark.parametrize(
+    ("answers", "confirmed", "calls"),
+    [
+        pytest.param(  # interrupt, release, and the id is refused afterwards
+            {"interrupt_all": [["op-1"], CLOSED], "release_session": [None]},
+            True,
+            ["interrupt_all", "release_session", "interrupt_all", "close"],
+            id="released-then-refused",
+        ),
+        pytest.param(  # Apache Spark 4.0: the release fails racing the interrupt, yet closes the session
+            {"interrupt_all": [["op-1"], CLOSED], "release_session": [RACE]},
+            True,
+            ["interrupt_all", "release_session", "interrupt_all", "close"],
+            id="release-error-but-refused",
+        ),
+        pytest.param(  # stopped before: nothing to do
+            {"interrupt_all": [CLOSED], "release_session": []},
+            True,
+            ["interrupt_all", "close"],
+            id="already-stopped",
+        ),
+        pytest.param(  # the engine takes the released id again: not a fence
+            {"interrupt_all": [[], []], "release_session": [None, None]},
+            False,
+            ["interrupt_all", "release_session", "interrupt_all", "release_session", "close"],
+            id="id-accepted-again",
+        ),
+        pytest.param(
+            {"interrupt_all": [SparkConnectGrpcException("failed to connect to all addresses")]},
+            False,
+            ["interrupt_all", "close"],
+            id="unreachable",
+        ),
+        pytest.param(  # the confirmation itself cannot reach the engine
+            {"interrupt_all": [["op-1"], SparkConnectGrpcException("UNAVAILABLE")], "release_session": [None]},
+            False,
+            ["interrupt_all", "release_session", "interrupt_all", "close"],
+            id="confirmation-unreachable",
+        ),
+    ],
+)
+async def test_stop_is_confirmed_only_by_the_engine_refusing_the_session(
+    monkeypatch: pytest.MonkeyPatch, answers: dict[str, list[object]], confirmed: bool, calls: list[str]
+) -> None:
+    client = FakeClient(answers)
+    assert await fake_sink(monkeypatch, client).stop(SID) is confirmed
+    assert client.calls == calls  # the channel is closed whatever happened

@@ -150,6 +150,19 @@ class SqsSource:
             failed.extend(by_id[f["Id"]] for f in response.get("Failed", []))
         return failed
 
+    async def resend(self, message: Message, delay_s: int) -> None:
+        """Send ``message``'s body again as a new message (receive count 0), after ``delay_s``
+        seconds (SQS allows at most 900)."""
+
+        async def op() -> dict[str, Any]:
+            self.calls["SendMessage"] += 1
+            result: dict[str, Any] = await self._c.sqs.send_message(
+                QueueUrl=message.queue_url, MessageBody=message.body, DelaySeconds=max(0, min(delay_s, 900))
+            )
+            return result
+
+        await _retry(op, "SQS SendMessage")
+
     async def max_receive_count(self, queue_url: str) -> int | None:
         """The queue's redrive maxReceiveCount, or None without a DLQ."""
         import json

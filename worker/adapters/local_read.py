@@ -16,7 +16,6 @@ and arrays become strings, as in Spark.
 
 from __future__ import annotations
 
-import gzip
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +42,40 @@ from worker.settings import SparkSettings
 
 MAX_DEPTH = 32  # nesting deeper than this is refused (engines and clients choke on it)
 _INT64 = (-(2**63), 2**63 - 1)
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+class DecodeLimit(DataError):
+    """A worker-read file whose text or values exceed what the worker decodes (settings
+    ``ICEFEED_SPARK_WORKER_DECODE_MAX_BYTES`` / ``_MAX_VALUES``). The pipeline hands such a file to
+    the engine when the engine can read it; otherwise it is FAILED with this error (permanent)."""
+
+    error_class = "DecompressionLimit"
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    max_bytes: int  # decompressed bytes of one file
+    max_values: int  # JSON values of one file (estimated by :func:`json_values`)
+
+
+#: Used where no settings are at hand (operator preview, tests): the settings' defaults.
+DEFAULT_LIMITS = DecodeLimits(
+    SparkSettings.model_fields["worker_decode_max_bytes"].default,
+    SparkSettings.model_fields["worker_decode_max_values"].default,
+)
+
+
+def limits_for(settings: SparkSettings) -> DecodeLimits:
+    return DecodeLimits(settings.worker_decode_max_bytes, settings.worker_decode_max_values)
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """A file's JSON text, decompressed and checked against the limits, before it is parsed."""
+
+    data: bytes
+    values: int
 
 
 def worker_reads(settings: SparkSettings, ingestion: AnyIngestion, size: int | None) -> bool:
@@ -71,21 +104,71 @@ class Decoded:
         return pa.Table.from_pydict({**data, source_column: pa.array([source_file] * self.rows, type=pa.string())})
 
 
-def decode_json(payload: bytes, whole_file: bool, compressed: bool) -> Decoded:
+def decode_json(payload: bytes, whole_file: bool, compressed: bool, limits: DecodeLimits = DEFAULT_LIMITS) -> Decoded:
     """A JSON-lines file (``whole_file`` False) or one JSON document (an array of objects, or one
     object) as a :class:`Decoded`. Anything that is not valid JSON objects raises
     ``DataError(ParseError)`` naming the line; nesting over :data:`MAX_DEPTH` raises
-    ``DataError(NestingTooDeep)``."""
-    data = _decompress(payload) if compressed or payload[:2] == b"\x1f\x8b" else payload
-    rows = _document_rows(data) if whole_file else _line_rows(data)
+    ``DataError(NestingTooDeep)``; text or values over ``limits`` raise :class:`DecodeLimit`."""
+    return parse_text(open_text(payload, compressed, limits), whole_file)
+
+
+def is_gzip(payload: bytes, compressed: bool) -> bool:
+    return compressed or payload[:2] == GZIP_MAGIC
+
+
+def open_text(payload: bytes, compressed: bool, limits: DecodeLimits) -> Text:
+    """The file's text (gzip inflated as a stream, never past ``limits.max_bytes``) and an upper
+    estimate of its JSON values, or :class:`DecodeLimit` before anything is parsed."""
+    data = inflate(payload, limits.max_bytes) if is_gzip(payload, compressed) else payload
+    if len(data) > limits.max_bytes:
+        raise DecodeLimit(f"{len(data)} bytes of JSON: over ICEFEED_SPARK_WORKER_DECODE_MAX_BYTES={limits.max_bytes}")
+    values = json_values(data)
+    if values > limits.max_values:
+        raise DecodeLimit(
+            f"about {values} JSON values in {len(data)} bytes: over "
+            f"ICEFEED_SPARK_WORKER_DECODE_MAX_VALUES={limits.max_values}"
+        )
+    return Text(data, values)
+
+
+def parse_text(text: Text, whole_file: bool) -> Decoded:
+    rows = _document_rows(text.data) if whole_file else _line_rows(text.data)
     return rows_to_arrow(rows)
 
 
-def _decompress(payload: bytes) -> bytes:
+def json_values(data: bytes) -> int:
+    """An upper estimate of the JSON values (objects, arrays, members, rows) in ``data``: what
+    parsing costs in Python objects, which bytes alone do not tell (``{}`` is 3 bytes a row)."""
+    return data.count(b"\n") + data.count(b",") + data.count(b"{") + data.count(b"[") + 1
+
+
+def inflate(payload: bytes, max_bytes: int) -> bytes:
+    """Decompress gzip (every member, as ``gzip.decompress`` does) without ever holding more than
+    ``max_bytes + 1`` bytes of output: a small bomb stops at the limit, not at its full size."""
+    chunks: list[bytes] = []
+    size = 0
+    rest = payload
     try:
-        return gzip.decompress(payload)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"gzip decode error: {exc or type(exc).__name__}", error_class="ParseError") from None
+        while rest:
+            stream = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            data = rest
+            while True:
+                chunk = stream.decompress(data, max_bytes + 1 - size)  # never 0 (= unbounded)
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > max_bytes:
+                    raise DecodeLimit(
+                        f"gzip inflates past {max_bytes} bytes: over ICEFEED_SPARK_WORKER_DECODE_MAX_BYTES={max_bytes}"
+                    )
+                data = stream.unconsumed_tail
+                if not data:
+                    break
+            if not stream.eof:
+                raise DataError("gzip decode error: compressed data ended early", error_class="ParseError")
+            rest = stream.unused_data.lstrip(b"\x00")  # members may be followed by zero padding
+    except zlib.error as exc:
+        raise DataError(f"gzip decode error: {exc}", error_class="ParseError") from None
+    return b"".join(chunks)
 
 
 def _document_rows(data: bytes) -> list[dict[str, Any]]:

@@ -15,8 +15,15 @@ from uuid import UUID
 
 import asyncpg
 import orjson
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    retry_if_not_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
+from worker.adapters.pg_errors import TIMEOUT_ERRORS, timeout_error
 from worker.domain.batching import FileWork
 from worker.domain.errors import ConfigError, TransientError
 from worker.domain.outcomes import FileResult
@@ -31,7 +38,7 @@ from worker.ports import (
     Registration,
     SchemaVersion,
 )
-from worker.settings import IDENTIFIER, PgSettings
+from worker.settings import IDENTIFIER, PgSettings, milliseconds
 from worker.sql import queries
 
 T = TypeVar("T")
@@ -63,7 +70,8 @@ async def connect_pool(settings: PgSettings) -> asyncpg.Pool:
             min_size=settings.pool_min,
             max_size=settings.pool_max,
             timeout=settings.connect_timeout_s,
-            server_settings={"search_path": settings.ledger_schema, "application_name": "icefeed"},
+            command_timeout=settings.command_timeout_s or None,
+            server_settings=settings.server_settings("icefeed"),
         )
     except (OSError, asyncpg.PostgresError) as exc:
         raise TransientError(
@@ -126,6 +134,10 @@ class PgTableLock:
                 if await self._conn.fetchval(self._q["fence_take"], batch_id, owner, ttl_s, table, session_id) is None:
                     return Fence(False, "lease_lost")
                 return Fence(True)
+        except TIMEOUT_ERRORS as exc:  # a limit fired: nothing of the fence took effect
+            error = timeout_error(exc)
+            assert error is not None
+            raise error from None
         except CONNECTION_ERRORS as exc:
             self.lost.set()
             raise TransientError(f"PostgreSQL: lock connection lost: {exc}", error_class="PgConnectionLost") from None
@@ -135,6 +147,48 @@ def _unchanged(text: str) -> str:
     return text
 
 
+class _TimedPool:
+    """The pool, with every wait for a connection bounded (``ICEFEED_PG_ACQUIRE_TIMEOUT_S``): a
+    worker whose connections are all busy reports it (PgAcquireTimeout) instead of hanging."""
+
+    def __init__(self, pool: asyncpg.Pool, acquire_s: float) -> None:
+        self._pool = pool
+        self.acquire_s = acquire_s
+
+    async def take(self, timeout_s: float | None = None) -> asyncpg.Connection:
+        try:
+            return await self._pool.acquire(timeout=timeout_s or self.acquire_s)
+        except TimeoutError as exc:
+            error = timeout_error(exc, acquiring=True)
+            assert error is not None
+            raise error from None
+
+    async def release(self, conn: asyncpg.Connection) -> None:
+        await self._pool.release(conn)
+
+    async def _with(self, method: str, query: str, *args: Any) -> Any:
+        conn = await self.take()
+        try:
+            return await getattr(conn, method)(query, *args)
+        finally:
+            await self._pool.release(conn)
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await self._with("fetch", query, *args)
+        return rows
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        row: asyncpg.Record | None = await self._with("fetchrow", query, *args)
+        return row
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        return await self._with("fetchval", query, *args)
+
+    async def execute(self, query: str, *args: Any) -> str:
+        status: str = await self._with("execute", query, *args)
+        return status
+
+
 class PgLedger:
     def __init__(
         self,
@@ -142,11 +196,13 @@ class PgLedger:
         attempts: int = 5,
         scrub: Callable[[str], str] = _unchanged,
         lock_check_s: float = 5.0,
+        acquire_timeout_s: float = 10.0,
     ) -> None:
         """``scrub`` masks secrets in every text the ledger stores (error messages, rejected
         messages): errors can echo a URL or a property that holds one. ``lock_check_s``: how often a
-        held table lock's connection is checked."""
-        self._pool = pool
+        held table lock's connection is checked. ``acquire_timeout_s``: how long any call waits for
+        a pooled connection (``ICEFEED_PG_ACQUIRE_TIMEOUT_S``)."""
+        self._pool = _TimedPool(pool, acquire_timeout_s)
         self._q = queries("ledger.sql")
         self._attempts = attempts
         self._scrub = scrub
@@ -155,21 +211,30 @@ class PgLedger:
     async def _retry(self, op: Callable[[], Awaitable[T]]) -> T:
         try:
             async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(CONNECTION_ERRORS),
+                # a time limit that fired is not a lost connection: it is reported, not retried
+                retry=retry_if_exception_type(CONNECTION_ERRORS) & retry_if_not_exception_type(TIMEOUT_ERRORS),
                 stop=stop_after_attempt(self._attempts),
                 wait=wait_exponential(multiplier=0.1, max=3),
                 reraise=True,
             ):
                 with attempt:
                     return await op()
+        except TIMEOUT_ERRORS as exc:
+            error = timeout_error(exc)
+            assert error is not None
+            raise error from None
         except CONNECTION_ERRORS as exc:
             raise TransientError(f"PostgreSQL: {type(exc).__name__}: {exc}", error_class="PgConnectionLost") from None
         raise AssertionError("unreachable")
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[asyncpg.Connection]:
-        async with self._pool.acquire() as conn, conn.transaction():
-            yield conn
+        conn = await self._pool.take()
+        try:
+            async with conn.transaction():
+                yield conn
+        finally:
+            await self._pool.release(conn)
 
     @asynccontextmanager
     async def table_lock(self, table: str, timeout_s: float) -> AsyncIterator[PgTableLock]:
@@ -199,8 +264,8 @@ class PgLedger:
         delay = 0.02
         while True:
             try:
-                conn = await self._pool.acquire(timeout=max(0.1, deadline - loop.time()))
-            except (*CONNECTION_ERRORS, TimeoutError) as exc:
+                conn = await self._pool.take(min(self._pool.acquire_s, max(0.1, deadline - loop.time())))
+            except (*CONNECTION_ERRORS, TransientError) as exc:
                 if loop.time() >= deadline:
                     reason = str(exc) or type(exc).__name__
                     raise TransientError(f"PostgreSQL: {reason}", error_class="PgConnectionLost") from None
@@ -389,7 +454,17 @@ class PgLedger:
             return []
         rows = await self._retry(lambda: self._pool.fetch(self._q["file_states"], file_ids))
         return [
-            FileState(r["id"], "", "", "", r["status"], r["batch_id"], r["error_message"], _seconds(r["lease_left_s"]))
+            FileState(
+                r["id"],
+                "",
+                "",
+                "",
+                r["status"],
+                r["batch_id"],
+                r["error_message"],
+                _seconds(r["lease_left_s"] if r["version_lease_left_s"] is None else r["version_lease_left_s"]),
+                blocked=r["version_lease_left_s"] is not None,
+            )
             for r in rows
         ]
 
@@ -507,10 +582,19 @@ async def migrate(settings: PgSettings, directory: Path) -> list[str]:
     if not IDENTIFIER.match(schema):
         raise ConfigError("ICEFEED_PG_LEDGER_SCHEMA: invalid identifier")
     try:
+        # A migration may run long (statement timeout off), but it never queues behind a long
+        # transaction for its locks: every request it queues blocks the fleet's statements on that
+        # table behind it. Each migration's transaction sets lock_timeout itself (below), so the
+        # wait for another replica's migration lock stays unbounded.
         conn = await asyncpg.connect(
             settings.dsn.get_secret_value(),
             timeout=settings.connect_timeout_s,
-            server_settings={"search_path": schema, "application_name": "icefeed-migrate"},
+            server_settings={
+                **settings.server_settings("icefeed-migrate"),
+                "statement_timeout": "0",
+                "lock_timeout": "0",
+                "idle_in_transaction_session_timeout": "0",
+            },
         )
     except (OSError, asyncpg.PostgresError) as exc:
         raise TransientError(
@@ -531,9 +615,18 @@ async def migrate(settings: PgSettings, directory: Path) -> list[str]:
                             "forward-only: add a new one instead"
                         )
                     continue
-                async with conn.transaction():
-                    await conn.execute(sql)
-                    await conn.execute(q["record"], version, name, checksum(sql))
+                try:
+                    async with conn.transaction():
+                        await conn.fetchval(q["local_lock_timeout"], milliseconds(settings.lock_timeout_s))
+                        await conn.execute(sql)
+                        await conn.execute(q["record"], version, name, checksum(sql))
+                except asyncpg.exceptions.LockNotAvailableError as exc:
+                    raise TransientError(
+                        f"migration {name} waited more than {settings.lock_timeout_s:g} s for a lock"
+                        f" (ICEFEED_PG_LOCK_TIMEOUT_S): a long transaction holds a table it changes;"
+                        f" nothing of it was applied, run icefeed migrate again ({exc})",
+                        error_class="PgLockTimeout",
+                    ) from None
                 applied_now.append(name)
         finally:
             await conn.fetchval(q["unlock"], schema)

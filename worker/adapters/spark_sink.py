@@ -165,6 +165,54 @@ def to_icefeed_error(exc: BaseException) -> IcefeedError:
     return classify_engine_error(type(exc).__name__, message.strip()[:2000], grpc_code)
 
 
+#: Arrow bytes one write sends inside its plan (the append's own gRPC message, limited to 128 MiB
+#: by the Python client and by Apache Spark's server): beyond it, rows go ahead in pieces.
+INLINE_BYTES = 32 * 1024 * 1024
+#: Arrow bytes per piece: one message each, well under the limit with the protocol's overhead.
+PIECE_BYTES = 32 * 1024 * 1024
+
+
+class Staging:
+    """Worker-decoded rows of ONE write, on their way to the engine.
+
+    A plan carries local rows inline (a LocalRelation inside the append's request), and a gRPC
+    request is limited to 128 MiB: 360 MB of Arrow failed with RESOURCE_EXHAUSTED. Apache Spark's
+    client caches a large relation as an artifact (CachedLocalRelation, over
+    ``spark.sql.session.localRelationCacheThreshold``), but Sail 0.7 answers that threshold with
+    2^31-1 and fails the artifact-status call, and several smaller relations in one plan still add
+    up. So, on every engine: up to :data:`INLINE_BYTES` per write travel inline; the rest is sent
+    ahead in pieces of :data:`PIECE_BYTES`, each registered as a temporary view of this session
+    (one request per piece), and the append's plan only names the views. The append is still one
+    job and ONE commit; :meth:`drop` removes the views after it."""
+
+    def __init__(self, spark: Any, batch_id: UUID, inline_bytes: int = INLINE_BYTES, piece_bytes: int = PIECE_BYTES):
+        self._spark = spark
+        self._prefix = f"icefeed_stage_{batch_id.hex}_"
+        self._inline_left = inline_bytes
+        self._piece_bytes = piece_bytes
+        self.views: list[str] = []
+
+    def frame(self, table: Any) -> Any:
+        if table.nbytes <= self._inline_left:
+            self._inline_left -= table.nbytes
+            return self._spark.createDataFrame(table)
+        rows = max(1, table.num_rows * self._piece_bytes // max(1, table.nbytes))
+        frames = []
+        for offset in range(0, table.num_rows, rows):
+            name = f"{self._prefix}{len(self.views)}"
+            self._spark.createDataFrame(table.slice(offset, rows)).createOrReplaceTempView(name)
+            self.views.append(name)
+            frames.append(self._spark.table(name))
+        return balanced_union(frames)
+
+    def drop(self) -> None:
+        """Free the pieces on the engine (best effort: they also end with the session)."""
+        for name in self.views:
+            with contextlib.suppress(Exception):
+                self._spark.catalog.dropTempView(name)
+        self.views.clear()
+
+
 class SparkSink:
     def __init__(self, settings: SparkSettings, on_reconnect: Callable[[], None] | None = None) -> None:
         self._settings = settings
@@ -439,8 +487,11 @@ class SparkSink:
                 continue
             df = conform_frame(frames[f.file_id], schemas[f.file_id], plan.target, decision.rescued, plan.rescues)
             aligned.append(df.withColumn("_source_file", F.lit(f.source_file)))
+        staging = Staging(spark, req.batch_id)  # large worker-read rows go ahead in pieces
         for (ingestion, schema, rescued), members in groups.items():
-            df = self._local_frame(spark, [(f, local[f.file_id]) for f in members], req.readers[ingestion], schema)
+            df = self._local_frame(
+                spark, [(f, local[f.file_id]) for f in members], req.readers[ingestion], schema, staging
+            )
             if df is not None:
                 have = data_columns(with_hints(schema, req.readers[ingestion].hints))
                 aligned.append(conform_frame(df, have, plan.target, rescued, plan.rescues, keep=("_source_file",)))
@@ -460,6 +511,7 @@ class SparkSink:
             self._dialect.append(out, req.table)
         finally:
             spark.removeTag(tag)
+            staging.drop()
         loaded = set(plan.loaded)
         if any(f.file_id in frames for f in req.files if f.file_id in loaded):
             counts = self._counts(spark, req.table, req.batch_id)  # the engine read some: ask the table
@@ -473,16 +525,26 @@ class SparkSink:
                     counts[f.source_file] = counts.get(f.source_file, 0) + local[f.file_id].rows
         return WriteResult(counts, plan, schemas, req.replace, unreadable, frozenset(local))
 
-    def _local_frame(self, spark: Any, files: list[tuple[FileWork, Decoded]], reader: Reader, schema: Struct) -> Any:
+    def _local_frame(
+        self,
+        spark: Any,
+        files: list[tuple[FileWork, Decoded]],
+        reader: Reader,
+        schema: Struct,
+        staging: Staging | None = None,
+    ) -> Any:
         """One DataFrame over worker-decoded files of one shape, with ``_source_file`` and the
-        route's hints applied; None when they hold no rows."""
+        route's hints applied; None when they hold no rows. With ``staging`` (one per write), rows
+        beyond what one plan can carry reach the engine in pieces under the gRPC message limit."""
         import pyarrow as pa
         from pyspark.sql import functions as F  # noqa: N812
 
         tables = [d.table("_source_file", f.source_file) for f, d in files if d.rows]
         if not tables:
             return None
-        df = spark.createDataFrame(pa.concat_tables(tables))
+        table = pa.concat_tables(tables)
+        del tables
+        df = staging.frame(table) if staging is not None else spark.createDataFrame(table)
         if not reader.hints:
             return df
         return df.select(

@@ -5,7 +5,7 @@ operator-friendly error messages."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -16,19 +16,19 @@ import asyncpg
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
+from worker.adapters.pg_errors import timeouts_as_transient
 from worker.adapters.pg_ledger import connect_pool
 from worker.adapters.spark_sink import to_icefeed_error
 from worker.domain.errors import ConfigError, IcefeedError, TransientError
 from worker.domain.outcomes import TERMINAL
 from worker.settings import Settings
+from worker.sql import queries
 
 T = TypeVar("T")
 
 STATUSES = ("PENDING", "CLAIMED", "LOADED", "FAILED", "GONE", "SKIPPED", "QUARANTINED", "REJECTED", "REPLACED")
 #: Statuses after which nothing more happens to a file on its own (a message about it is acked).
 FINAL = TERMINAL
-#: Re-queued notifications are delayed this long (the sender commits its ledger change first).
-REQUEUE_DELAY_S = 2
 #: A PENDING file whose message has not come back for this long has probably lost it.
 DEFAULT_STUCK_AFTER_S = 3600
 SQS_BATCH = 10
@@ -109,10 +109,12 @@ def s3_uri(bucket: str, key: str) -> str:
 
 @asynccontextmanager
 async def ledger(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    """A small pool on the ledger for one command."""
+    """A small pool on the ledger for one command; a PostgreSQL time limit that fires inside is
+    raised as its TransientError (PgStatementTimeout, PgLockTimeout, …)."""
     pool = await connect_pool(settings.pg)
     try:
-        yield pool
+        with timeouts_as_transient():
+            yield pool
     finally:
         await pool.close()
 
@@ -232,6 +234,24 @@ async def send_bodies(sqs: Any, queue_url: str, bodies: list[str], delay_s: int 
                 f"SQS refused {len(response['Failed'])} message(s): {response['Failed'][0]}",
                 error_class="AwsUnavailable",
             )
+
+
+async def send_marked(pool: asyncpg.Pool, sqs: Any, queue_url: str, files: Sequence[Any], then: str | None) -> None:
+    """Steps 2 and 3 of a re-queue (retry, backfill, schema approve): send the notifications of
+    ``files``, which step 1 committed as PENDING with error_class 'Requeuing', then record the
+    send (error_class ``then``; None clears the mark). No transaction is open meanwhile. If the
+    send fails, the files stay marked and the error says how to finish the job."""
+    if not files:
+        return
+    try:
+        await send_bodies(sqs, queue_url, notifications(files))
+    except IcefeedError as exc:
+        raise TransientError(
+            f"{exc}; {len(files)} file(s) are marked for re-queue (PENDING, Requeuing) without a confirmed"
+            " notification: run `icefeed retry --failed` to send them",
+            error_class=exc.error_class,
+        ) from None
+    await pool.execute(queries("operator.sql")["requeue_sent"], [f["id"] for f in files], then)
 
 
 def notifications(files: Iterable[Any]) -> list[str]:

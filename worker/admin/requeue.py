@@ -1,8 +1,15 @@
 """``icefeed retry`` and ``icefeed backfill``: send files' S3 notifications to the queue again.
 
-Both change the ledger and send in ONE transaction, sending before the commit: a worker that
-receives a notification early waits on the row (the register upsert blocks on the uncommitted
-change), and if the commit fails the notifications find the ledger as it was, which it absorbs.
+Both re-queue in three steps and hold no row lock while they talk to SQS:
+1. mark: one short transaction makes the files PENDING with error_class 'Requeuing' and commits;
+2. send their notifications;
+3. record: files still PENDING and 'Requeuing' lose the mark (a file a worker claimed meanwhile is
+   left alone).
+Every interleaving is safe: a worker that receives a notification finds the file PENDING and
+claims it; a notification sent twice (a concurrent re-queue, a resend after a crash) is absorbed
+by the ledger (the file loads once); an operator stopped between 1 and 3 leaves files PENDING and
+'Requeuing', which ``icefeed status`` reports as stuck and ``icefeed retry --failed`` (or the same
+backfill again) sends. See docs/postgresql.md.
 """
 
 from __future__ import annotations
@@ -18,14 +25,12 @@ from worker.adapters.aws import AwsClients, normalize_etag
 from worker.admin.common import (
     AWS_ERRORS,
     DEFAULT_STUCK_AFTER_S,
-    REQUEUE_DELAY_S,
     aws_error,
     jsonable,
     ledger,
-    notifications,
     parse_s3_uri,
     s3_uri,
-    send_bodies,
+    send_marked,
 )
 from worker.domain.errors import ConfigError
 from worker.domain.routing import match_route
@@ -54,9 +59,8 @@ async def _requeue(
     limit: int | None,
     after: int,
 ) -> list[Any]:
-    async with pool.acquire() as conn, conn.transaction():
-        rows = await conn.fetch(_q()["requeue_files"], ids, ingestion, stuck_after_s, limit, after)
-        await send_bodies(sqs, queue, notifications(rows), REQUEUE_DELAY_S)
+    rows = await pool.fetch(_q()["requeue_files"], ids, ingestion, stuck_after_s, limit, after)  # mark, commit
+    await send_marked(pool, sqs, queue, rows, "Retried")
     return list(rows)
 
 
@@ -161,8 +165,9 @@ async def backfill(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """List ``s3://bucket/prefix`` and send a notification for every routed object version the
-    ledger has not seen. Each version sent is registered PENDING (events_seen 0) in the same
-    transaction, so a second backfill, even a concurrent one, never sends it again."""
+    ledger has not seen. Each version is registered PENDING (events_seen 0) before it is sent, so
+    a second backfill never sends it again; one whose earlier send was never confirmed (an
+    interrupted backfill or retry) is sent again."""
     bucket, prefix = parse_s3_uri(uri, key_required=False)
     rules = [r for r in routes.rules if r.bucket == bucket]
     if not rules:
@@ -237,32 +242,36 @@ async def _backfill_chunk(
     known_rows = await pool.fetch(
         sql["known_files"], [bucket] * len(items), [k for _, k, _, _ in items], [e for _, _, e, _ in items]
     )
-    known = {(r["key"], r["etag"]): r["status"] for r in known_rows}
+    known = {(r["key"], r["etag"]): r for r in known_rows}
     fresh = []
+    unsent: list[int] = []  # registered earlier, notification never confirmed: send again
     for name, key, etag, obj in items:
-        if (key, etag) in known:
-            stats["already_known"][known[(key, etag)]] += 1
-        else:
+        seen = known.get((key, etag))
+        if seen is None:
             fresh.append((name, key, etag, obj))
-    if not fresh:
-        return []
+        elif seen["status"] == "PENDING" and seen["error_class"] == "Requeuing":
+            unsent.append(seen["id"])
+        else:
+            stats["already_known"][seen["status"]] += 1
     if dry_run:
-        stats["sent"] += len(fresh)
-        return [key for _, key, _, _ in fresh]
+        stats["sent"] += len(fresh) + len(unsent)
+        return [key for _, key, _, _ in fresh] + [r["key"] for r in known_rows if r["id"] in unsent]
+    if not fresh and not unsent:
+        return []
     assert queue is not None
-    async with pool.acquire() as conn, conn.transaction():
-        inserted = await conn.fetch(
-            sql["register_backfill"],
-            [name for name, _, _, _ in fresh],
-            [bucket] * len(fresh),
-            [key for _, key, _, _ in fresh],
-            [etag for _, _, etag, _ in fresh],
-            [int(obj["Size"]) for _, _, _, obj in fresh],
-            [obj["LastModified"] for _, _, _, obj in fresh],
-            [0] * len(fresh),
-        )
-        await send_bodies(sqs, queue, notifications(inserted), REQUEUE_DELAY_S)
-    stats["sent"] += len(inserted)
+    inserted = await pool.fetch(  # mark, commit
+        sql["register_backfill"],
+        [name for name, _, _, _ in fresh],
+        [bucket] * len(fresh),
+        [key for _, key, _, _ in fresh],
+        [etag for _, _, etag, _ in fresh],
+        [int(obj["Size"]) for _, _, _, obj in fresh],
+        [obj["LastModified"] for _, _, _, obj in fresh],
+        [0] * len(fresh),
+    )
+    await send_marked(pool, sqs, queue, inserted, None)
     if len(inserted) < len(fresh):  # registered meanwhile (an event, another backfill)
         stats["already_known"]["PENDING"] += len(fresh) - len(inserted)
-    return [r["key"] for r in inserted]
+    resent = await _requeue(pool, sqs, queue, unsent, None, 0.0, None, 0) if unsent else []
+    stats["sent"] += len(inserted) + len(resent)
+    return [r["key"] for r in inserted] + [r["key"] for r in resent]

@@ -118,12 +118,23 @@ _TRANSIENT_PATTERNS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+# A gRPC message over the client's or the server's size limit (RESOURCE_EXHAUSTED): the same
+# request can never pass. Permanent for this batch: it is split, and a lone file is FAILED.
+_MESSAGE_TOO_LARGE = (
+    "message larger than max",  # grpc core (the Python client): "Sent message larger than max (n vs. m)"
+    "exceeds maximum size",  # grpc-java (Apache Spark): "gRPC message exceeds maximum size m: n"
+    "message length too large",  # tonic (Sail): "decoded message length too large"
+)
+
+
 def classify_engine_error(kind: str, message: str, grpc_code: str | None = None) -> IcefeedError:
     """Map an engine failure (exception class name, message, gRPC status) to the taxonomy.
 
     The one place where Spark Connect errors get their meaning; the ledger stores the result.
     """
     text = f"{kind}: {message}".lower()
+    if any(n in text for n in _MESSAGE_TOO_LARGE):
+        return DataError(f"Spark Connect message over the size limit: {message}", error_class="MessageTooLarge")
     if grpc_code in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "ABORTED", "RESOURCE_EXHAUSTED"):
         return TransientError(f"Spark Connect {grpc_code.lower()}: {message}", error_class="SparkUnavailable")
     if grpc_code == "UNAUTHENTICATED":

@@ -29,10 +29,14 @@ class Ack:
 
 @dataclass(frozen=True, slots=True)
 class Retry:
-    """Make the message visible again after ``delay_s`` seconds."""
+    """Make the message visible again after ``delay_s`` seconds. ``in_flight``: its file is held
+    by a batch that is not settled yet, so the message must not be spent (dead-lettered) on it:
+    whether the file loads is that batch's business, and if the batch is released the file needs
+    this message again."""
 
     delay_s: int
     reason: str
+    in_flight: bool = False
 
 
 Outcome = Ack | Retry
@@ -60,5 +64,5 @@ def combine(outcomes: list[Outcome]) -> Outcome:
     retries = [o for o in outcomes if isinstance(o, Retry)]
     if retries:
         slowest = max(retries, key=lambda r: r.delay_s)
-        return Retry(slowest.delay_s, "; ".join(sorted({r.reason for r in retries})))
+        return Retry(slowest.delay_s, "; ".join(sorted({r.reason for r in retries})), any(r.in_flight for r in retries))
     return Ack("; ".join(sorted({o.reason for o in outcomes})) or "no files")

@@ -47,9 +47,14 @@ INSERT INTO batches (id, ingestion, table_name, status, lease_owner, lease_expir
 VALUES ($1, $2, $3, 'WRITING', $4, now() + make_interval(secs => $5), $6, $7);
 
 -- name: file_states
+-- version_lease_left_s: a PENDING file whose key has another version in an open batch waits for it.
 SELECT f.id, f.status, f.batch_id, f.error_message,
        (SELECT extract(epoch FROM b.lease_expires_at - now()) FROM batches b
-         WHERE b.id = f.batch_id AND b.status = 'WRITING') AS lease_left_s
+         WHERE b.id = f.batch_id AND b.status = 'WRITING') AS lease_left_s,
+       (SELECT max(extract(epoch FROM b.lease_expires_at - now()))
+          FROM files o JOIN batches b ON b.id = o.batch_id
+         WHERE f.status = 'PENDING' AND o.bucket = f.bucket AND o.key = f.key AND o.id <> f.id
+           AND o.status = 'CLAIMED' AND b.status = 'WRITING') AS version_lease_left_s
   FROM files f WHERE f.id = ANY($1::bigint[]);
 
 -- name: commit_batch
@@ -233,8 +238,12 @@ UPDATE schema_proposals SET status = $2, resolution = $3, resolved_at = now()
 RETURNING id;
 
 -- name: requeue_proposal_files
--- Approval: the quarantined files go back to PENDING; the caller sends them to the queue again.
-UPDATE files SET status = 'PENDING', finished_at = NULL, error_class = NULL, error_message = NULL
+-- Approval: the quarantined files go back to PENDING, marked 'Requeuing' (see requeue_files in
+-- operator.sql); after the approval commits, the caller sends them to the queue again and
+-- records it (requeue_sent).
+UPDATE files
+   SET status = 'PENDING', finished_at = NULL, last_event_at = now(), error_class = 'Requeuing',
+       error_message = 're-queued by icefeed schema approve; its notification is being sent'
  WHERE proposal_id = $1 AND status = 'QUARANTINED'
 RETURNING id, bucket, key, etag, size_bytes;
 

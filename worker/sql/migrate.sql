@@ -21,3 +21,8 @@ SELECT version, name, checksum FROM schema_migrations ORDER BY version;
 
 -- name: record
 INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3);
+
+-- name: local_lock_timeout
+-- Inside a migration's transaction: how long each of its statements may wait for a lock
+-- (milliseconds as text; '0' waits forever).
+SELECT set_config('lock_timeout', $1::text, true);

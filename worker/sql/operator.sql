@@ -26,11 +26,13 @@ SELECT id, ingestion, bucket, key, status, first_seen_at, last_event_at, error_c
  LIMIT 1;
 
 -- name: stuck_count
--- PENDING files whose message is gone: dead-lettered, or not seen for $2 seconds.
+-- PENDING files whose message is gone: dead-lettered, not seen for $2 seconds, or marked by a
+-- re-queue (retry, backfill, schema approve) that never confirmed its send.
 SELECT count(*)
   FROM files
  WHERE status = 'PENDING' AND ($1::text IS NULL OR ingestion = $1)
-   AND (error_class = 'DeadLettered' OR last_event_at <= now() - make_interval(secs => $2::double precision));
+   AND (error_class IN ('DeadLettered', 'Requeuing')
+        OR last_event_at <= now() - make_interval(secs => $2::double precision));
 
 -- name: batch_summary
 -- batches.ingestion lists every ingestion of a mixed batch, comma-separated.
@@ -79,10 +81,13 @@ SELECT f.id, f.ingestion, f.bucket, f.key, f.etag, f.version_id, f.sequencer, f.
  ORDER BY f.id;
 
 -- name: requeue_files
--- Retry: FAILED files, and PENDING ones whose message is gone (dead-lettered, or no event for
--- $3 seconds), back to PENDING; the caller sends their notifications before committing. Rows a
--- worker holds (a claim in progress) are skipped. $1: file ids or NULL; $2: ingestion or NULL;
--- $4: at most this many (NULL: all); $5: only ids above it (the caller pages through by id).
+-- Retry, step 1 of 3 (mark): FAILED files, PENDING ones whose message is gone (dead-lettered, or
+-- no event for $3 seconds) and PENDING ones an earlier re-queue marked but never confirmed
+-- (error_class 'Requeuing': its sender stopped), back to PENDING, marked 'Requeuing'. This
+-- statement commits on its own; the caller then sends their notifications (step 2) and records
+-- the send (step 3, requeue_sent). No row lock is held while it sends. Rows a worker holds (a
+-- claim in progress) are skipped. $1: file ids or NULL; $2: ingestion or NULL; $4: at most this
+-- many (NULL: all); $5: only ids above it (the caller pages through by id).
 WITH picked AS (
     SELECT id, status AS was, error_class AS was_class, error_message AS was_message
       FROM files
@@ -91,34 +96,46 @@ WITH picked AS (
        AND id > $5
        AND (status = 'FAILED'
             OR (status = 'PENDING'
-                AND (error_class = 'DeadLettered'
+                AND (error_class IN ('DeadLettered', 'Requeuing')
                      OR last_event_at <= now() - make_interval(secs => $3::double precision))))
      ORDER BY id
      LIMIT $4
        FOR UPDATE SKIP LOCKED
 )
 UPDATE files f
-   SET status = 'PENDING', finished_at = NULL, last_event_at = now(), error_class = 'Retried',
-       error_message = left('re-queued by icefeed retry; was ' || picked.was
+   SET status = 'PENDING', finished_at = NULL, last_event_at = now(), error_class = 'Requeuing',
+       error_message = left('re-queued by icefeed; was ' || picked.was
                             || COALESCE(' (' || picked.was_class || ': ' || picked.was_message || ')', ''), 2000)
   FROM picked
  WHERE f.id = picked.id
 RETURNING f.id, f.ingestion, f.bucket, f.key, f.etag, f.size_bytes, picked.was, picked.was_class,
           picked.was_message;
 
+-- name: requeue_sent
+-- Re-queue, step 3 of 3: the notifications of these files were sent. Only files still PENDING
+-- with the 'Requeuing' mark change (a worker may have claimed one meanwhile: it is left alone).
+-- $2: the error_class to leave ('Retried'), or NULL to clear the mark and its message.
+UPDATE files
+   SET error_class = $2::text,
+       error_message = CASE WHEN $2::text IS NULL THEN NULL ELSE error_message END
+ WHERE id = ANY($1::bigint[]) AND status = 'PENDING' AND error_class = 'Requeuing'
+RETURNING id;
+
 -- name: known_files
 -- Which of these object versions (bucket, key, etag) the ledger already has.
-SELECT bucket, key, etag, status
+SELECT id, bucket, key, etag, status, error_class
   FROM files
  WHERE (bucket, key, etag) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]));
 
 -- name: register_backfill
--- Backfill: register unseen versions as PENDING with events_seen = 0 (their notification, sent
--- before this commits, makes it 1). A version registered meanwhile is left alone and not
--- returned, so two backfills never both send it.
-INSERT INTO files (ingestion, bucket, key, etag, size_bytes, event_time, events_seen)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::timestamptz[],
-                     $7::integer[])
+-- Backfill, step 1 of 3 (mark): register unseen versions as PENDING with events_seen = 0 and the
+-- 'Requeuing' mark, committed before their notifications are sent (step 2; requeue_sent is step
+-- 3). A version registered meanwhile is left alone and not returned, so two backfills never
+-- both register it.
+INSERT INTO files (ingestion, bucket, key, etag, size_bytes, event_time, events_seen, error_class, error_message)
+SELECT u.*, 'Requeuing', 'registered by icefeed backfill; its notification is being sent'
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::timestamptz[],
+              $7::integer[]) AS u
 ON CONFLICT (bucket, key, etag) DO NOTHING
 RETURNING id, ingestion, bucket, key, etag, size_bytes;
 
