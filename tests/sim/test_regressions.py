@@ -2,7 +2,8 @@
 ``python -m tests.sim --seed N``). Each entry says what the seed's schedule does.
 
 ``FIXED``: found on the code before the fence, pass since. ``FIXED_AFTER_FENCE``: found on the
-fenced code, fixed since. A new finding that cannot be fixed at once goes in as a strict xfail.
+fenced code, fixed since. A new finding that cannot be fixed at once goes in as a strict xfail
+(``OPEN``, ``OPEN_FREEZE_ONLY``: seeds drawn with freezes as the only fault kind).
 """
 
 from __future__ import annotations
