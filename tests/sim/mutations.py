@@ -101,8 +101,8 @@ MUTATIONS = (
         "version-check",
         "rows of engine-read files whose object changed during the write are kept",
         "worker/pipeline.py",
-        "        changed = await self._changed(by_path) if by_path else []",
-        "        changed = []",
+        "        changed = await self._changed(by_path) if by_path else {}",
+        "        changed = {}",
     ),
     Mutation(
         "replace-plan-under-lock",
