@@ -197,7 +197,16 @@ class FakeLedger:
             if open_leases:
                 lease_left, blocked = max(open_leases), True
         return FileState(
-            row.id, row.bucket, row.key, row.etag, row.status, row.batch_id, row.error_message, lease_left, blocked
+            row.id,
+            row.bucket,
+            row.key,
+            row.etag,
+            row.status,
+            row.batch_id,
+            row.error_message,
+            lease_left,
+            blocked,
+            row.error_class,
         )
 
     async def register(self, items: list[Registration]) -> list[FileState]:
@@ -347,12 +356,15 @@ class FakeLedger:
             if b is not None:
                 b.expires = self.clock() - grace_s
 
-    async def take_expired(self, owner: str, ttl_s: int, grace_s: int, limit: int) -> list[ExpiredBatch]:
+    async def take_expired(
+        self, owner: str, ttl_s: int, grace_s: int, limit: int, exclude: list[UUID] | None = None
+    ) -> list[ExpiredBatch]:
         now = self.clock()
+        skip = set(exclude or ())
         due = [
             b
             for b in self.batches.values()
-            if b.status == WRITING and b.expires is not None and b.expires < now - grace_s
+            if b.status == WRITING and b.expires is not None and b.expires < now - grace_s and b.id not in skip
         ]
         due.sort(key=lambda b: (b.expires or 0.0, b.id.int))
         out = []

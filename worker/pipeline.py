@@ -281,6 +281,11 @@ class Pipeline:
     def outcome_for(self, message: Message, state: FileState) -> Outcome:
         if state.status in TERMINAL:
             return Ack(state.status.lower())
+        if state.status == PENDING and state.error_class == "TableBusy":
+            # Its batch could not get the table (another batch settling, perhaps waiting out an
+            # engine's detached limit): a wait for the table, not a failure of the file.
+            backoff = self.retry(message, f"table busy: {state.error_message or 'another batch holds it'}")
+            return Retry(backoff.delay_s, backoff.reason, in_flight=True)
         if state.status == CLAIMED or state.blocked:
             # Come back when that batch is done or, if its worker died, once a sweeper can have
             # settled it (lease + orphan grace + one sweep): retries must not run out meanwhile.

@@ -389,7 +389,11 @@ class Runner:
     async def _recover_expired(self) -> int:
         try:
             expired = await self.pipeline.ledger.take_expired(
-                self.pipeline.owner, self.s.lease.ttl_s, self.s.lease.orphan_grace_s, 20
+                self.pipeline.owner,
+                self.s.lease.ttl_s,
+                self.s.lease.orphan_grace_s,
+                20,
+                list(self.pipeline.active_batches),  # its own writers are alive: never adopt those
             )
         except IcefeedError as error:
             log.warning("sweep_failed", error=str(error))

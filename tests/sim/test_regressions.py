@@ -50,36 +50,43 @@ def test_fixed_after_fence(seed: int) -> None:
     assert result.ok, result.report()
 
 
-#: Found on the fenced code after those fixes (main at 9ea509d), with freezes only; reported, not
-#: fixed yet: strict xfails (a fix makes them pass; then they move to ``FIXED_AFTER_FENCE``).
+#: Found on the fenced code after those fixes (main at 9ea509d), with freezes only, fixed since.
+FIXED_FREEZE_ONLY = {
+    1664: "a worker's own sweeper took over its batch (the lease owner is the worker id, so it did not change): "
+    "recovery released it as never fenced, then the writer fenced (same owner) and appended "
+    "(now: a sweeper never adopts a batch its own process is writing)",
+    480: "a worker freezes 60 s holding a table lock: other workers' batches failed TableBusy again and again, "
+    "each a retry of a PENDING file, until the message was in the DLQ (now: a file released for a busy table "
+    "waits as in flight, its message renewed instead of spent)",
+}
+#: As 480 with every fault kind (a table blocked by a batch whose recovery waits).
+FIXED_ALL_KINDS = {2347: FIXED_FREEZE_ONLY[480]}
+
+#: Open (strict xfails: a fix makes them pass; then they move up).
 OPEN_FREEZE_ONLY = {
-    1664: "a worker's own sweeper takes over its batch (the lease owner is the worker id, so it does not "
-    "change): recovery reads engine_work before the writer's fence and releases the batch as never fenced; "
-    "the writer's fence passes (same owner) and it appends: rows of an ABORTED batch until the audit",
     134: "replace + version check: #2's append commits and its replace deletes #1's rows, then its writer "
     "freezes before finalize; #3 is uploaded and deleted; recovery finds #2's object gone, removes #2's rows "
     "(GONE) and #1 stays LOADED with no rows in the table",
-    480: "a worker freezes 60 s holding a table lock: other workers claim the file again and again and fail "
-    "TableBusy, each a retry of a PENDING file (not in flight, so not renewed): the message reaches the DLQ "
-    "and the file stays PENDING",
 }
-
-#: As 480 with every fault kind: the table is blocked by a batch whose recovery waits (slow writes, a crash,
-#: the engine unreachable 20 s); the file's batches fail TableBusy until its message is in the DLQ.
-OPEN = {2347: OPEN_FREEZE_ONLY[480]}
 
 
 @pytest.mark.skipif(not FENCED, reason="findings on the fenced code")
-@pytest.mark.xfail(strict=True, reason="open finding on the fenced code, reported to the lead")
-@pytest.mark.parametrize("seed", sorted(OPEN_FREEZE_ONLY))
-def test_open_freeze_only(seed: int) -> None:
+@pytest.mark.parametrize("seed", sorted(FIXED_FREEZE_ONLY))
+def test_fixed_freeze_only(seed: int) -> None:
     result = simulate(seed, kinds=("freeze",))
     assert result.ok, result.report()
 
 
 @pytest.mark.skipif(not FENCED, reason="findings on the fenced code")
-@pytest.mark.xfail(strict=True, reason="open finding on the fenced code, reported to the lead")
-@pytest.mark.parametrize("seed", sorted(OPEN))
-def test_open(seed: int) -> None:
+@pytest.mark.parametrize("seed", sorted(FIXED_ALL_KINDS))
+def test_fixed_all_kinds(seed: int) -> None:
     result = simulate(seed)
+    assert result.ok, result.report()
+
+
+@pytest.mark.skipif(not FENCED, reason="findings on the fenced code")
+@pytest.mark.xfail(strict=True, reason="open finding on the fenced code")
+@pytest.mark.parametrize("seed", sorted(OPEN_FREEZE_ONLY))
+def test_open_freeze_only(seed: int) -> None:
+    result = simulate(seed, kinds=("freeze",))
     assert result.ok, result.report()

@@ -464,6 +464,7 @@ class PgLedger:
                 r["error_message"],
                 _seconds(r["lease_left_s"] if r["version_lease_left_s"] is None else r["version_lease_left_s"]),
                 blocked=r["version_lease_left_s"] is not None,
+                error_class=r["error_class"],
             )
             for r in rows
         ]
@@ -492,9 +493,11 @@ class PgLedger:
         if batch_ids:
             await self._retry(lambda: self._pool.execute(self._q["expire_batches"], batch_ids, owner, grace_s))
 
-    async def take_expired(self, owner: str, ttl_s: int, grace_s: int, limit: int) -> list[ExpiredBatch]:
+    async def take_expired(
+        self, owner: str, ttl_s: int, grace_s: int, limit: int, exclude: list[UUID] | None = None
+    ) -> list[ExpiredBatch]:
         rows = await self._retry(
-            lambda: self._pool.fetch(self._q["take_expired_batches"], owner, ttl_s, grace_s, limit)
+            lambda: self._pool.fetch(self._q["take_expired_batches"], owner, ttl_s, grace_s, limit, exclude or [])
         )
         return [ExpiredBatch(r["id"], r["ingestion"], r["table_name"]) for r in rows]
 

@@ -48,7 +48,7 @@ VALUES ($1, $2, $3, 'WRITING', $4, now() + make_interval(secs => $5), $6, $7);
 
 -- name: file_states
 -- version_lease_left_s: a PENDING file whose key has another version in an open batch waits for it.
-SELECT f.id, f.status, f.batch_id, f.error_message,
+SELECT f.id, f.status, f.batch_id, f.error_message, f.error_class,
        (SELECT extract(epoch FROM b.lease_expires_at - now()) FROM batches b
          WHERE b.id = f.batch_id AND b.status = 'WRITING') AS lease_left_s,
        (SELECT max(extract(epoch FROM b.lease_expires_at - now()))
@@ -101,12 +101,15 @@ UPDATE batches SET lease_expires_at = now() - make_interval(secs => $3)
  WHERE id = ANY($1::uuid[]) AND lease_owner = $2 AND status = 'WRITING';
 
 -- name: take_expired_batches
--- Sweeper: adopt batches whose owner stopped renewing their lease $3 seconds ago or more.
+-- Sweeper: adopt batches whose owner stopped renewing their lease $3 seconds ago or more, but
+-- never one of $5 (batches the sweeping worker itself is still writing: a worker that was frozen
+-- wakes up with its sweeper and its writer at once).
 UPDATE batches b
    SET lease_owner = $1, lease_expires_at = now() + make_interval(secs => $2), recovered_by = $1
  WHERE b.id IN (
         SELECT id FROM batches
          WHERE status = 'WRITING' AND lease_expires_at < now() - make_interval(secs => $3)
+           AND NOT (id = ANY($5::uuid[]))
          ORDER BY lease_expires_at
          LIMIT $4
            FOR UPDATE SKIP LOCKED)
