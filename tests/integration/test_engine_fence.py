@@ -12,7 +12,7 @@ import pytest
 
 from tests.harness import Env
 from tests.integration.engine_fence_support import WriterProcess, one_file_request
-from worker.adapters.spark_sink import SparkSink, session_closed, session_url
+from worker.adapters.spark_sink import SparkSink, quiet, session_closed, session_url
 from worker.domain.errors import IcefeedError
 from worker.settings import SparkSettings
 
@@ -96,7 +96,7 @@ def refused(env: Env, session_id: str) -> bool:
     from pyspark.sql import SparkSession
 
     # Keep the SparkSession referenced: the client reads its errors through the active session.
-    spark = SparkSession.builder.remote(session_url(env.stack.spark_url, session_id)).create()
+    spark = quiet(SparkSession.builder.remote(session_url(env.stack.spark_url, session_id)).create())
     try:
         spark.client.interrupt_all()
     except Exception as exc:  # noqa: BLE001 - the refusal is what is looked for

@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tests.harness import Env
+from worker.adapters.spark_sink import quiet
 from worker.localstack import Stack, free_port
 from worker.routes import parse_routes
 
@@ -151,7 +152,7 @@ class Spark4Server:
             time.sleep(0.1)
         from pyspark.sql import SparkSession
 
-        self.session = SparkSession.builder.remote(self.url).create()
+        self.session = quiet(SparkSession.builder.remote(self.url).create())
         assert self.session.version.startswith("4."), self.session.version
         self.ready_s = time.monotonic() - started
         return self

@@ -242,6 +242,7 @@ class SparkSink:
             session = ConnectSession(connection=session_url(url, session_id))
         else:
             session = SparkSession.builder.remote(url).create()
+        quiet(session)
         # create() makes no call; the retry policy must be in place before the first one
         # (the client's default retries for ~10 minutes against an unreachable server).
         session.client.set_retry_policies([DefaultPolicy(max_retries=self._settings.client_retries, max_backoff=5000)])
@@ -688,6 +689,22 @@ class SparkSink:
         spark = self._spark()
         spark.conf.get("spark.sql.session.timeZone")  # a round-trip: ``version`` is cached client-side
         return str(spark.version)
+
+
+_QUIET: dict[type, type] = {}
+
+
+def quiet(session: Any) -> Any:
+    """Make a Spark Connect session close nothing when it is garbage-collected. pyspark's
+    ``SparkSession.__del__`` calls ``client.close()``, which shuts down a process-wide thread pool
+    with ``wait=True``; when the collector runs inside that pool's own ``submit`` (it allocates a
+    thread), the shutdown waits for a lock its own thread holds: a worker thread deadlocked for
+    good (seen in a test run). icefeed closes its sessions itself (``_release``, ``stop()``)."""
+    cls = type(session)
+    if cls not in _QUIET:
+        _QUIET[cls] = type(f"Quiet{cls.__name__}", (cls,), {"__del__": lambda self: None})
+    session.__class__ = _QUIET[cls]
+    return session
 
 
 def _close_channel(session: Any) -> None:
