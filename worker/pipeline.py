@@ -952,6 +952,10 @@ class Pipeline:
             try:
                 async with self.ledger.table_lock(batch.table, self.settings.lease.recovery_lock_wait_s):
                     counts = await self.sink.batch_counts(batch.table, batch.batch_id)
+                    if counts and not dialect_for(self.settings.spark).supports_delete:
+                        # a format without DELETE (the test-only parquet tables): found, not removable
+                        blog.error("zombie_rows_found", rows=sum(counts.values()), files=len(counts))
+                        counts = {}
                     rows = await self.sink.delete_batch_rows(batch.table, batch.batch_id) if counts else 0
             except IcefeedError as error:
                 blog.warning("batch_audit_deferred", error=str(error))
