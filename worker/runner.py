@@ -49,10 +49,11 @@ class TableLane:
     buffer: BatchBuffer
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     running: int = 0  # batches of this lane in flight (their commits still take the table lock in turn)
+    settling: int = 0  # finished batches whose messages are still being acked or requeued
 
     @property
     def busy(self) -> bool:
-        return self.running > 0
+        return self.running > 0 or self.settling > 0
 
 
 class Runner:
@@ -198,8 +199,12 @@ class Runner:
             log.exception("batch_crashed", table=lane.table, error=str(error), files=len(files))
         finally:
             lane.running -= 1
+            lane.settling += 1  # the lane is not idle (a drain must not release these messages) ...
             lane.wake.set()
-        await self._settle_files([f.file_id for f in files])
+        try:
+            await self._settle_files([f.file_id for f in files])
+        finally:
+            lane.settling -= 1  # ... until they are acked or requeued
         self._check_idle()
 
     def _check_idle(self) -> None:
