@@ -31,12 +31,13 @@ from pydantic import SecretStr
 
 from worker.adapters.pg_ledger import migrate
 from worker.domain.batching import source_uri
+from worker.domain.outcomes import TERMINAL
 from worker.localstack import Stack, iceberg_catalog
 from worker.routes import load_routes
 from worker.settings import REPO_ROOT, PgSettings
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
-FINAL = frozenset({"LOADED", "FAILED", "GONE", "SKIPPED", "QUARANTINED", "REJECTED"})
+FINAL = TERMINAL
 DEADLINE_S = 120.0
 LINEAGE = {
     "_source_file": "lineage: the S3 object the row came from",
