@@ -347,6 +347,8 @@ class FakeLedger:
             b = self._owned(batch_id, owner)
             if b is not None:
                 b.expires = self.clock() + ttl_s
+                if b.write_started_at is not None:  # the writer vouches for its append (ledger.sql)
+                    b.write_started_at = self.clock()
                 kept.add(batch_id)
         return kept
 
@@ -938,6 +940,9 @@ class FakeEngine:
             if f.file_id in plan.loaded
             for r in rows[f.file_id]
         ]
+        may_append = getattr(req, "may_append", None)
+        if may_append is not None and not may_append():  # checked by the sink right before the append
+            raise TransientError("the batch's lease was not renewed in time", error_class="FenceExpired")
         base, base_version = list(t.rows), t.version
         op.appending_since = self.clock()
         for other in self.ops:

@@ -112,6 +112,10 @@ class Pipeline:
         self.active_batches: set[UUID] = set()
         self._sessions: dict[UUID, str] = {}  # batch → engine session of its append (once fenced)
         self._lease_lost: set[UUID] = set()  # batches a sweeper took over while this worker wrote them
+        # batch → monotonic time until which its append may start: ttl/2 after this worker last
+        # confirmed its lease (the fence, then each heartbeat). A worker paused longer cannot start
+        # an append its lease no longer covers; recovery's wait-out counts on that.
+        self._vouched: dict[UUID, float] = {}
         self._heads = asyncio.Semaphore(32)
         self.memory = MemoryBudget(settings.memory.budget_bytes)
         self._holds: dict[UUID, Hold] = {}
@@ -357,6 +361,7 @@ class Pipeline:
                         fence = await lock.fence(batch_id, self.owner, table, session_id, self.settings.lease.ttl_s)
                         if fence.ok:
                             self._sessions[batch_id] = session_id
+                            self._vouched[batch_id] = time.monotonic() + self.settings.lease.ttl_s / 2
                             await self.faults.hit("after_fence")
                             started = time.monotonic()
                             timing = {"lock_wait_s": round(started - waiting, 3)}
@@ -390,6 +395,7 @@ class Pipeline:
             self.active_batches.discard(batch_id)
             self._free(batch_id)
             self._sessions.pop(batch_id, None)
+            self._vouched.pop(batch_id, None)
             self._lease_lost.discard(batch_id)
         for half in halves_left:
             await self.run_batch(table, half)
@@ -424,6 +430,7 @@ class Pipeline:
             files=[f for f in claimed if f.file_id not in settled],
             replace=frozenset(replacing - superseded),
             on_append=(lambda: loop.call_soon_threadsafe(appending.set)) if self.faults else None,
+            may_append=lambda: time.monotonic() < self._vouched.get(batch_id, 0.0),
         )
         await self.faults.hit("before_append")
         write = asyncio.ensure_future(self.sink.write(request))
@@ -477,6 +484,13 @@ class Pipeline:
         blog.warning("batch_outcome_unknown", hint="a sweeper settles it")
         with contextlib.suppress(IcefeedError):
             await self.ledger.expire([batch_id], self.owner, self.settings.lease.orphan_grace_s + 1)
+
+    def leases_renewed(self, batch_ids: set[UUID], at: float) -> None:
+        """The heartbeat renewed these leases (``at``: monotonic time of the call): their appends
+        may start for another ttl/2."""
+        for batch_id in batch_ids:
+            if batch_id in self._vouched:
+                self._vouched[batch_id] = at + self.settings.lease.ttl_s / 2
 
     async def leases_lost(self, batch_ids: set[UUID]) -> None:
         """The heartbeat found these batches taken over by a sweeper: stop their engine work (the
@@ -919,7 +933,8 @@ class Pipeline:
         try:
             async with self.ledger.table_lock(table, self.settings.lease.recovery_lock_wait_s):
                 if not await self.sink.stop(work.session_id):
-                    limit = self.settings.spark.detached_limit_s
+                    # an append starts at most ttl/2 after its writer last vouched (write_started_at)
+                    limit = self.settings.spark.detached_limit_s + self.settings.lease.ttl_s / 2
                     if (work.started_s_ago or 0.0) < limit:
                         blog.warning(
                             "batch_recovery_deferred",

@@ -172,6 +172,9 @@ class WriteRequest:
     on_append: Callable[[], None] | None = None  # called (from the writing thread) as the append starts
     approved: dict[str, str] = field(default_factory=dict)  # proposal signature → resolution
     session_id: str = ""  # the engine session opened for this write ("" = the sink's shared one)
+    # Asked (from the writing thread) right before the append is sent: False when this worker has
+    # not vouched for its lease recently (it was paused): the append must not start.
+    may_append: Callable[[], bool] | None = None
 
 
 @dataclass(frozen=True, slots=True)

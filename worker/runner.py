@@ -349,11 +349,13 @@ class Runner:
 
     async def heartbeat(self) -> None:
         active = list(self.pipeline.active_batches)
+        asked = time.monotonic()
         try:
             still = await self.pipeline.ledger.extend(active, self.pipeline.owner, self.s.lease.ttl_s)
         except IcefeedError as error:
             log.warning("lease_extend_failed", error=str(error))
         else:
+            self.pipeline.leases_renewed(still, asked)
             # A batch missing from the answer was taken over (or has just been settled: the
             # pipeline only acts on batches whose append is still running).
             lost = {b for b in active if b not in still and b in self.pipeline.active_batches}

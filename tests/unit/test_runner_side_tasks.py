@@ -39,8 +39,8 @@ class IdleSource:
 
 
 class IdleLedger:
-    async def extend(self, *args: Any) -> None:
-        return None
+    async def extend(self, *args: Any) -> set[Any]:
+        return set()
 
     async def take_expired(self, *args: Any) -> list[Any]:
         return []
@@ -58,6 +58,9 @@ class FakePipeline:
     metrics: Metrics = field(default_factory=lambda: Metrics(CollectorRegistry()))
 
     async def stop_all(self) -> None:
+        return None
+
+    def leases_renewed(self, batch_ids: set[Any], at: float) -> None:
         return None
 
     async def audit(self) -> int:

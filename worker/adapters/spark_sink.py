@@ -20,7 +20,7 @@ from worker.adapters.dialects import dialect_for
 from worker.adapters.dialects import read_path as read_path  # re-exported
 from worker.adapters.local_read import Decoded
 from worker.domain.batching import FileWork
-from worker.domain.errors import ConfigError, DataError, IcefeedError, classify_engine_error
+from worker.domain.errors import ConfigError, DataError, IcefeedError, TransientError, classify_engine_error
 from worker.domain.policy import RESCUED_COLUMN, Policy, data_columns, plan_batch
 from worker.domain.schema import STRING, Array, DataType, Field, Map, Struct, from_spark_json, to_ddl, type_string
 from worker.ports import Reader, WriteRequest, WriteResult
@@ -504,6 +504,11 @@ class SparkSink:
             .withColumn("_ingested_at", F.current_timestamp())
             .coalesce(req.output_files)
         )
+        if req.may_append is not None and not req.may_append():
+            raise TransientError(
+                "the batch's lease was not renewed in time before its append (the worker was paused)",
+                error_class="FenceExpired",
+            )
         tag = batch_tag(req.batch_id)
         spark.addTag(tag)
         if req.on_append is not None:

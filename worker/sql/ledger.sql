@@ -90,8 +90,11 @@ UPDATE files f
  WHERE f.id = v.id AND f.batch_id = $1 AND f.status = 'CLAIMED';
 
 -- name: extend_batches
--- Returns the batches still this owner's: a missing one was taken over by a sweeper.
-UPDATE batches SET lease_expires_at = now() + make_interval(secs => $3)
+-- Returns the batches still this owner's: a missing one was taken over by a sweeper. For a fenced
+-- batch, write_started_at moves too: the last moment its writer vouched for its append (an append
+-- starts at most ttl/2 after it, see Pipeline.may_append), which recovery's wait-out counts from.
+UPDATE batches SET lease_expires_at = now() + make_interval(secs => $3),
+                   write_started_at = CASE WHEN write_started_at IS NULL THEN NULL ELSE now() END
  WHERE id = ANY($1::uuid[]) AND lease_owner = $2 AND status = 'WRITING'
 RETURNING id;
 
