@@ -751,6 +751,7 @@ class Pipeline:
         the append, so a failure in between leaves both and a retry converges; (3) finalize.
         Idempotent, so recovery runs the same steps."""
         settled = dict(settled)
+        also_replaced: list[int] = []
         local = result.local if result is not None else frozenset()
         by_path = [
             f for f in files if counts.get(f.source_file) and f.file_id not in settled and f.file_id not in local
@@ -766,6 +767,18 @@ class Pipeline:
             removed = await self.sink.delete_batch_rows(table, batch_id, sorted(sources))
             counts = {k: v for k, v in counts.items() if k not in sources}
             settled.update(changed)
+            if result is None:
+                # Recovery: an earlier attempt may have deleted the older versions' rows already
+                # (replace), so they go too, and are recorded REPLACED; the object's current
+                # version decides what the key holds (it loads from its own event, or is gone).
+                dropped = [
+                    f
+                    for f in by_path
+                    if f.file_id in changed and self.routes.by_name(f.ingestion).on_overwrite == "replace"
+                ]
+                if dropped:
+                    await self.sink.delete_replaced(table, sorted({f.source_file for f in dropped}), batch_id)
+                    also_replaced = [f.file_id for f in dropped]
             for f in by_path:
                 if f.file_id in changed:
                     log.warning(
@@ -785,7 +798,7 @@ class Pipeline:
             sources = sorted({f.source_file for f in files if f.file_id in replacing})
             await self.sink.delete_replaced(table, sources, batch_id)
         return await self._finalize(
-            batch_id, table, files, counts, blog, result, settled, timing, held_since, sorted(replacing)
+            batch_id, table, files, counts, blog, result, settled, timing, held_since, sorted(replacing), also_replaced
         )
 
     async def _results(
@@ -835,6 +848,7 @@ class Pipeline:
         timing: dict[str, float] | None = None,
         held_since: float | None = None,
         replacing: list[int] | None = None,
+        also_replaced: list[int] | None = None,
     ) -> bool:
         """Record the committed batch in the ledger; False if another worker's sweeper settled it.
         ``timing`` and ``held_since`` (when the table lock was taken) go into the log line;
@@ -847,6 +861,7 @@ class Pipeline:
         quarantines = self._quarantines(table, files, result) if result else []
         version = await self._schema_version(batch_id, table, files, result, results)
         replaced = [r.file_id for r in results if r.status == LOADED and r.file_id in set(replacing or ())]
+        replaced += also_replaced or []  # their older versions' rows were deleted, then their own
         if await self.ledger.finalize(batch_id, self.owner, results, quarantines, version, replaced):
             self.metrics.files_finalized(results, files)
             if held_since is not None:  # the table lock's hold: bounds one table's commit rate

@@ -2,8 +2,8 @@
 ``python -m tests.sim --seed N``). Each entry says what the seed's schedule does.
 
 ``FIXED``: found on the code before the fence, pass since. ``FIXED_AFTER_FENCE``: found on the
-fenced code, fixed since. A new finding that cannot be fixed at once goes in as a strict xfail
-(``OPEN``, ``OPEN_FREEZE_ONLY``: seeds drawn with freezes as the only fault kind).
+fenced code, fixed since (``FIXED_FREEZE_ONLY``: seeds drawn with freezes as the only fault kind).
+A new finding that cannot be fixed at once goes in as a strict xfail.
 """
 
 from __future__ import annotations
@@ -55,18 +55,22 @@ FIXED_FREEZE_ONLY = {
     1664: "a worker's own sweeper took over its batch (the lease owner is the worker id, so it did not change): "
     "recovery released it as never fenced, then the writer fenced (same owner) and appended "
     "(now: a sweeper never adopts a batch its own process is writing)",
+    134: "replace + version check: #2's append commits and its replace deletes #1's rows, then its writer "
+    "freezes before finalize; #3 is uploaded and deleted; recovery found #2's object gone and removed #2's rows, "
+    "leaving #1 LOADED with no rows (now: in recovery a changed replace file takes its older versions with it: "
+    "REPLACED)",
     480: "a worker freezes 60 s holding a table lock: other workers' batches failed TableBusy again and again, "
     "each a retry of a PENDING file, until the message was in the DLQ (now: a file released for a busy table "
     "waits as in flight, its message renewed instead of spent)",
 }
 #: As 480 with every fault kind (a table blocked by a batch whose recovery waits).
-FIXED_ALL_KINDS = {2347: FIXED_FREEZE_ONLY[480]}
-
-#: Open (strict xfails: a fix makes them pass; then they move up).
-OPEN_FREEZE_ONLY = {
-    134: "replace + version check: #2's append commits and its replace deletes #1's rows, then its writer "
-    "freezes before finalize; #3 is uploaded and deleted; recovery finds #2's object gone, removes #2's rows "
-    "(GONE) and #1 stays LOADED with no rows in the table",
+FIXED_ALL_KINDS = {
+    2347: FIXED_FREEZE_ONLY[480],
+    70718: "a writer paused between its fence and its append, the engine unable to confirm a stop: recovery "
+    "waited out the limit counted from the fence and released, then the append started and overlapped another "
+    "(now: an append starts only while its lease is vouched for; the wait counts from the last vouching)",
+    69949: "as 134 (a freeze; the object deleted while the replace batch waited)",
+    67963: "as 134 (a crash and a lost interrupt; the object changed during recovery)",
 }
 
 
@@ -81,12 +85,4 @@ def test_fixed_freeze_only(seed: int) -> None:
 @pytest.mark.parametrize("seed", sorted(FIXED_ALL_KINDS))
 def test_fixed_all_kinds(seed: int) -> None:
     result = simulate(seed)
-    assert result.ok, result.report()
-
-
-@pytest.mark.skipif(not FENCED, reason="findings on the fenced code")
-@pytest.mark.xfail(strict=True, reason="open finding on the fenced code")
-@pytest.mark.parametrize("seed", sorted(OPEN_FREEZE_ONLY))
-def test_open_freeze_only(seed: int) -> None:
-    result = simulate(seed, kinds=("freeze",))
     assert result.ok, result.report()

@@ -735,7 +735,11 @@ class World:
         status = {label: (row.status if row is not None else "unregistered") for label, row in states.items()}
         settled = [v for v in versions if status[v.label] in ("LOADED", REPLACED)]
         loaded = [v for v in settled if status[v.label] == "LOADED"]
-        if settled and not loaded:
+        newest_settled = max((v.sequencer for v in settled), default="")
+        dropped_newer = any(
+            status[v.label] in ("GONE", "SKIPPED") and v.sequencer > newest_settled for v in versions
+        )  # the key's current object was found changed or gone: it decides (docs/guarantees.md)
+        if settled and not loaded and not dropped_newer:
             self.violation(f"replace {key}: versions were replaced but no version is LOADED")
         if loaded and settled and max(settled, key=lambda v: v.sequencer) not in loaded:
             newest = max(settled, key=lambda v: v.sequencer)
