@@ -43,6 +43,7 @@ from worker.ports import (
     WriteRequest,
     WriteResult,
 )
+from worker.routes import parse_routes
 
 try:  # the fence's port types (worker/ports.py after the fence); shapes per the fence design
     from worker.ports import AuditBatch, EngineWork, Fence
@@ -64,6 +65,31 @@ except ImportError:  # pragma: no cover - code before the fence
         batch_id: UUID
         table: str
 
+
+#: Two routes over the fakes: ``ev/`` appends to cat.db.events, ``rp/`` replaces in cat.db.latest
+#: (the simulator's scenario and the hand-written interleaving tests).
+ROUTES = parse_routes(
+    """
+[[ingestion]]
+name = "ev"
+bucket = "landing"
+prefix = "ev/"
+suffix = ".json"
+format = "json"
+table = "cat.db.events"
+location = "s3://wh/events"
+
+[[ingestion]]
+name = "rp"
+bucket = "landing"
+prefix = "rp/"
+suffix = ".json"
+format = "json"
+table = "cat.db.latest"
+location = "s3://wh/latest"
+on_overwrite = "replace"
+"""
+)
 
 REPLACED = "REPLACED"
 #: The ports of the fence (worker/ports.py): ``write`` no longer deletes replaced rows (the pipeline
@@ -985,6 +1011,7 @@ def body_of(key: str, version: str, rows: int) -> bytes:
 
 
 __all__ = [
+    "ROUTES",
     "FakeEngine",
     "FakeLedger",
     "FakeQueue",

@@ -34,6 +34,7 @@ import worker.runner
 from tests.fakes import (
     COMMITTED,
     REPLACED,
+    ROUTES,
     WRITING,
     FakeEngine,
     FakeLedger,
@@ -49,7 +50,6 @@ from tests.harness import s3_record
 from tests.sim.loop import VirtualClock, VirtualLoop
 from worker.domain.outcomes import TERMINAL
 from worker.pipeline import Pipeline
-from worker.routes import parse_routes
 from worker.runner import Runner
 from worker.settings import Settings, load_settings
 
@@ -57,28 +57,6 @@ WORKER: contextvars.ContextVar[str] = contextvars.ContextVar("sim_worker", defau
 QUEUE = "https://sqs.sim/queue"
 BUCKET = "landing"
 FINAL = frozenset(TERMINAL) | {REPLACED}
-ROUTES = parse_routes(
-    """
-[[ingestion]]
-name = "ev"
-bucket = "landing"
-prefix = "ev/"
-suffix = ".json"
-format = "json"
-table = "cat.db.events"
-location = "s3://wh/events"
-
-[[ingestion]]
-name = "rp"
-bucket = "landing"
-prefix = "rp/"
-suffix = ".json"
-format = "json"
-table = "cat.db.latest"
-location = "s3://wh/latest"
-on_overwrite = "replace"
-"""
-)
 FENCED = hasattr(worker.pipeline, "Fence") or "fence" in inspect.getsource(worker.pipeline)
 FAULT_KINDS = (
     "crash",

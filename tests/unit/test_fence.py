@@ -17,37 +17,14 @@ from uuid import UUID
 
 import pytest
 
-from tests.fakes import ABORTED, COMMITTED, WRITING, FakeEngine, FakeLedger, FakeStore, WriteFault, body_of
+from tests.fakes import ABORTED, COMMITTED, ROUTES, WRITING, FakeEngine, FakeLedger, FakeStore, WriteFault, body_of
 from worker.domain.batching import FileWork
 from worker.domain.errors import TransientError
 from worker.domain.events import FileEvent
 from worker.pipeline import Pipeline
 from worker.ports import Registration
-from worker.routes import parse_routes
 from worker.settings import load_settings
 
-ROUTES = parse_routes(
-    """
-[[ingestion]]
-name = "ev"
-bucket = "landing"
-prefix = "ev/"
-suffix = ".json"
-format = "json"
-table = "cat.db.events"
-location = "s3://wh/events"
-
-[[ingestion]]
-name = "rp"
-bucket = "landing"
-prefix = "rp/"
-suffix = ".json"
-format = "json"
-table = "cat.db.latest"
-location = "s3://wh/latest"
-on_overwrite = "replace"
-"""
-)
 EVENTS, LATEST = "cat.db.events", "cat.db.latest"
 T0 = datetime(2026, 11, 27, tzinfo=UTC)
 
