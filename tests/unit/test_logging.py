@@ -6,9 +6,6 @@ import io
 import json
 import logging
 import os
-import sys
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -27,19 +24,8 @@ ALL_SECRETS = [TOKEN, PASSWORD, NESTED, EXC_SECRET]
 
 
 @pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """configure() replaces structlog's config and the root logger's handlers: put both back."""
-    root = logging.getLogger()
-    handlers, level, factory = root.handlers[:], root.level, logging.getLogRecordFactory()
-    hooks = sys.excepthook, threading.excepthook
-    structlog.contextvars.clear_contextvars()
-    yield
-    structlog.reset_defaults()
-    structlog.contextvars.clear_contextvars()
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    logging.setLogRecordFactory(factory)
-    sys.excepthook, threading.excepthook = hooks
+def _logging_restored(restore_logging: None) -> None:
+    """Every test here may call configure(): restored afterwards (tests/unit/conftest.py)."""
 
 
 @pytest.fixture

@@ -10,15 +10,13 @@ import io
 import json
 import logging
 import os
-import sys
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-import structlog
 from prometheus_client import CollectorRegistry
 
 from worker.adapters.pg_ledger import PgLedger
@@ -37,18 +35,8 @@ def canary(name: str) -> str:
 
 
 @pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """configure() replaces structlog's config, the root handlers, the record factory and the
-    exception hooks: put them back."""
-    root = logging.getLogger()
-    handlers, level, factory = root.handlers[:], root.level, logging.getLogRecordFactory()
-    hooks = sys.excepthook, threading.excepthook
-    yield
-    structlog.reset_defaults()
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    logging.setLogRecordFactory(factory)
-    sys.excepthook, threading.excepthook = hooks
+def _logging_restored(restore_logging: None) -> None:
+    """Every test here may call configure(): restored afterwards (tests/unit/conftest.py)."""
 
 
 @pytest.fixture
