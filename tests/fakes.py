@@ -233,6 +233,7 @@ class FakeLedger:
             lease_left,
             blocked,
             row.error_class,
+            row.attempts,
         )
 
     async def register(self, items: list[Registration]) -> list[FileState]:

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from worker.adapters.dialects import dialect_for
 from worker.adapters.local_read import DecodeLimit, is_gzip, limits_for, open_text, parse_text, worker_reads
 from worker.domain.batching import FileWork, halves, newest_per_key, upload_order
-from worker.domain.errors import DataError, IcefeedError, TransientError
+from worker.domain.errors import DataError, IcefeedError, TransientError, is_outage
 from worker.domain.events import FileEvent, Ignored, Malformed, parse_message, sequencer_newer
 from worker.domain.keys import UNSAFE_KEY, unsafe_key
 from worker.domain.outcomes import (
@@ -186,7 +186,7 @@ class Pipeline:
             if isinstance(head, BaseException):
                 error = head if isinstance(head, IcefeedError) else TransientError(str(head))
                 log.warning("head_failed", bucket=ev.bucket, key=ev.key, error=str(error))
-                cand.admission.outcomes.append(self.retry(cand.admission.message, f"HEAD failed: {error}"))
+                cand.admission.outcomes.append(self.retry(cand.admission.message, f"HEAD failed: {error}", error))
                 continue
             etag = ev.etag or (head.etag if head else "") or "unknown"
             size = ev.size if ev.size is not None else (head.size if head else None)
@@ -278,18 +278,26 @@ class Pipeline:
 
     # -- outcomes ------------------------------------------------------------------------------
 
-    def retry(self, message: Message, reason: str) -> Retry:
+    def retry(self, message: Message, reason: str, error: BaseException | None = None) -> Retry:
+        """Back off on the receive count. When ``error`` is an outage (docs/guarantees.md), the
+        retry is a wait that must not spend the message (``in_flight``)."""
         s = self.settings.sqs
-        return Retry(backoff_delay(message.receive_count, s.backoff_base_s, s.backoff_max_s), reason)
+        outage = isinstance(error, IcefeedError) and is_outage(error.error_class)
+        return Retry(backoff_delay(message.receive_count, s.backoff_base_s, s.backoff_max_s), reason, in_flight=outage)
 
     def outcome_for(self, message: Message, state: FileState) -> Outcome:
         if state.status in TERMINAL:
             return Ack(state.status.lower())
-        if state.status == PENDING and state.error_class == "TableBusy":
-            # Its batch could not get the table (another batch settling, perhaps waiting out an
-            # engine's detached limit): a wait for the table, not a failure of the file.
-            backoff = self.retry(message, f"table busy: {state.error_message or 'another batch holds it'}")
-            return Retry(backoff.delay_s, backoff.reason, in_flight=True)
+        if state.status == PENDING and is_outage(state.error_class):
+            s = self.settings.sqs
+            if state.attempts <= s.outage_max_attempts:
+                # Its batch failed because a service was down or busy (the engine unreachable,
+                # PostgreSQL gone, the table held by a batch settling): a wait for the service,
+                # not a failure of the file, so the message is never spent on it. The backoff
+                # grows with the file's claims, which renewing the message does not reset.
+                delay = backoff_delay(max(message.receive_count, state.attempts), s.backoff_base_s, s.backoff_max_s)
+                what = "table busy" if state.error_class == "TableBusy" else "waiting out an outage"
+                return Retry(delay, f"{what}: {state.error_message or state.error_class}", in_flight=True)
         if state.status == CLAIMED or state.blocked:
             # Come back when that batch is done or, if its worker died, once a sweeper can have
             # settled it (lease + orphan grace + one sweep): retries must not run out meanwhile.

@@ -48,6 +48,7 @@ class FileState:
     # settled); ``lease_left_s`` is then that batch's
     blocked: bool = False
     error_class: str | None = None
+    attempts: int = 0  # claims of this file so far
 
 
 @dataclass(frozen=True, slots=True)

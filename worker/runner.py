@@ -137,7 +137,9 @@ class Runner:
             admissions = await self.pipeline.admit(messages)
         except Exception as error:  # a poison message must not stop the worker
             log.exception("admit_failed", error=str(error), messages=len(messages))
-            await self._finish([(self._tracked[_key(m)], [self.pipeline.retry(m, str(error))]) for m in messages])
+            await self._finish(
+                [(self._tracked[_key(m)], [self.pipeline.retry(m, str(error), error)]) for m in messages]
+            )
             return
         ready: list[tuple[Tracked, list[Outcome]]] = []
         for adm in admissions:
@@ -219,11 +221,12 @@ class Runner:
         if not affected:
             return
         ready: list[tuple[Tracked, list[Outcome]]] = []
+        unreachable: IcefeedError | None = None
         try:
             states = {s.file_id: s for s in await self.pipeline.ledger.states(file_ids)}
         except IcefeedError as error:
             log.warning("settle_failed", error=str(error))
-            states = {}
+            states, unreachable = {}, error
         for tracked in affected.values():
             done = tracked.waiting & set(file_ids)
             tracked.waiting -= done
@@ -232,7 +235,7 @@ class Runner:
                 tracked.outcomes.append(
                     self.pipeline.outcome_for(tracked.message, state)
                     if state
-                    else self.pipeline.retry(tracked.message, "ledger unreachable")
+                    else self.pipeline.retry(tracked.message, "ledger unreachable", unreachable)
                 )
             if not tracked.waiting:
                 ready.append((tracked, []))

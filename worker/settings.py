@@ -41,6 +41,13 @@ class SqsSettings(_Section):
     visibility_timeout_s: int = Field(300, ge=10, le=43200)
     backoff_base_s: int = Field(10, ge=0, le=43200)
     backoff_max_s: int = Field(900, ge=0, le=43200)
+    outage_max_attempts: int = Field(
+        50,
+        ge=0,
+        le=100000,
+        description="claims of one file that may fail for an outage (engine, PostgreSQL, AWS down) "
+        "without spending its message's receives; later outage failures count towards maxReceiveCount",
+    )
     max_in_flight: int = Field(400, ge=10, le=100000, description="messages held at once")
 
     @field_validator("queue_urls", mode="before")

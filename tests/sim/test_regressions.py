@@ -33,6 +33,15 @@ FIXED_AFTER_FENCE = {
     "into the DLQ (now: a message whose file is in flight is sent again fresh at its last receive)",
     961: "a worker frozen past its lease woke and removed rows of its batch that a sweeper then found empty and "
     "released (now: a writer checks its lease before changing anything for a committed batch)",
+    4810: "the engine is unreachable for ~40 s, longer than the receive budget (backoff 1-8 s x maxReceiveCount 8): "
+    "a PENDING file's message went to the DLQ (now: a file left PENDING by an outage waits without spending "
+    "its message, up to ICEFEED_SQS_OUTAGE_MAX_ATTEMPTS claims)",
+    18166: "as 4810",
+    40984: "as 4810",
+    43514: "as 4810",
+    55038: "as 4810",
+    64470: "as 4810",
+    94435: "as 4810",
 }
 
 

@@ -282,3 +282,29 @@ async def test_keys_the_engine_would_rewrite_fail_at_admission_without_a_head(
     assert small.outcomes == [] and [w.key for w in small.waiting.values()] == ["events/y//z.json"]
     assert ledger.status("events/y//z.json") == [("PENDING", None)]
     assert isinstance(big.outcomes[0], Ack) and ledger.status("events/y/../big.json") == [("FAILED", "UnsafeKey")]
+
+
+@pytest.mark.parametrize(
+    ("error_class", "attempts", "waits"),
+    [
+        ("SparkUnavailable", 1, True),  # the engine is down: a wait, the message is not spent
+        ("PgConnectionLost", 7, True),
+        ("TableBusy", 3, True),
+        ("SparkUnavailable", 51, False),  # past ICEFEED_SQS_OUTAGE_MAX_ATTEMPTS (50): receives count again
+        ("Unknown", 1, False),  # the file's own unexplained failure spends receives (then the DLQ)
+        (None, 0, False),
+    ],
+)
+def test_a_file_left_pending_by_an_outage_waits_without_spending_its_message(
+    parts: tuple[Pipeline, FakeLedger, FakeStore], error_class: str | None, attempts: int, waits: bool
+) -> None:
+    """Found by the simulator (seeds 4810, 18166 …): an engine unreachable for longer than the
+    receive budget (backoff × maxReceiveCount) sent a PENDING file's message to the DLQ."""
+    pipeline, _, _ = parts
+    state = FileState(
+        1, "landing", "events/a.json", "e1", "PENDING", None, "down", error_class=error_class, attempts=attempts
+    )
+    outcome = pipeline.outcome_for(message(event("events/a.json", "e1")), state)
+    assert isinstance(outcome, Retry) and outcome.in_flight is waits, outcome
+    if waits:  # the backoff grows with the file's claims, which renewing the message does not reset
+        assert outcome.delay_s == min(900, 10 * 2 ** (attempts - 1))

@@ -465,6 +465,7 @@ class PgLedger:
                 _seconds(r["lease_left_s"] if r["version_lease_left_s"] is None else r["version_lease_left_s"]),
                 blocked=r["version_lease_left_s"] is not None,
                 error_class=r["error_class"],
+                attempts=r["attempts"],
             )
             for r in rows
         ]

@@ -45,6 +45,32 @@ class BatchError(IcefeedError):
     error_class = "Unknown"
 
 
+# Error classes that mean a service the file needs is down or busy (the engine, PostgreSQL, AWS,
+# the table's commit lock), not that the file is bad. A file left PENDING by one of these waits
+# for the service without spending its message's receives (docs/guarantees.md, "Outages are
+# waits"), up to ``ICEFEED_SQS_OUTAGE_MAX_ATTEMPTS`` claims: a file that takes its engine down each
+# time it is written cannot hold the queue forever.
+OUTAGE_CLASSES: frozenset[str] = frozenset(
+    {
+        "SparkUnavailable",
+        "SparkSessionLost",
+        "SparkUnauthenticated",
+        "CommitConflict",
+        "TableBusy",
+        "FenceExpired",
+        "AwsUnavailable",
+        "PgUnavailable",
+        "PgConnectionLost",
+        "PgLockTimeout",
+    }
+)
+
+
+def is_outage(error_class: str | None) -> bool:
+    """True when ``error_class`` names an outage of a service rather than a fault of the file."""
+    return error_class in OUTAGE_CLASSES
+
+
 # Engine error messages that mean "this file's data cannot be loaded as it is".
 _DATA_PATTERNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (

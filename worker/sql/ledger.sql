@@ -48,7 +48,7 @@ VALUES ($1, $2, $3, 'WRITING', $4, now() + make_interval(secs => $5), $6, $7);
 
 -- name: file_states
 -- version_lease_left_s: a PENDING file whose key has another version in an open batch waits for it.
-SELECT f.id, f.status, f.batch_id, f.error_message, f.error_class,
+SELECT f.id, f.status, f.batch_id, f.error_message, f.error_class, f.attempts,
        (SELECT extract(epoch FROM b.lease_expires_at - now()) FROM batches b
          WHERE b.id = f.batch_id AND b.status = 'WRITING') AS lease_left_s,
        (SELECT max(extract(epoch FROM b.lease_expires_at - now()))
