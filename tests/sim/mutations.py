@@ -29,6 +29,16 @@ class Mutation:
     path: str
     old: str
     new: str
+    # Further (path, old, new) patches applied with this one: a step another step makes redundant
+    # is checked with that other step removed too, to show the simulator reaches what it guards.
+    also: tuple[tuple[str, str, str], ...] = ()
+
+
+_NO_WRITER_LEASE_CHECK = (
+    "worker/pipeline.py",
+    '        await self.faults.hit("after_commit")\n        if not await self._still_mine(batch_id, blog):',
+    '        await self.faults.hit("after_commit")\n        if False:',
+)
 
 
 MUTATIONS = (
@@ -112,6 +122,21 @@ MUTATIONS = (
         "        replacing, superseded = set(), set()",
     ),
     Mutation(
+        "lock-before-probe+writer-lease-check",
+        "recovery without the table lock, and a writer that does not re-check its lease after the append",
+        "worker/pipeline.py",
+        "            async with self.ledger.table_lock(table, self.settings.lease.recovery_lock_wait_s):\n"
+        "                if not await self.sink.stop(work.session_id):",
+        "            async with contextlib.nullcontext():\n"
+        "                if not await self.sink.stop(work.session_id):",
+        also=(_NO_WRITER_LEASE_CHECK,),
+    ),
+    Mutation(
+        "writer-lease-check",
+        "a writer does not re-check its lease after the append (the recovery's table lock still orders them)",
+        *_NO_WRITER_LEASE_CHECK,
+    ),
+    Mutation(
         "claim-serializes-keys",
         "claims do not skip a file whose key has another version in an open batch (ledger.sql claim)",
         "tests/sim/world.py",
@@ -124,11 +149,12 @@ MUTATIONS = (
 def mutated_copy(m: Mutation, into: Path) -> None:
     for part in ("worker", "tests"):
         shutil.copytree(ROOT / part, into / part, ignore=shutil.ignore_patterns("__pycache__"))
-    target = into / m.path
-    text = target.read_text(encoding="utf-8")
-    if text.count(m.old) != 1:
-        raise SystemExit(f"mutation {m.name}: the text to change is found {text.count(m.old)} times in {m.path}")
-    target.write_text(text.replace(m.old, m.new), encoding="utf-8")
+    for path, old, new in ((m.path, m.old, m.new), *m.also):
+        target = into / path
+        text = target.read_text(encoding="utf-8")
+        if text.count(old) != 1:
+            raise SystemExit(f"mutation {m.name}: the text to change is found {text.count(old)} times in {path}")
+        target.write_text(text.replace(old, new), encoding="utf-8")
 
 
 def simulate(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
