@@ -313,14 +313,30 @@ class Env:
         return iceberg_catalog(self.stack.moto_url).load_table(f"{self.db}.{table}")
 
 
-def make_env(stack: Stack, tmp: Path, tag: str) -> Env:
-    bucket, warehouse, db = f"land-{tag}", f"wh-{tag}", f"db_{tag}"
-    text = ROUTES.format(bucket=bucket, warehouse=warehouse, db=db)
+E = TypeVar("E", bound="Env")
+
+
+def make_env(
+    stack: Stack,
+    tmp: Path,
+    tag: str,
+    *,
+    routes: str = ROUTES,
+    warehouse: str | None = None,
+    env_class: type[E] = Env,  # type: ignore[assignment]
+    **more: Any,
+) -> E:
+    """A fresh env on ``stack``: bucket, queue (maxReceiveCount 4), database and ledger schema named
+    after ``tag``, and the routes file its workers read (``routes`` formatted with the bucket,
+    warehouse and database). ``env_class`` and ``more`` let a suite extend ``Env``."""
+    bucket, db = f"land-{tag}", f"db_{tag}"
+    warehouse = f"wh-{tag}" if warehouse is None else warehouse
+    text = routes.format(bucket=bucket, warehouse=warehouse, db=db)
     routes_file = tmp / "routes.toml"
     routes_file.write_text(text)
-    routes = parse_routes(text)
-    prov = stack.provision(routes, queue_name=f"q-{tag}", max_receive_count=4)
-    env = Env(stack, tmp, tag, bucket, warehouse, db, f"ledger_{tag}", routes_file, routes, prov)
+    parsed = parse_routes(text)
+    prov = stack.provision(parsed, queue_name=f"q-{tag}", max_receive_count=4)
+    env = env_class(stack, tmp, tag, bucket, warehouse, db, f"ledger_{tag}", routes_file, parsed, prov, **more)
     env.s3 = stack.client("s3")
     env.sqs = stack.client("sqs")
     # Configuring notifications sends an s3:TestEvent: part of the real flow, left in the queue.
