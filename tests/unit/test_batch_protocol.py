@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections import Counter
-from collections.abc import Iterator
+from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
@@ -28,12 +27,9 @@ T0 = datetime(2026, 11, 27, tzinfo=UTC)
 
 
 @pytest.fixture(autouse=True)
-def _clean_env() -> Iterator[None]:
-    saved = {k: v for k, v in os.environ.items() if k.startswith("ICEFEED_")}
-    for k in saved:
-        del os.environ[k]
-    yield
-    os.environ.update(saved)
+def _no_icefeed_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in os.environ if n.startswith("ICEFEED_")]:
+        monkeypatch.delenv(name)
 
 
 class PoisonEngine(FakeEngine):
@@ -51,21 +47,6 @@ class PoisonEngine(FakeEngine):
         return await super().write(request)
 
 
-class Client:
-    """A worker's engine client: the engine itself, except that a killed worker calls nothing
-    (its ``finally`` blocks never run, so it cannot stop its own session)."""
-
-    def __init__(self, engine: FakeEngine) -> None:
-        self.engine = engine
-        self.killed = False
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.engine, name)
-
-    async def stop(self, session_id: str) -> bool:
-        return False if self.killed else await self.engine.stop(session_id)
-
-
 class World:
     """Workers' pipelines over one ledger, one object store and one engine."""
 
@@ -73,7 +54,11 @@ class World:
         self.ledger = FakeLedger()
         self.store = FakeStore()
         self.engine = engine(self.store)
-        self.clients: dict[str, Client] = {}
+        self.gate = asyncio.Event()  # appends commit only once it is set
+        self.engine.gates["before_commit"] = self.gate
+        self.gate.set()
+        self.seen: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)  # engine events
+        self.engine.on_change = lambda what, _detail: self.seen[what].set()
 
     def pipeline(self, name: str) -> Pipeline:
         settings = load_settings(
@@ -82,12 +67,21 @@ class World:
             spark={"dialect": "sail", "worker_read_max_bytes": 0, "detached_limit_s": 600},
             lease={"ttl_s": 30, "orphan_grace_s": 0, "recovery_lock_wait_s": 0.5, "audit_delay_s": 0},
         )
-        self.clients[name] = Client(self.engine)
-        return Pipeline(settings, ROUTES, self.ledger, self.store, self.clients[name])  # type: ignore[arg-type]
+        return Pipeline(settings, ROUTES, self.ledger, self.store, self.engine)
 
-    async def kill(self, name: str, task: asyncio.Future[None]) -> None:
-        """kill -9: the worker's task ends where it is; the engine goes on with its append."""
-        self.clients[name].killed = True
+    async def kill(self, worker: Pipeline, task: asyncio.Future[None]) -> None:
+        """kill -9: the worker's task ends where it is and the engine goes on with its append. A
+        dead process runs no ``finally`` block, so its engine client stops nothing on the way."""
+        engine = self.engine
+
+        class DeadClient:
+            def __getattr__(self, name: str) -> object:
+                return getattr(engine, name)
+
+            async def stop(self, session_id: str) -> bool:
+                return False
+
+        worker.sink = DeadClient()  # type: ignore[assignment]
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -108,20 +102,14 @@ class World:
     def batches(self, status: str) -> list[UUID]:
         return [b for b, row in self.ledger.batches.items() if row.status == status]
 
-    async def appending(self) -> None:
-        """Until an append is held at the gate (started, not committed); the loop turns only."""
-        for _ in range(10_000):
-            if any(op.appending_since is not None and not op.committed for op in self.engine.ops):
-                return
-            await asyncio.sleep(0)
-        raise AssertionError("no append started")
-
-    async def committed(self) -> None:
-        for _ in range(10_000):
-            if self.engine.ops and all(op.committed for op in self.engine.ops):
-                return
-            await asyncio.sleep(0)
-        raise AssertionError("the append did not commit")
+    async def held_append(self, files: list[FileWork]) -> tuple[Pipeline, asyncio.Task[None], UUID]:
+        """w1 runs a batch of ``files`` whose append is held at the gate (started, not committed)."""
+        self.gate.clear()
+        w1 = self.pipeline("w1")
+        task = asyncio.ensure_future(w1.run_batch(EVENTS, files))
+        await asyncio.wait_for(self.seen["append_started"].wait(), 10)
+        (batch,) = self.batches(WRITING)
+        return w1, task, batch
 
     def expire(self, batch: UUID) -> None:
         self.ledger.batches[batch].expires = self.ledger.clock() - 60
@@ -214,15 +202,11 @@ async def test_recover_releases_an_expired_batch_that_was_never_fenced() -> None
 
 async def test_recover_finalizes_a_fenced_batch_whose_rows_are_in_the_table() -> None:
     world = World()
-    gate = asyncio.Event()
-    world.engine.gates["before_commit"] = gate
     files = [await world.upload(f"ev/{i}.json", 3) for i in range(2)]
-    w1 = asyncio.ensure_future(world.pipeline("w1").run_batch(EVENTS, files))
-    await world.appending()
-    (batch,) = world.batches(WRITING)
-    await world.kill("w1", w1)  # during the append: the engine goes on with it
-    gate.set()
-    await world.committed()  # the append landed; the ledger still says WRITING
+    w1, task, batch = await world.held_append(files)
+    await world.kill(w1, task)  # during the append: the engine goes on with it
+    world.gate.set()
+    await asyncio.wait_for(world.seen["op_committed"].wait(), 10)  # the ledger still says WRITING
     assert world.ledger.batches[batch].status == WRITING and world.rows() == Counter({"ev/0.json": 3, "ev/1.json": 3})
     world.expire(batch)
     await world.ledger.take_expired("w2", 30, 0, 10)
@@ -234,22 +218,18 @@ async def test_recover_finalizes_a_fenced_batch_whose_rows_are_in_the_table() ->
 
 async def test_recover_releases_a_fenced_batch_whose_append_never_landed() -> None:
     world = World()
-    gate = asyncio.Event()
-    world.engine.gates["before_commit"] = gate
     files = [await world.upload("ev/a.json", 2)]
-    w1 = asyncio.ensure_future(world.pipeline("w1").run_batch(EVENTS, files))
-    await world.appending()
-    (batch,) = world.batches(WRITING)
-    await world.kill("w1", w1)
+    w1, task, batch = await world.held_append(files)
+    await world.kill(w1, task)
     world.expire(batch)
     await world.ledger.take_expired("w2", 30, 0, 10)
     await world.pipeline("w2").recover(batch, EVENTS)  # stops the session first, then asks the table
     assert world.ledger.batches[batch].status == ABORTED and world.status(files[0]) == "PENDING"
     (op,) = world.engine.ops
     assert op.killed == "session stopped" and not op.committed
-    gate.set()
-    await asyncio.sleep(0)
-    assert world.rows() == Counter()  # the stopped append never lands
+    world.gate.set()
+    await asyncio.wait_for(world.seen["op_killed"].wait(), 10)
+    assert not world.seen["op_committed"].is_set() and world.rows() == Counter()  # it never lands
 
 
 # -- finalize ------------------------------------------------------------------------------------
@@ -276,16 +256,11 @@ async def test_a_batch_taken_over_before_its_finalize_is_settled_by_the_new_owne
     """The writer's finalize is fenced by the lease: once a sweeper took the batch, the writer
     neither finalizes nor releases it; the new owner's recovery finalizes it once."""
     world = World()
-    gate = asyncio.Event()
-    world.engine.gates["before_commit"] = gate
     files = [await world.upload("ev/a.json", 2)]
-    w1 = world.pipeline("w1")
-    task = asyncio.ensure_future(w1.run_batch(EVENTS, files))
-    await world.appending()
-    (batch,) = world.batches(WRITING)
+    _w1, task, batch = await world.held_append(files)
     world.expire(batch)
     await world.ledger.take_expired("w2", 30, 0, 10)  # w1 froze past its lease
-    gate.set()
+    world.gate.set()
     await task  # w1's append committed, but the batch is no longer its own: it leaves it
     assert world.ledger.batches[batch].status == WRITING and world.ledger.batches[batch].owner == "w2"
     await world.pipeline("w2").recover(batch, EVENTS)
