@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint unit integration chaos bench infra-check stack clean sim sim-long
+.PHONY: install demo test lint format unit integration chaos bench infra-check stack clean sim sim-long
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ lint: install
 	$(VENV)/bin/ruff format --check worker tests load
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+
+## make format: rewrite the code in the house style (ruff format), then apply ruff's safe fixes
+format: install
+	$(VENV)/bin/ruff format worker tests load
+	$(VENV)/bin/ruff check --fix worker tests load
 
 unit: install
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit

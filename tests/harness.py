@@ -12,12 +12,13 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote_plus
 
 import asyncpg
 
+from worker.domain.events import s3_notification_record
 from worker.localstack import Provisioned, Stack, iceberg_catalog
 from worker.routes import Routes, parse_routes
 
@@ -112,6 +113,10 @@ location = "s3://{warehouse}/{db}/people"
 """
 
 
+#: The event time of every crafted notification (fixed: tests never read it).
+CRAFTED_TIME = datetime(2026, 11, 22, tzinfo=UTC)
+
+
 def s3_record(
     bucket: str,
     key: str,
@@ -122,22 +127,18 @@ def s3_record(
     sequencer: str | None = None,
 ) -> dict[str, Any]:
     """One S3 notification record as AWS sends it: the key form-encoded, "/" left alone."""
-    obj: dict[str, Any] = {"key": quote_plus(key, safe="/"), "size": size, "eTag": etag}
-    if sequencer is not None:
-        obj["sequencer"] = sequencer
-    return {
-        "eventVersion": version,
-        "eventSource": "aws:s3",
-        "awsRegion": "us-east-1",
-        "eventTime": "2026-11-22T00:00:00.000Z",
-        "eventName": name,
-        "s3": {
-            "s3SchemaVersion": "1.0",
-            "configurationId": "crafted",
-            "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
-            "object": obj,
-        },
-    }
+    return s3_notification_record(
+        bucket,
+        key,
+        etag,
+        size,
+        event_name=name,
+        event_version=version,
+        sequencer=sequencer,
+        event_time=CRAFTED_TIME,
+        region="us-east-1",
+        configuration_id="crafted",
+    )
 
 
 def s3_event(
@@ -312,14 +313,30 @@ class Env:
         return iceberg_catalog(self.stack.moto_url).load_table(f"{self.db}.{table}")
 
 
-def make_env(stack: Stack, tmp: Path, tag: str) -> Env:
-    bucket, warehouse, db = f"land-{tag}", f"wh-{tag}", f"db_{tag}"
-    text = ROUTES.format(bucket=bucket, warehouse=warehouse, db=db)
+E = TypeVar("E", bound="Env")
+
+
+def make_env(
+    stack: Stack,
+    tmp: Path,
+    tag: str,
+    *,
+    routes: str = ROUTES,
+    warehouse: str | None = None,
+    env_class: type[E] = Env,  # type: ignore[assignment]
+    **more: Any,
+) -> E:
+    """A fresh env on ``stack``: bucket, queue (maxReceiveCount 4), database and ledger schema named
+    after ``tag``, and the routes file its workers read (``routes`` formatted with the bucket,
+    warehouse and database). ``env_class`` and ``more`` let a suite extend ``Env``."""
+    bucket, db = f"land-{tag}", f"db_{tag}"
+    warehouse = f"wh-{tag}" if warehouse is None else warehouse
+    text = routes.format(bucket=bucket, warehouse=warehouse, db=db)
     routes_file = tmp / "routes.toml"
     routes_file.write_text(text)
-    routes = parse_routes(text)
-    prov = stack.provision(routes, queue_name=f"q-{tag}", max_receive_count=4)
-    env = Env(stack, tmp, tag, bucket, warehouse, db, f"ledger_{tag}", routes_file, routes, prov)
+    parsed = parse_routes(text)
+    prov = stack.provision(parsed, queue_name=f"q-{tag}", max_receive_count=4)
+    env = env_class(stack, tmp, tag, bucket, warehouse, db, f"ledger_{tag}", routes_file, parsed, prov, **more)
     env.s3 = stack.client("s3")
     env.sqs = stack.client("sqs")
     # Configuring notifications sends an s3:TestEvent: part of the real flow, left in the queue.

@@ -163,9 +163,9 @@ class Stack:
         if asyncio.run(_pg_reachable(candidate)):
             self.pg_dsn = candidate
             return
-        import pgserver  # embedded PostgreSQL for machines without a server
+        from pgserver.postgres_server import get_server  # embedded PostgreSQL for machines without a server
 
-        self._pgserver = pgserver.get_server(str(self.workdir / "pgdata"), cleanup_mode="stop")
+        self._pgserver = get_server(str(self.workdir / "pgdata"), cleanup_mode="stop")
         self.pg_dsn = self._pgserver.get_uri()
         self.pg_embedded = True
 

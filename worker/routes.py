@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -56,6 +56,9 @@ class _IngestionBase(_Model):
     schema_policy: Literal["evolve", "rescue", "strict"] = "evolve"
     on_overwrite: Literal["append", "replace"] = "append"
     schema_hints: dict[str, str] = Field(default_factory=dict)
+    if TYPE_CHECKING:  # declared by each format's subclass (a Literal and that format's options)
+        format: str
+        options: JsonOptions | CsvOptions | ParquetOptions
 
     @field_validator("schema_hints")
     @classmethod

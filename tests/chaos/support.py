@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote_plus, urlparse
+from urllib.parse import urlparse
 
 import asyncpg
 
 from tests.harness import Env, poll
+from worker.domain.events import s3_notification_record
 
 #: Every random choice of the suite derives from this seed (override: ICEFEED_CHAOS_SEED=…).
 SEED = int(os.environ.get("ICEFEED_CHAOS_SEED", "20261122"))
@@ -121,23 +122,16 @@ class Expected:
 
 def s3_record(bucket: str, v: Version, *, moto_style: bool) -> dict[str, Any]:
     """An S3 ObjectCreated:Put record as AWS sends it (``/`` kept) or as moto does (all encoded)."""
-    return {
-        "eventVersion": "2.1",
-        "eventSource": "aws:s3",
-        "awsRegion": "us-east-1",
-        "eventTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
-        "eventName": "ObjectCreated:Put",
-        "s3": {
-            "s3SchemaVersion": "1.0",
-            "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
-            "object": {
-                "key": quote_plus(v.key, safe="" if moto_style else "/"),
-                "size": v.size,
-                "eTag": v.etag,
-                "sequencer": v.sequencer,
-            },
-        },
-    }
+    return s3_notification_record(
+        bucket,
+        v.key,
+        v.etag,
+        v.size,
+        sequencer=v.sequencer,
+        event_time=datetime.now(UTC),
+        region="us-east-1",
+        encode_slash=moto_style,
+    )
 
 
 def s3_message(records: list[dict[str, Any]]) -> str:

@@ -12,27 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from load.report import REPORT_KEYS
+
 pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-REQUIRED_KEYS = (
-    "ceiling_msgs_per_s",
-    "naive_files_per_s",
-    "files_per_s_1",
-    "files_per_s_k",
-    "k",
-    "commits_per_1000_files",
-    "data_files_per_commit",
-    "sqs_calls_per_file",
-    "lone_latency_s",
-    "p50_latency_s",
-    "p99_latency_s",
-    "rss_growth_pct",
-    "lost_files",
-    "duplicated_rows",
-    "icefeed_vs_ceiling",
-    "icefeed_vs_naive",
-)
 TIMEOUT_S = 600
 
 
@@ -58,7 +42,7 @@ def test_load_smoke_run_is_correct_and_complete(tmp_path: Path) -> None:
 
     assert proc.returncode == 0, log[-4000:]
     report = json.loads(out.read_text())
-    missing = [key for key in REQUIRED_KEYS if key not in report]
+    missing = [key for key in REPORT_KEYS if key not in report]
     assert not missing, f"report lacks {missing}"
     assert report["lost_files"] == 0, report["correctness"]
     assert report["duplicated_rows"] == 0, report["correctness"]

@@ -30,10 +30,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tests.harness import Env
+from tests.harness import Env, make_env
 from worker.adapters.spark_sink import quiet
 from worker.localstack import Stack, free_port
-from worker.routes import parse_routes
 
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 
@@ -200,7 +199,6 @@ class Spark4Env(Env):
             "ICEFEED_SPARK_DIALECT": "spark",
             "ICEFEED_SPARK_TABLE_FORMAT": "parquet",
             "ICEFEED_SPARK_SOURCE_ROOT": f"file://{self.mirror}",
-            "ICEFEED_HTTP_PORT": "0",
         }
         return super().worker_env(**{**spark4, **extra})
 
@@ -259,29 +257,17 @@ def spark4_env(stack: Stack, server: Spark4Server, tmp: Path) -> Iterator[Spark4
 
 
 def make_spark4_env(stack: Stack, server: Spark4Server, tmp: Path, tag: str) -> Spark4Env:
-    bucket, db = f"land-{tag}", f"db_{tag}"
-    warehouse_dir = tmp / "warehouse" / db
-    text = ROUTES.format(bucket=bucket, db=db, warehouse=warehouse_dir)
-    routes_file = tmp / "routes.toml"
-    routes_file.write_text(text)
-    routes = parse_routes(text)
-    prov = stack.provision(routes, queue_name=f"q-{tag}", max_receive_count=4)
-    server.session.sql(f"CREATE DATABASE IF NOT EXISTS spark_catalog.{db}")  # what provisioning does on Glue
-    env = Spark4Env(
+    warehouse_dir = tmp / "warehouse" / f"db_{tag}"
+    env = make_env(
         stack,
         tmp,
         tag,
-        bucket,
-        "",
-        db,
-        f"ledger_{tag}",
-        routes_file,
-        routes,
-        prov,
+        routes=ROUTES,
+        warehouse=str(warehouse_dir),
+        env_class=Spark4Env,
         server=server,
         mirror=tmp / "mirror",
         warehouse_dir=warehouse_dir,
     )
-    env.s3 = stack.client("s3")
-    env.sqs = stack.client("sqs")
+    server.session.sql(f"CREATE DATABASE IF NOT EXISTS spark_catalog.{env.db}")  # what provisioning does on Glue
     return env

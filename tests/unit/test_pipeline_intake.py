@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote_plus
 from uuid import uuid4
 
 import pytest
 
+from worker.domain.events import s3_notification
 from worker.domain.outcomes import Ack, Retry
 from worker.pipeline import Pipeline
 from worker.ports import FileState, Message, ObjectInfo, Registration
@@ -99,17 +100,9 @@ class FakeStore:
 
 
 def event(key: str, etag: str, size: int = 10, sequencer: str | None = None, bucket: str = "landing") -> str:
-    obj: dict[str, Any] = {"key": quote_plus(key, safe="/"), "size": size, "eTag": etag}
-    if sequencer:
-        obj["sequencer"] = sequencer
-    record = {
-        "eventVersion": "2.1",
-        "eventSource": "aws:s3",
-        "eventTime": "2026-11-22T00:00:00.000Z",
-        "eventName": "ObjectCreated:Put",
-        "s3": {"bucket": {"name": bucket}, "object": obj},
-    }
-    return json.dumps({"Records": [record]})
+    return s3_notification(
+        bucket, key, etag, size, sequencer=sequencer or None, event_time=datetime(2026, 11, 22, tzinfo=UTC)
+    )
 
 
 def message(body: str, n: int = 1) -> Message:

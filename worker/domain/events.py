@@ -15,10 +15,14 @@ from __future__ import annotations
 #   * ``FileEvent``: an object was created and should be loaded;
 #   * ``Ignored``: valid but needs no work (ack it);
 #   * ``Malformed``: cannot be understood (the caller records the body and acks).
+#
+# The reverse direction, for re-queuing files and for tests: ``s3_notification_record`` builds one
+# S3 event notification record as AWS sends it and ``s3_notification`` the SQS body holding it
+# (pure too: the caller passes the event time).
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final, TypeAlias
-from urllib.parse import unquote_plus
+from typing import Final, TypeAlias, TypedDict, Unpack
+from urllib.parse import quote_plus, unquote_plus
 
 import orjson
 
@@ -26,8 +30,11 @@ __all__ = [
     "FileEvent",
     "Ignored",
     "Malformed",
+    "NotificationOptions",
     "RecordResult",
     "parse_message",
+    "s3_notification",
+    "s3_notification_record",
     "sequencer_newer",
 ]
 
@@ -102,6 +109,55 @@ def sequencer_newer(a: str, b: str) -> bool:
     ua, ub = a.upper(), b.upper()
     width = max(len(ua), len(ub))
     return ua.ljust(width, "0") > ub.ljust(width, "0")
+
+
+class NotificationOptions(TypedDict, total=False):
+    """The optional fields of ``s3_notification_record`` (absent or None: the default in brackets)."""
+
+    event_name: str  # ["ObjectCreated:Put"]
+    event_version: str  # ["2.1"]
+    sequencer: str | None  # [None: no sequencer field]
+    event_time: datetime | None  # [None: no eventTime field]; written in milliseconds, UTC
+    region: str | None  # [None: no awsRegion field]
+    principal_id: str | None  # [None: no userIdentity field]
+    configuration_id: str | None  # [None: no configurationId field]
+    encode_slash: bool  # [False]: "/" stays as is (AWS); True encodes it too (moto)
+
+
+def s3_notification_record(
+    bucket: str, key: str, etag: str, size: int, **options: Unpack[NotificationOptions]
+) -> dict[str, object]:
+    """One S3 event notification record for a PUT (or ``event_name``) of ``bucket``/``key``.
+
+    The key is form-encoded the way S3 does it (space -> "+"). Optional fields are present only
+    when given, and every field is in the order AWS sends it. ``parse_message`` reads the record
+    back to the same bucket, key, etag, size, sequencer and event time (to the millisecond).
+    """
+    record: dict[str, object] = {"eventVersion": options.get("event_version", "2.1"), "eventSource": "aws:s3"}
+    if (region := options.get("region")) is not None:
+        record["awsRegion"] = region
+    if (when := options.get("event_time")) is not None:
+        utc = when.astimezone(UTC) if when.tzinfo is not None else when.replace(tzinfo=UTC)
+        record["eventTime"] = utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    record["eventName"] = options.get("event_name", "ObjectCreated:Put")
+    if (principal := options.get("principal_id")) is not None:
+        record["userIdentity"] = {"principalId": principal}
+    s3: dict[str, object] = {"s3SchemaVersion": "1.0"}
+    if (configuration := options.get("configuration_id")) is not None:
+        s3["configurationId"] = configuration
+    safe = "" if options.get("encode_slash", False) else "/"
+    obj: dict[str, object] = {"key": quote_plus(key, safe=safe), "size": size, "eTag": etag}
+    if (sequencer := options.get("sequencer")) is not None:
+        obj["sequencer"] = sequencer
+    s3["bucket"] = {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"}
+    s3["object"] = obj
+    record["s3"] = s3
+    return record
+
+
+def s3_notification(bucket: str, key: str, etag: str, size: int, **options: Unpack[NotificationOptions]) -> str:
+    """The SQS message body S3 sends for one such record, as compact JSON."""
+    return orjson.dumps({"Records": [s3_notification_record(bucket, key, etag, size, **options)]}).decode()
 
 
 # --------------------------------------------------------------------------- body level
