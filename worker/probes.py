@@ -279,9 +279,10 @@ def _covers(config: dict[str, Any], arns: set[str], prefix: str, suffix: str) ->
 @contextlib.asynccontextmanager
 async def cli_probes(settings: Settings) -> AsyncIterator[list[Probe]]:
     """Every check ``icefeed check`` runs, on connections of its own, closed on exit."""
-    from worker.adapters.aws import AwsClients
+    from worker.adapters.aws import AwsClients, S3Store
     from worker.adapters.pg_operator import applied_migrations, fetchval_once
     from worker.adapters.spark_sink import SparkSink
+    from worker.adapters.sqs_admin import SqsAdmin
 
     # A check answers quickly: few client-side retries against an unreachable server.
     sink = SparkSink(settings.spark.model_copy(update={"client_retries": min(2, settings.spark.client_retries)}))
