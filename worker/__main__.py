@@ -91,13 +91,14 @@ async def _operations(
         return []
     from functools import partial
 
+    from worker.adapters.sqs_admin import SqsAdmin
     from worker.adapters.stats import LedgerStats, SqsStats
     from worker.observability.health import HealthServer, runner_liveness
     from worker.probes import ProbeRunner, worker_probes
 
     h = settings.http
     probes = ProbeRunner(
-        worker_probes(pool, sink, aws.sqs, settings.sqs.queue_urls),
+        worker_probes(pool, sink, SqsAdmin(aws.sqs), settings.sqs.queue_urls),
         h.probe_timeout_s,
         h.ready_cache_s,
         redactor.scrub,
@@ -157,7 +158,7 @@ def cmd_stack_up(args: argparse.Namespace) -> int:
 def cmd_schema(args: argparse.Namespace, settings: Settings, redactor: Redactor) -> int:
     import orjson
 
-    from worker import schema_admin
+    from worker.admin import schema as schema_admin
     from worker.routes import load_routes
 
     if args.schema_command == "pending":

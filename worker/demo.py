@@ -26,10 +26,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 from pydantic import SecretStr
 
 from worker.adapters.pg_ledger import migrate
+from worker.adapters.pg_operator import drop_ledger_schema, fetch_once
 from worker.domain.batching import source_uri
 from worker.domain.outcomes import TERMINAL
 from worker.localstack import Stack, iceberg_catalog
@@ -72,15 +72,13 @@ def sample_objects() -> list[tuple[str, bytes]]:
     return sorted(objects)
 
 
-def _sql(dsn: str, schema: str, query: str) -> list[dict[str, Any]]:
-    async def go() -> list[dict[str, Any]]:
-        conn = await asyncpg.connect(dsn, timeout=10, server_settings={"search_path": schema})
-        try:
-            return [dict(r) for r in await conn.fetch(query)]
-        finally:
-            await conn.close()
+def _pg(dsn: str, schema: str) -> PgSettings:
+    return PgSettings(dsn=SecretStr(dsn), ledger_schema=schema)
 
-    return asyncio.run(go())
+
+def _sql(dsn: str, schema: str, block: str) -> list[dict[str, Any]]:
+    """The rows of one named block of operator.sql, on the demo's ledger schema."""
+    return [dict(r) for r in asyncio.run(fetch_once(_pg(dsn, schema), block, application_name="icefeed-demo"))]
 
 
 def _cell(value: Any, column: str = "", width: int = 24) -> str:
@@ -162,7 +160,7 @@ def _wait_for_ledger(dsn: str, schema: str, keys: list[str], since: float, worke
     """Poll the ledger until every uploaded key has a final status; print progress as it changes."""
     last = ""
     while True:
-        statuses = {r["key"]: r["status"] for r in _sql(dsn, schema, "SELECT key, status FROM files")}
+        statuses = {r["key"]: r["status"] for r in _sql(dsn, schema, "demo_file_statuses")}
         mine = {k: statuses[k] for k in keys if k in statuses}
         counts = ", ".join(f"{n} {s}" for s, n in sorted(Counter(mine.values()).items()))
         line = f"{len(mine)}/{len(keys)} files in the ledger" + (f": {counts}" if counts else "")
@@ -216,7 +214,7 @@ def run_demo(workdir: Path) -> int:
         stack.start()
         prov = stack.provision(routes, queue_name="icefeed-demo-events")
         ledger_created = True
-        asyncio.run(migrate(PgSettings(dsn=SecretStr(stack.pg_dsn), ledger_schema=schema), REPO_ROOT / "migrations"))
+        asyncio.run(migrate(_pg(stack.pg_dsn, schema), REPO_ROOT / "migrations"))
         _say(f"      ready in {time.monotonic() - t:.1f} s: buckets, queue + DLQ, S3 notifications, Glue database")
         _say(f"      moto        {stack.moto_url}    Sail {stack.spark_url}")
         dsn = re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", stack.pg_dsn)
@@ -251,7 +249,7 @@ def run_demo(workdir: Path) -> int:
         settled = _wait_for_ledger(stack.pg_dsn, schema, keys, since, worker)
 
         _say("\n[5/5] Results")
-        files = {r["key"]: r for r in _sql(stack.pg_dsn, schema, "SELECT * FROM files ORDER BY id")}
+        files = {r["key"]: r for r in _sql(stack.pg_dsn, schema, "demo_files")}
         _show_ledger(files, keys, uploaded_at)
         catalog, in_tables = iceberg_catalog(stack.moto_url), Counter[str]()
         for name in dict.fromkeys(i.table for i in routes.ingestion):
@@ -300,7 +298,7 @@ def run_demo(workdir: Path) -> int:
         try:
             _stop_worker(worker)
             if ledger_created:
-                _sql(stack.pg_dsn, "public", f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+                asyncio.run(drop_ledger_schema(_pg(stack.pg_dsn, schema), application_name="icefeed-demo"))
         except Exception as exc:  # noqa: BLE001 - the stack must still be stopped
             _say(f"note: clean-up failed: {type(exc).__name__}: {exc}")
         finally:

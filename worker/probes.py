@@ -14,12 +14,19 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from worker.domain.errors import ConfigError, IcefeedError
 from worker.domain.policy import table_collisions
+from worker.observability.metrics import queue_name
+from worker.observability.probe_result import ProbeResult
 from worker.settings import Settings
 from worker.sql import queries
+
+if TYPE_CHECKING:
+    from worker.adapters.aws import S3Store
+    from worker.adapters.sqs_admin import SqsAdmin
 
 PG_HINT = "check ICEFEED_PG_DSN (host, port, database, credentials) and that PostgreSQL accepts connections from here"
 LEDGER_HINT = "run `icefeed migrate` against this ICEFEED_PG_DSN and ICEFEED_PG_LEDGER_SCHEMA"
@@ -28,6 +35,7 @@ SQS_HINT = (
     "check ICEFEED_SQS_QUEUE_URLS, ICEFEED_AWS_REGION / ICEFEED_AWS_ENDPOINT_URL, the AWS credentials and the "
     "role's sqs:GetQueueAttributes permission"
 )
+SQS_PROBE_ATTRIBUTES = ("ApproximateNumberOfMessages", "RedrivePolicy")
 ROUTES_HINT = "fix ICEFEED_ROUTES_FILE (see README: Routes file)"
 
 
@@ -36,24 +44,6 @@ class Probe:
     name: str
     check: Callable[[], Awaitable[str]]
     hint: str
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeResult:
-    name: str
-    ok: bool
-    detail: str
-    hint: str
-    seconds: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "ok": self.ok,
-            "detail": self.detail,
-            "hint": "" if self.ok else self.hint,
-            "seconds": round(self.seconds, 3),
-        }
 
 
 def describe(error: BaseException) -> str:
@@ -149,8 +139,6 @@ def spark_probe(ping: Callable[[], Awaitable[str]]) -> Probe:
 
 def sqs_probe(get_attributes: Callable[[str], Awaitable[dict[str, str]]], queue_urls: Sequence[str]) -> Probe:
     async def check() -> str:
-        from worker.observability.metrics import queue_name
-
         if not queue_urls:
             raise ConfigError("ICEFEED_SQS_QUEUE_URLS is empty")
         parts = []
@@ -164,33 +152,17 @@ def sqs_probe(get_attributes: Callable[[str], Awaitable[dict[str, str]]], queue_
     return Probe("sqs", check, SQS_HINT)
 
 
-def sqs_attributes(sqs_client: Any) -> Callable[[str], Awaitable[dict[str, str]]]:
-    """GetQueueAttributes through an aioboto3 SQS client, errors as IcefeedErrors."""
-
-    async def get(url: str) -> dict[str, str]:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        from worker.domain.errors import TransientError
-
-        try:
-            response = await sqs_client.get_queue_attributes(
-                QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "RedrivePolicy"]
-            )
-        except (BotoCoreError, ClientError, OSError) as exc:
-            message = f"SQS GetQueueAttributes: {type(exc).__name__}: {exc}"
-            raise TransientError(message, error_class="AwsUnavailable") from None
-        attrs: dict[str, str] = response.get("Attributes", {})
-        return attrs
-
-    return get
+def sqs_attributes(sqs: SqsAdmin) -> Callable[[str], Awaitable[dict[str, str]]]:
+    """The attributes the SQS probe reads, through the SQS gateway (errors as IcefeedErrors)."""
+    return partial(sqs.attributes, names=SQS_PROBE_ATTRIBUTES)
 
 
-def worker_probes(pool: Any, sink: Any, sqs_client: Any, queue_urls: Sequence[str]) -> list[Probe]:
+def worker_probes(pool: Any, sink: Any, sqs: SqsAdmin, queue_urls: Sequence[str]) -> list[Probe]:
     """The probes of a running worker, through its own pool, Spark session and SQS client."""
     return [
         postgres_probe(pool.fetchval),
         spark_probe(sink.ping),
-        sqs_probe(sqs_attributes(sqs_client), queue_urls),
+        sqs_probe(sqs_attributes(sqs), queue_urls),
     ]
 
 
@@ -208,22 +180,14 @@ def routes_probe(settings: Settings) -> Probe:
     return Probe("routes", check, ROUTES_HINT)
 
 
-def ledger_probe(connect: Callable[[], Awaitable[Any]], settings: Settings) -> Probe:
+def ledger_probe(applied_migrations: Callable[[], Awaitable[set[str] | None]], settings: Settings) -> Probe:
     async def check() -> str:
-        import asyncpg
-
         from worker.adapters.pg_ledger import discover_migrations
 
         wanted = [name for _, name, _ in discover_migrations(settings.migrations_dir)]
-        conn = await connect()
-        try:
-            try:
-                rows = await conn.fetch(queries("migrate.sql")["applied"])
-            except asyncpg.UndefinedTableError:
-                raise ConfigError(f"schema {settings.pg.ledger_schema} has no ledger (not migrated)") from None
-        finally:
-            await conn.close()
-        applied = {r["name"] for r in rows}
+        applied = await applied_migrations()
+        if applied is None:
+            raise ConfigError(f"schema {settings.pg.ledger_schema} has no ledger (not migrated)")
         pending = [name for name in wanted if name not in applied]
         if pending:
             raise ConfigError(f"{len(pending)} migration(s) pending in {settings.pg.ledger_schema}: {pending[0]} …")
@@ -281,24 +245,20 @@ def column_repair(column: str) -> str:
     )
 
 
-def notifications_probe(settings: Settings, s3_client: Any, sqs_client: Any) -> Probe:
+def notifications_probe(settings: Settings, s3: S3Store, sqs: SqsAdmin) -> Probe:
     """Every route's bucket notifies one of the worker's queues of ObjectCreated events with a
     filter that covers the route's prefix and suffix."""
 
     async def check() -> str:
         from worker.routes import load_routes
 
-        arns = set()
-        for url in settings.sqs.queue_urls:
-            response = await sqs_client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
-            arns.add(response["Attributes"]["QueueArn"])
+        arns = {await sqs.queue_arn(url) for url in settings.sqs.queue_urls}
         missing = []
         routes = load_routes(settings.routes_file).ingestion
         configs: dict[str, list[dict[str, Any]]] = {}
         for ing in routes:
             if ing.bucket not in configs:
-                response = await s3_client.get_bucket_notification_configuration(Bucket=ing.bucket)
-                configs[ing.bucket] = response.get("QueueConfigurations", [])
+                configs[ing.bucket] = await s3.queue_notifications(ing.bucket)
             if not any(_covers(c, arns, ing.prefix, ing.suffix) for c in configs[ing.bucket]):
                 missing.append(f"{ing.name} (s3://{ing.bucket}/{ing.prefix}*{ing.suffix})")
         if missing:
@@ -319,41 +279,24 @@ def _covers(config: dict[str, Any], arns: set[str], prefix: str, suffix: str) ->
 @contextlib.asynccontextmanager
 async def cli_probes(settings: Settings) -> AsyncIterator[list[Probe]]:
     """Every check ``icefeed check`` runs, on connections of its own, closed on exit."""
-    import asyncpg
-
-    from worker.adapters.aws import AwsClients
+    from worker.adapters.aws import AwsClients, S3Store
+    from worker.adapters.pg_operator import applied_migrations, fetchval_once
     from worker.adapters.spark_sink import SparkSink
-    from worker.domain.errors import TransientError
-
-    async def connect() -> Any:
-        try:
-            return await asyncpg.connect(
-                settings.pg.dsn.get_secret_value(),
-                timeout=settings.pg.connect_timeout_s,
-                server_settings={"search_path": settings.pg.ledger_schema, "application_name": "icefeed-check"},
-            )
-        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-            raise TransientError(f"{type(exc).__name__}: {exc}", error_class="PgUnavailable") from None
-
-    async def fetchval(sql: str) -> Any:
-        conn = await connect()
-        try:
-            return await conn.fetchval(sql)
-        finally:
-            await conn.close()
+    from worker.adapters.sqs_admin import SqsAdmin
 
     # A check answers quickly: few client-side retries against an unreachable server.
     sink = SparkSink(settings.spark.model_copy(update={"client_retries": min(2, settings.spark.client_retries)}))
     try:
         async with AwsClients(settings.aws) as aws:
+            sqs = SqsAdmin(aws.sqs)
             yield [
                 routes_probe(settings),
-                postgres_probe(fetchval),
-                ledger_probe(connect, settings),
+                postgres_probe(partial(fetchval_once, settings.pg)),
+                ledger_probe(partial(applied_migrations, settings.pg), settings),
                 spark_probe(sink.ping),
                 catalog_probe(settings, sink.table_status, sink.table_columns),
-                sqs_probe(sqs_attributes(aws.sqs), settings.sqs.queue_urls),
-                notifications_probe(settings, aws.s3, aws.sqs),
+                sqs_probe(sqs_attributes(sqs), settings.sqs.queue_urls),
+                notifications_probe(settings, S3Store(aws), sqs),
             ]
     finally:
         await asyncio.to_thread(sink.close)

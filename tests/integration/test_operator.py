@@ -16,7 +16,7 @@ import grpc
 import pytest
 
 from tests.harness import Env, poll
-from worker.schema_admin import s3_notification
+from worker.admin.schema import s3_notification
 
 pytestmark = pytest.mark.integration
 

@@ -27,12 +27,12 @@ from worker.adapters.aws import AwsClients
 from worker.adapters.pg_errors import timeouts_as_transient
 from worker.adapters.pg_ledger import PgLedger, connect_pool, migrate
 from worker.admin.requeue import backfill, retry
+from worker.admin.schema import approve
 from worker.domain.batching import FileWork
 from worker.domain.errors import TransientError
 from worker.domain.events import FileEvent, parse_message
 from worker.ports import Registration
 from worker.routes import load_routes
-from worker.schema_admin import approve
 from worker.settings import REPO_ROOT, Settings, load_settings
 from worker.sql import queries
 
@@ -317,8 +317,7 @@ async def scene(env: Env, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Scen
             else:
                 yield aws
 
-    for module in ("worker.admin.requeue", "worker.schema_admin"):
-        monkeypatch.setattr(f"{module}.AwsClients", clients)
+    monkeypatch.setattr("worker.admin.common.AwsClients", clients)  # every operator command's AWS clients
     pool = await connect_pool(settings.pg)
     try:
         async with raw(env) as conn:

@@ -228,8 +228,8 @@ def test_unsafe_key_error_class_is_named() -> None:
 
 
 def test_a_proposal_for_a_reserved_or_doubled_name_cannot_be_approved() -> None:
+    from worker.admin.schema import unapprovable
     from worker.ports import change_json
-    from worker.schema_admin import unapprovable
 
     plan = plan_batch(Policy.EVOLVE, None, [(1, S(Field("a", LONG), Field("_Batch_Id", STRING)))])
     changes = [change_json(c) for c in plan.decisions[1].changes]

@@ -14,7 +14,7 @@ from worker.domain.errors import ConfigError
 from worker.settings import REPO_ROOT, Settings
 from worker.sql import parse_blocks, queries
 
-SQL_FILES = ["ledger.sql", "migrate.sql", "spark.sql"]
+SQL_FILES = ["ledger.sql", "migrate.sql", "spark.sql", "operator.sql", "operations.sql"]
 ADAPTERS = REPO_ROOT / "worker" / "adapters"
 
 
@@ -28,6 +28,9 @@ LOOKUPS = [
     ("ledger.sql", "pg_ledger.py", r'self\._q\["([a-z_0-9]+)"\]'),
     ("migrate.sql", "pg_ledger.py", r'(?<![._])\bq\["([a-z_0-9]+)"\]'),
     ("spark.sql", "spark_sink.py", r'self\._sql\["([a-z_0-9]+)"\]'),
+    ("operator.sql", "pg_operator.py", r'self\._q\["([a-z_0-9]+)"\]'),
+    ("ledger.sql", "pg_operator.py", r'self\._ledger_q\["([a-z_0-9]+)"\]'),
+    ("operations.sql", "stats.py", r'self\._q\["([a-z_0-9]+)"\]'),
 ]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -13,6 +13,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from worker.adapters.aws_errors import AWS_ERRORS, aws_call, aws_error
+from worker.adapters.sqs_admin import SqsAdmin
 from worker.domain.errors import TransientError
 from worker.ports import Message, ObjectInfo
 from worker.settings import AwsSettings
@@ -164,18 +166,8 @@ class SqsSource:
         await _retry(op, "SQS SendMessage")
 
     async def max_receive_count(self, queue_url: str) -> int | None:
-        """The queue's redrive maxReceiveCount, or None without a DLQ."""
-        import json
-
-        async def op() -> dict[str, Any]:
-            result: dict[str, Any] = await self._c.sqs.get_queue_attributes(
-                QueueUrl=queue_url, AttributeNames=["RedrivePolicy"]
-            )
-            return result
-
-        attrs = (await _retry(op, "SQS GetQueueAttributes")).get("Attributes", {})
-        policy = attrs.get("RedrivePolicy")
-        return int(json.loads(policy)["maxReceiveCount"]) if policy else None
+        """The queue's redrive maxReceiveCount, or None without a DLQ (errors as IcefeedErrors)."""
+        return await SqsAdmin(self._c.sqs).max_receive_count(queue_url)
 
 
 class S3Store:
@@ -217,6 +209,29 @@ class S3Store:
             return await _retry(op, f"S3 GetObject s3://{bucket}/{key}")
         except ClientError as exc:
             raise TransientError(f"S3 GetObject s3://{bucket}/{key}: {exc}", error_class="S3Denied") from None
+
+    async def list_pages(self, bucket: str, prefix: str) -> AsyncIterator[list[dict[str, Any]]]:
+        """ListObjectsV2 under ``prefix``, one page of objects (Key, ETag, Size, LastModified) at a
+        time; failures as icefeed errors (NotFound, AwsDenied, AwsUnavailable)."""
+        pages = self._c.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix).__aiter__()
+        while True:
+            try:
+                page = await pages.__anext__()
+            except StopAsyncIteration:
+                return
+            except AWS_ERRORS as exc:
+                raise aws_error(exc, f"S3 ListObjectsV2 s3://{bucket}/{prefix}") from None
+            yield page.get("Contents", [])
+
+    async def queue_notifications(self, bucket: str) -> list[dict[str, Any]]:
+        """The bucket's notification configurations to SQS queues (QueueConfigurations)."""
+
+        async def op() -> list[dict[str, Any]]:
+            response = await self._c.s3.get_bucket_notification_configuration(Bucket=bucket)
+            configs: list[dict[str, Any]] = response.get("QueueConfigurations", [])
+            return configs
+
+        return await aws_call(op, f"S3 GetBucketNotificationConfiguration {bucket}")
 
 
 def normalize_etag(etag: str) -> str:

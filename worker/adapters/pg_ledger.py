@@ -637,7 +637,3 @@ async def migrate(settings: PgSettings, directory: Path) -> list[str]:
     finally:
         await conn.close()
     return applied_now
-
-
-async def applied_migrations(conn: asyncpg.Connection) -> list[str]:
-    return [r["name"] for r in await conn.fetch(queries("migrate.sql")["applied"])]

@@ -75,16 +75,11 @@ def add_commands(sub: Any) -> None:
 def run(args: argparse.Namespace, settings: Any, redactor: Redactor) -> int:
     """Run one operator command; ``redactor`` (registered with every secret at start) masks
     them in what is printed: errors, and results (ledger texts, sample rows, queue bodies)."""
-    import asyncpg
-
     from worker.admin.common import dumps, friendly
     from worker.domain.errors import ConfigError, IcefeedError
 
     try:
-        try:
-            result, render = _dispatch(args, settings)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise _ledger_error(exc, settings) from None
+        result, render = _dispatch(args, settings)
     except (IcefeedError, KeyboardInterrupt) as error:
         if isinstance(error, KeyboardInterrupt):
             message, error_class, code = "interrupted", "Interrupted", 130
@@ -102,17 +97,6 @@ def run(args: argparse.Namespace, settings: Any, redactor: Redactor) -> int:
     except BrokenPipeError:  # piped into head: the reader left
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return code
-
-
-def _ledger_error(exc: BaseException, settings: Any) -> Exception:
-    import asyncpg
-
-    from worker.domain.errors import ConfigError, TransientError
-
-    if isinstance(exc, asyncpg.UndefinedTableError):
-        schema = settings.pg.ledger_schema
-        return ConfigError(f"the ledger schema {schema!r} has no ledger tables: run `icefeed migrate` first ({exc})")
-    return TransientError(f"PostgreSQL: {type(exc).__name__}: {exc}", error_class="PgConnectionLost")
 
 
 def _dispatch(args: argparse.Namespace, settings: Any) -> tuple[dict[str, Any], Any]:

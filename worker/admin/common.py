@@ -1,43 +1,36 @@
-"""Pieces every operator command shares: argument parsing (S3 URIs, --since), JSON-able rows,
-the queue helpers (depths, the dead-letter queue behind a queue, sending notifications) and
-operator-friendly error messages."""
+"""Pieces every operator command shares: argument parsing (S3 URIs, --since), the ledger and AWS
+gateways of one command (``ledger``, ``aws``), JSON-able rows, queue depths, the send step of a
+re-queue, and operator-friendly error messages. No client of its own: PostgreSQL goes through
+``worker.adapters.pg_operator``, SQS through ``worker.adapters.sqs_admin``, S3 through
+``S3Store``."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
-import asyncpg
 import orjson
-from botocore.exceptions import BotoCoreError, ClientError
 
-from worker.adapters.pg_errors import timeouts_as_transient
-from worker.adapters.pg_ledger import connect_pool
+from worker.adapters.aws import AwsClients, S3Store
+from worker.adapters.pg_operator import OperatorLedger, operator_ledger
 from worker.adapters.spark_sink import to_icefeed_error
+from worker.adapters.sqs_admin import SqsAdmin
 from worker.domain.errors import ConfigError, IcefeedError, TransientError
 from worker.domain.outcomes import TERMINAL
 from worker.settings import Settings
-from worker.sql import queries
-
-T = TypeVar("T")
 
 STATUSES = ("PENDING", "CLAIMED", "LOADED", "FAILED", "GONE", "SKIPPED", "QUARANTINED", "REJECTED", "REPLACED")
 #: Statuses after which nothing more happens to a file on its own (a message about it is acked).
 FINAL = TERMINAL
 #: A PENDING file whose message has not come back for this long has probably lost it.
 DEFAULT_STUCK_AFTER_S = 3600
-SQS_BATCH = 10
 
 _DURATION = re.compile(r"^\s*(?:(\d+)\s*w)?\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*(?:(\d+)\s*s)?\s*$")
-
-
-class NotFound(ConfigError):
-    error_class = "NotFound"
 
 
 # -- arguments ------------------------------------------------------------------------------
@@ -108,21 +101,26 @@ def s3_uri(bucket: str, key: str) -> str:
 
 
 @asynccontextmanager
-async def ledger(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    """A small pool on the ledger for one command; a PostgreSQL time limit that fires inside is
-    raised as its TransientError (PgStatementTimeout, PgLockTimeout, …)."""
-    pool = await connect_pool(settings.pg)
-    try:
-        with timeouts_as_transient():
-            yield pool
-    finally:
-        await pool.close()
+async def ledger(settings: Settings) -> AsyncIterator[OperatorLedger]:
+    """The operator's ledger for one command (a small pool, closed on exit); PostgreSQL failures
+    inside are raised as icefeed errors (see ``worker.adapters.pg_operator``)."""
+    async with operator_ledger(settings.pg) as found:
+        yield found
+
+
+@asynccontextmanager
+async def aws(settings: Settings) -> AsyncIterator[tuple[SqsAdmin, S3Store]]:
+    """The SQS gateway and the S3 store on clients of their own, closed on exit."""
+    async with AwsClients(settings.aws) as clients:
+        yield SqsAdmin(clients.sqs), S3Store(clients)
 
 
 # -- rows -----------------------------------------------------------------------------------
 
 
 def jsonable(value: Any) -> Any:
+    """A value as JSON can hold it: times in UTC ISO-8601, UUIDs and decimals as text, bytes as
+    hex, JSON texts of the schema registry as what they hold."""
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat()
     if isinstance(value, UUID):
@@ -140,52 +138,17 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-def row(record: Any) -> dict[str, Any]:
-    return {k: jsonable(v) for k, v in dict(record).items()}
+def row(record: Any, json_columns: Iterable[str] = ()) -> dict[str, Any]:
+    """A ledger row as a JSON-able dict; ``json_columns`` hold JSON texts, decoded."""
+    decode = set(json_columns)
+    return {k: orjson.loads(v) if k in decode and isinstance(v, str) else jsonable(v) for k, v in dict(record).items()}
 
 
 def dumps(result: dict[str, Any]) -> str:
     return orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode()
 
 
-# -- AWS ------------------------------------------------------------------------------------
-
-
-AWS_ERRORS = (BotoCoreError, ClientError, OSError)
-
-
-def aws_error(exc: BaseException, what: str) -> IcefeedError:
-    """A botocore failure as an icefeed error with a readable message."""
-    if isinstance(exc, ClientError):
-        code = exc.response.get("Error", {}).get("Code", "")
-        message = exc.response.get("Error", {}).get("Message", "") or str(exc)
-        if code in ("NoSuchBucket", "AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "404"):
-            return NotFound(f"{what}: {code}: {message}")
-        if code in ("AccessDenied", "AccessDeniedException", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-            return IcefeedError(f"{what}: access denied ({code}): {message}", error_class="AwsDenied")
-        return TransientError(f"{what}: {code}: {message}", error_class="AwsUnavailable")
-    return TransientError(f"{what}: {type(exc).__name__}: {exc}", error_class="AwsUnavailable")
-
-
-async def aws_call(op: Callable[[], Awaitable[T]], what: str) -> T:
-    """One AWS call with a readable error (the client itself retries throttling)."""
-    try:
-        return await op()
-    except AWS_ERRORS as exc:
-        raise aws_error(exc, what) from None
-
-
-def queue_name(url: str) -> str:
-    return url.rstrip("/").rsplit("/", 1)[-1]
-
-
-async def queue_attributes(sqs: Any, url: str) -> dict[str, str]:
-    async def op() -> dict[str, str]:
-        response = await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
-        attrs: dict[str, str] = response.get("Attributes", {})
-        return attrs
-
-    return await aws_call(op, f"SQS GetQueueAttributes {queue_name(url)}")
+# -- queues ---------------------------------------------------------------------------------
 
 
 def depth(attrs: dict[str, str]) -> dict[str, int]:
@@ -196,47 +159,9 @@ def depth(attrs: dict[str, str]) -> dict[str, int]:
     }
 
 
-async def dead_letter_queue(sqs: Any, url: str, attrs: dict[str, str] | None = None) -> tuple[str, int] | None:
-    """(DLQ URL, maxReceiveCount) from the queue's RedrivePolicy, or None without one."""
-    attrs = attrs if attrs is not None else await queue_attributes(sqs, url)
-    policy = attrs.get("RedrivePolicy")
-    if not policy:
-        return None
-    parsed = orjson.loads(policy)
-    arn = str(parsed["deadLetterTargetArn"])  # arn:aws:sqs:region:account:name
-    parts = arn.split(":")
-    if len(parts) < 6:
-        raise ConfigError(f"queue {queue_name(url)}: unexpected deadLetterTargetArn {arn!r}")
-
-    async def op() -> str:
-        response = await sqs.get_queue_url(QueueName=parts[5], QueueOwnerAWSAccountId=parts[4])
-        return str(response["QueueUrl"])
-
-    dlq = await aws_call(op, f"SQS GetQueueUrl {parts[5]}")
-    return dlq, int(parsed.get("maxReceiveCount", 0))
-
-
-async def send_bodies(sqs: Any, queue_url: str, bodies: list[str], delay_s: int = 0) -> None:
-    """SendMessageBatch in tens; any entry SQS refuses is an error (nothing is silently lost)."""
-    for i in range(0, len(bodies), SQS_BATCH):
-        entries = [
-            {"Id": str(n), "MessageBody": body, "DelaySeconds": delay_s}
-            for n, body in enumerate(bodies[i : i + SQS_BATCH])
-        ]
-
-        async def op(e: list[dict[str, Any]] = entries) -> dict[str, Any]:
-            result: dict[str, Any] = await sqs.send_message_batch(QueueUrl=queue_url, Entries=e)
-            return result
-
-        response = await aws_call(op, f"SQS SendMessageBatch {queue_name(queue_url)}")
-        if response.get("Failed"):
-            raise TransientError(
-                f"SQS refused {len(response['Failed'])} message(s): {response['Failed'][0]}",
-                error_class="AwsUnavailable",
-            )
-
-
-async def send_marked(pool: asyncpg.Pool, sqs: Any, queue_url: str, files: Sequence[Any], then: str | None) -> None:
+async def send_marked(
+    ledger: OperatorLedger, sqs: SqsAdmin, queue_url: str, files: Sequence[Any], then: str | None
+) -> None:
     """Steps 2 and 3 of a re-queue (retry, backfill, schema approve): send the notifications of
     ``files``, which step 1 committed as PENDING with error_class 'Requeuing', then record the
     send (error_class ``then``; None clears the mark). No transaction is open meanwhile. If the
@@ -244,19 +169,19 @@ async def send_marked(pool: asyncpg.Pool, sqs: Any, queue_url: str, files: Seque
     if not files:
         return
     try:
-        await send_bodies(sqs, queue_url, notifications(files))
+        await sqs.send_bodies(queue_url, notifications(files))
     except IcefeedError as exc:
         raise TransientError(
             f"{exc}; {len(files)} file(s) are marked for re-queue (PENDING, Requeuing) without a confirmed"
             " notification: run `icefeed retry --failed` to send them",
             error_class=exc.error_class,
         ) from None
-    await pool.execute(queries("operator.sql")["requeue_sent"], [f["id"] for f in files], then)
+    await ledger.requeue_sent([f["id"] for f in files], then)
 
 
 def notifications(files: Iterable[Any]) -> list[str]:
     """S3 notifications for ledger rows (bucket, key, etag, size_bytes)."""
-    from worker.schema_admin import s3_notification
+    from worker.admin.schema import s3_notification
 
     return [s3_notification(f["bucket"], f["key"], f["etag"], f["size_bytes"]) for f in files]
 

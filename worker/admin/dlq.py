@@ -11,38 +11,26 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
-
-from worker.adapters.aws import AwsClients
-from worker.admin.common import (
-    FINAL,
-    SQS_BATCH,
-    aws_call,
-    dead_letter_queue,
-    depth,
-    ledger,
-    queue_attributes,
-    queue_name,
-    s3_uri,
-    send_bodies,
-)
+from worker.adapters.pg_operator import OperatorLedger
+from worker.adapters.sqs_admin import SQS_BATCH, SqsAdmin
+from worker.admin.common import FINAL, aws, depth, ledger, s3_uri
 from worker.domain.errors import ConfigError
 from worker.domain.events import FileEvent, Ignored, parse_message
 from worker.domain.routing import match_route
+from worker.observability.metrics import queue_name
 from worker.routes import Routes
 from worker.settings import Settings, require_queues
-from worker.sql import queries
 
 PEEK_VISIBILITY_S = 30
 REDRIVE_VISIBILITY_S = 120
 
 
-async def _dead_letter_queues(sqs: Any, settings: Settings) -> list[tuple[str, str]]:
+async def _dead_letter_queues(sqs: SqsAdmin, settings: Settings) -> list[tuple[str, str]]:
     """(DLQ URL, source queue URL) for every configured queue with a redrive policy."""
     require_queues(settings)
     pairs: dict[str, str] = {}
     for url in settings.sqs.queue_urls:
-        found = await dead_letter_queue(sqs, url)
+        found = await sqs.dead_letter_queue(url)
         if found is not None:
             pairs.setdefault(found[0], url)
     if not pairs:
@@ -50,43 +38,13 @@ async def _dead_letter_queues(sqs: Any, settings: Settings) -> list[tuple[str, s
     return list(pairs.items())
 
 
-async def _receive(sqs: Any, url: str, count: int, visibility_s: int) -> list[dict[str, Any]]:
-    async def op() -> list[dict[str, Any]]:
-        response = await sqs.receive_message(
-            QueueUrl=url,
-            MaxNumberOfMessages=max(1, min(SQS_BATCH, count)),
-            WaitTimeSeconds=1,
-            VisibilityTimeout=visibility_s,
-            MessageSystemAttributeNames=["All"],
-        )
-        messages: list[dict[str, Any]] = response.get("Messages", [])
-        return messages
-
-    return await aws_call(op, f"SQS ReceiveMessage {queue_name(url)}")
-
-
-async def _sqs_batch(sqs: Any, url: str, method: str, entries: list[dict[str, Any]]) -> int:
-    """A *Batch call in tens; returns how many entries failed."""
-    failed = 0
-    for i in range(0, len(entries), SQS_BATCH):
-        chunk = [{"Id": str(n), **e} for n, e in enumerate(entries[i : i + SQS_BATCH])]
-
-        async def op(c: list[dict[str, Any]] = chunk) -> dict[str, Any]:
-            result: dict[str, Any] = await getattr(sqs, method)(QueueUrl=url, Entries=c)
-            return result
-
-        failed += len((await aws_call(op, f"SQS {method} {queue_name(url)}")).get("Failed", []))
-    return failed
-
-
-async def _key_states(pool: asyncpg.Pool, messages: list[dict[str, Any]]) -> dict[tuple[str, str], list[Any]]:
+async def _key_states(db: OperatorLedger, messages: list[dict[str, Any]]) -> dict[tuple[str, str], list[Any]]:
     keys = sorted(
         {(r.bucket, r.key) for m in messages for r in parse_message(m.get("Body", "")) if isinstance(r, FileEvent)}
     )
     states: dict[tuple[str, str], list[Any]] = {}
     if keys:
-        rows = await pool.fetch(queries("operator.sql")["key_states"], [b for b, _ in keys], [k for _, k in keys])
-        for r in rows:
+        for r in await db.key_states(keys):
             states.setdefault((r["bucket"], r["key"]), []).append(r)
     return states
 
@@ -152,22 +110,21 @@ def _state_text(r: Any) -> str:
 
 async def show(settings: Settings, routes: Routes | None, max_messages: int = 10) -> dict[str, Any]:
     out: list[dict[str, Any]] = []
-    async with ledger(settings) as pool, AwsClients(settings.aws) as aws:
-        for dlq, source in await _dead_letter_queues(aws.sqs, settings):
+    async with ledger(settings) as db, aws(settings) as (sqs, _):
+        for dlq, source in await _dead_letter_queues(sqs, settings):
             received: dict[str, dict[str, Any]] = {}
             try:
                 while len(received) < max_messages:
-                    batch = await _receive(aws.sqs, dlq, max_messages - len(received), PEEK_VISIBILITY_S)
+                    batch = await sqs.receive(dlq, max_messages - len(received), PEEK_VISIBILITY_S)
                     fresh = [m for m in batch if m["MessageId"] not in received]
                     if not fresh:
                         break
                     received.update({m["MessageId"]: m for m in fresh})
             finally:  # visible again at once, whatever happened
-                entries = [{"ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0} for m in received.values()]
-                await _sqs_batch(aws.sqs, dlq, "change_message_visibility_batch", entries)
+                await sqs.change_visibility(dlq, [m["ReceiptHandle"] for m in received.values()], 0)
             messages = list(received.values())
-            states = await _key_states(pool, messages)
-            d = depth(await queue_attributes(aws.sqs, dlq))
+            states = await _key_states(db, messages)
+            d = depth(await sqs.attributes(dlq))
             out.append(
                 {
                     "url": dlq,
@@ -187,8 +144,8 @@ async def show(settings: Settings, routes: Routes | None, max_messages: int = 10
 
 async def redrive(settings: Settings, routes: Routes | None, max_messages: int | None = None) -> dict[str, Any]:
     out: list[dict[str, Any]] = []
-    async with ledger(settings) as pool, AwsClients(settings.aws) as aws:
-        for dlq, source in await _dead_letter_queues(aws.sqs, settings):
+    async with ledger(settings) as db, aws(settings) as (sqs, _):
+        for dlq, source in await _dead_letter_queues(sqs, settings):
             report: dict[str, Any] = {
                 "url": dlq,
                 "name": queue_name(dlq),
@@ -203,21 +160,17 @@ async def redrive(settings: Settings, routes: Routes | None, max_messages: int |
             seen: set[str] = set()
             while max_messages is None or len(seen) < max_messages:
                 want = SQS_BATCH if max_messages is None else max_messages - len(seen)
-                batch = [
-                    m for m in await _receive(aws.sqs, dlq, want, REDRIVE_VISIBILITY_S) if m["MessageId"] not in seen
-                ]
+                batch = [m for m in await sqs.receive(dlq, want, REDRIVE_VISIBILITY_S) if m["MessageId"] not in seen]
                 if not batch:
                     break
                 seen.update(m["MessageId"] for m in batch)
-                states = await _key_states(pool, batch)
+                states = await _key_states(db, batch)
                 described = [describe(m, routes, states) for m in batch]
                 bodies = [d["body"] for d in described if d["action"] == "send"]
-                await send_bodies(aws.sqs, source, bodies)  # first: a crash now only duplicates events
+                await sqs.send_bodies(source, bodies)  # first: a crash now only duplicates events
                 report["sent"] += len(bodies)
                 report["dropped"] += len(described) - len(bodies)
-                failed = await _sqs_batch(
-                    aws.sqs, dlq, "delete_message_batch", [{"ReceiptHandle": m["ReceiptHandle"]} for m in batch]
-                )
+                failed = await sqs.delete(dlq, [m["ReceiptHandle"] for m in batch])
                 report["deleted"] += len(batch) - failed
                 report["delete_failed"] += failed
                 report["messages"] += [{k: v for k, v in d.items() if k != "body"} for d in described]

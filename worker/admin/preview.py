@@ -13,11 +13,10 @@ import socket
 import urllib.parse
 from typing import Any
 
-from worker.adapters.aws import AwsClients, S3Store
 from worker.adapters.dialects import dialect_for
 from worker.adapters.local_read import decode_json, worker_reads
 from worker.adapters.spark_sink import SparkSink, with_hints
-from worker.admin.common import jsonable, ledger, parse_s3_uri, row, s3_uri, spark_error
+from worker.admin.common import aws, jsonable, ledger, parse_s3_uri, row, s3_uri, spark_error
 from worker.domain.batching import FileWork
 from worker.domain.errors import ConfigError, DataError, IcefeedError, TransientError
 from worker.domain.policy import RESCUED_COLUMN, Policy, data_columns, drop_void, plan_batch
@@ -26,7 +25,6 @@ from worker.domain.schema import Struct, diff, from_spark_json, parse_type, type
 from worker.ports import Reader, change_json
 from worker.routes import AnyIngestion, Routes
 from worker.settings import Settings
-from worker.sql import queries
 
 MAX_ROWS = 10
 DEFAULT_SPARK_CONNECT_PORT = 15002
@@ -122,12 +120,10 @@ async def preview(
     bucket, key = parse_s3_uri(uri)
     ing = _ingestion(routes, bucket, key, ingestion)
     rows = max(0, min(rows, MAX_ROWS))
-    async with ledger(settings) as pool:  # reads only
-        pinned = {
-            r["column_name"]: r["type"] for r in await pool.fetch(queries("ledger.sql")["table_hints"], ing.table)
-        }
-        approved_rows = await pool.fetch(queries("ledger.sql")["approved_signatures"], ing.table)
-        history = await pool.fetch(queries("operator.sql")["file_history"], bucket, key)
+    async with ledger(settings) as db:  # reads only
+        pinned = await db.worker_ledger().table_hints(ing.table)
+        approved = await db.worker_ledger().approved_signatures(ing.table)
+        history = await db.file_history(bucket, key)
         result: dict[str, Any] = {
             "uri": s3_uri(bucket, key),
             "ingestion": ing.name,
@@ -137,8 +133,7 @@ async def preview(
             "hints": {**ing.schema_hints, **pinned},
             "written": False,
         }
-        async with AwsClients(settings.aws) as aws:
-            store = S3Store(aws)
+        async with aws(settings) as (_, store):
             head = await store.head(bucket, key)
             result["object"] = {"exists": head is not None, "etag": head.etag if head else None}
             result["object"]["size"] = head.size if head else None
@@ -177,15 +172,11 @@ async def preview(
             return result
         finally:
             await asyncio.to_thread(sink.close)
-        plan = plan_batch(
-            Policy(ing.schema_policy), table, [(0, schema)], {r["signature"]: r["resolution"] for r in approved_rows}
-        )
+        plan = plan_batch(Policy(ing.schema_policy), table, [(0, schema)], approved)
         decision = plan.decisions[0]
         open_proposal = None
         if not decision.load:
-            open_proposal = await pool.fetchval(
-                queries("operator.sql")["open_proposal_for"], ing.table, decision.signature
-            )
+            open_proposal = await db.open_proposal_for(ing.table, decision.signature)
     incoming = drop_void(data_columns(schema))
     result.update(
         file_schema=columns(schema),

@@ -19,24 +19,14 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-import asyncpg
-
-from worker.adapters.aws import AwsClients, normalize_etag
-from worker.admin.common import (
-    AWS_ERRORS,
-    DEFAULT_STUCK_AFTER_S,
-    aws_error,
-    jsonable,
-    ledger,
-    parse_s3_uri,
-    s3_uri,
-    send_marked,
-)
+from worker.adapters.aws import normalize_etag
+from worker.adapters.pg_operator import OperatorLedger
+from worker.adapters.sqs_admin import SqsAdmin
+from worker.admin.common import DEFAULT_STUCK_AFTER_S, aws, jsonable, ledger, parse_s3_uri, s3_uri, send_marked
 from worker.domain.errors import ConfigError
 from worker.domain.routing import match_route
 from worker.routes import Routes
 from worker.settings import Settings, require_queues
-from worker.sql import queries
 
 CHUNK = 500  # files per transaction
 BACKFILL_CHUNK = 100
@@ -45,13 +35,9 @@ SHOWN_KEYS = 100  # keys listed in a backfill result
 Progress = Callable[[dict[str, Any]], None]
 
 
-def _q() -> dict[str, str]:
-    return queries("operator.sql")
-
-
 async def _requeue(
-    pool: asyncpg.Pool,
-    sqs: Any,
+    db: OperatorLedger,
+    sqs: SqsAdmin,
     queue: str,
     ids: list[int] | None,
     ingestion: str | None,
@@ -59,9 +45,9 @@ async def _requeue(
     limit: int | None,
     after: int,
 ) -> list[Any]:
-    rows = await pool.fetch(_q()["requeue_files"], ids, ingestion, stuck_after_s, limit, after)  # mark, commit
-    await send_marked(pool, sqs, queue, rows, "Retried")
-    return list(rows)
+    rows = await db.requeue_files(ids, ingestion, stuck_after_s, limit, after)  # mark, commit
+    await send_marked(db, sqs, queue, rows, "Retried")
+    return rows
 
 
 def _why_not(r: Any) -> str:
@@ -107,17 +93,17 @@ async def retry(
     requeued: list[dict[str, Any]] = []
     refused: list[dict[str, Any]] = []
     attention: list[str] = []
-    async with ledger(settings) as pool, AwsClients(settings.aws) as aws:
+    async with ledger(settings) as db, aws(settings) as (sqs, _):
         if uri is not None:
             bucket, key = parse_s3_uri(uri)
-            versions = await pool.fetch(_q()["file_history"], bucket, key)
+            versions = await db.file_history(bucket, key)
             wanted = [r["id"] for r in versions if r["status"] in ("FAILED", "PENDING")]
             for r in versions:
                 if r["id"] not in wanted:
                     refused.append({"uri": s3_uri(bucket, key), "etag": r["etag"], "status": r["status"]})
                     refused[-1]["reason"] = _why_not(r)
             if wanted:
-                got = await _requeue(pool, aws.sqs, queue, wanted, None, 0.0, None, 0)
+                got = await _requeue(db, sqs, queue, wanted, None, 0.0, None, 0)
                 requeued += [_requeued(r) for r in got]
                 for r in versions:
                     if r["id"] in set(wanted) - {g["id"] for g in got}:
@@ -137,7 +123,7 @@ async def retry(
             after = 0
             while limit is None or len(requeued) < limit:
                 chunk = CHUNK if limit is None else min(CHUNK, limit - len(requeued))
-                got = await _requeue(pool, aws.sqs, queue, None, ingestion, stuck_after_s, chunk, after)
+                got = await _requeue(db, sqs, queue, None, ingestion, stuck_after_s, chunk, after)
                 requeued += [_requeued(r) for r in got]
                 if len(got) < chunk:
                     break
@@ -188,31 +174,25 @@ async def backfill(
         "sent": 0,
     }
     sent_keys: list[str] = []
-    async with ledger(settings) as pool, AwsClients(settings.aws) as aws:
-        pages = aws.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-        try:
-            async for page in pages:
-                candidates = []
-                for obj in page.get("Contents", []):
-                    stats["listed"] += 1
-                    if since is not None and obj["LastModified"] < since:
-                        stats["before_since"] += 1
-                        continue
-                    rule = match_route(rules, bucket, obj["Key"])
-                    if rule is None:
-                        stats["unrouted"] += 1
-                        continue
-                    stats["routed"] += 1
-                    candidates.append((rule.name, obj))
-                for i in range(0, len(candidates), BACKFILL_CHUNK):
-                    sent = await _backfill_chunk(
-                        pool, aws.sqs, queue, bucket, candidates[i : i + BACKFILL_CHUNK], stats, dry_run
-                    )
-                    sent_keys += sent[: max(0, SHOWN_KEYS - len(sent_keys))]
-                if progress is not None:
-                    progress(stats)
-        except AWS_ERRORS as exc:
-            raise aws_error(exc, f"S3 ListObjectsV2 {uri}") from None
+    async with ledger(settings) as db, aws(settings) as (sqs, s3):
+        async for page in s3.list_pages(bucket, prefix):
+            candidates = []
+            for obj in page:
+                stats["listed"] += 1
+                if since is not None and obj["LastModified"] < since:
+                    stats["before_since"] += 1
+                    continue
+                rule = match_route(rules, bucket, obj["Key"])
+                if rule is None:
+                    stats["unrouted"] += 1
+                    continue
+                stats["routed"] += 1
+                candidates.append((rule.name, obj))
+            for i in range(0, len(candidates), BACKFILL_CHUNK):
+                sent = await _backfill_chunk(db, sqs, queue, bucket, candidates[i : i + BACKFILL_CHUNK], stats, dry_run)
+                sent_keys += sent[: max(0, SHOWN_KEYS - len(sent_keys))]
+            if progress is not None:
+                progress(stats)
     return {
         "uri": uri,
         "bucket": bucket,
@@ -229,19 +209,16 @@ async def backfill(
 
 
 async def _backfill_chunk(
-    pool: asyncpg.Pool,
-    sqs: Any,
+    db: OperatorLedger,
+    sqs: SqsAdmin,
     queue: str | None,
     bucket: str,
     candidates: list[tuple[str, dict[str, Any]]],
     stats: dict[str, Any],
     dry_run: bool,
 ) -> list[str]:
-    sql = _q()
     items = [(name, obj["Key"], normalize_etag(obj["ETag"]), obj) for name, obj in candidates]
-    known_rows = await pool.fetch(
-        sql["known_files"], [bucket] * len(items), [k for _, k, _, _ in items], [e for _, _, e, _ in items]
-    )
+    known_rows = await db.known_files(bucket, [k for _, k, _, _ in items], [e for _, _, e, _ in items])
     known = {(r["key"], r["etag"]): r for r in known_rows}
     fresh = []
     unsent: list[int] = []  # registered earlier, notification never confirmed: send again
@@ -259,19 +236,17 @@ async def _backfill_chunk(
     if not fresh and not unsent:
         return []
     assert queue is not None
-    inserted = await pool.fetch(  # mark, commit
-        sql["register_backfill"],
+    inserted = await db.register_backfill(  # mark, commit
         [name for name, _, _, _ in fresh],
-        [bucket] * len(fresh),
+        bucket,
         [key for _, key, _, _ in fresh],
         [etag for _, _, etag, _ in fresh],
         [int(obj["Size"]) for _, _, _, obj in fresh],
         [obj["LastModified"] for _, _, _, obj in fresh],
-        [0] * len(fresh),
     )
-    await send_marked(pool, sqs, queue, inserted, None)
+    await send_marked(db, sqs, queue, inserted, None)
     if len(inserted) < len(fresh):  # registered meanwhile (an event, another backfill)
         stats["already_known"]["PENDING"] += len(fresh) - len(inserted)
-    resent = await _requeue(pool, sqs, queue, unsent, None, 0.0, None, 0) if unsent else []
+    resent = await _requeue(db, sqs, queue, unsent, None, 0.0, None, 0) if unsent else []
     stats["sent"] += len(inserted) + len(resent)
     return [r["key"] for r in inserted] + [r["key"] for r in resent]

@@ -5,31 +5,23 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from worker.adapters.aws import AwsClients, S3Store
 from worker.admin.common import (
     DEFAULT_STUCK_AFTER_S,
     FINAL,
-    dead_letter_queue,
+    aws,
     depth,
     friendly,
     jsonable,
     ledger,
     parse_s3_uri,
-    queue_attributes,
-    queue_name,
     row,
     s3_uri,
 )
 from worker.domain.errors import IcefeedError
 from worker.domain.routing import match_route
+from worker.observability.metrics import queue_name
 from worker.routes import Routes
 from worker.settings import Settings
-from worker.sql import queries
-
-
-def _q() -> dict[str, str]:
-    return queries("operator.sql")
-
 
 # -- status ---------------------------------------------------------------------------------
 
@@ -37,17 +29,11 @@ def _q() -> dict[str, str]:
 async def status(
     settings: Settings, ingestion: str | None = None, stuck_after_s: float = DEFAULT_STUCK_AFTER_S
 ) -> dict[str, Any]:
-    sql = _q()
-    async with ledger(settings) as pool:
-        clock = await pool.fetchrow(sql["clock"])
-        groups = await pool.fetch(sql["status_by_ingestion"], ingestion, clock["today"])
-        oldest = await pool.fetchrow(sql["oldest_open"], ingestion)
-        stuck = await pool.fetchval(sql["stuck_count"], ingestion, stuck_after_s)
-        batches = await pool.fetchrow(sql["batch_summary"], ingestion)
-        proposals = await pool.fetchval(sql["open_proposals"], ingestion)
-        rejected = await pool.fetchval(sql["rejected_recently"])
+    async with ledger(settings) as db:
+        found = await db.status(ingestion, stuck_after_s)
+    clock = found["clock"]
     per: dict[str, dict[str, Any]] = {}
-    for g in groups:
+    for g in found["groups"]:
         entry = per.setdefault(
             g["ingestion"],
             {
@@ -82,12 +68,12 @@ async def status(
         "ingestion": ingestion,
         "ingestions": ingestions,
         "totals": totals,
-        "oldest_open": _oldest(oldest) if oldest else None,
-        "stuck_pending": stuck,
+        "oldest_open": _oldest(found["oldest"]) if found["oldest"] else None,
+        "stuck_pending": found["stuck"],
         "stuck_after_s": stuck_after_s,
-        "batches": row(batches),
-        "open_proposals": proposals,
-        "rejected_messages_last_day": rejected,
+        "batches": row(found["batches"]),
+        "open_proposals": found["proposals"],
+        "rejected_messages_last_day": found["rejected"],
         "queues": await queue_status(settings),
     }
     result["attention"] = _status_attention(result)
@@ -104,18 +90,18 @@ async def queue_status(settings: Settings) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     if not settings.sqs.queue_urls:
         return out
-    async with AwsClients(settings.aws) as aws:
+    async with aws(settings) as (sqs, _):
         for url in settings.sqs.queue_urls:
             entry: dict[str, Any] = {"url": url, "name": queue_name(url)}
             try:
-                attrs = await queue_attributes(aws.sqs, url)
+                attrs = await sqs.attributes(url)
                 entry.update(depth(attrs))
-                found = await dead_letter_queue(aws.sqs, url, attrs)
+                found = await sqs.dead_letter_queue(url, attrs)
                 if found is None:
                     entry["dlq"] = None
                 else:
                     dlq_url, max_receives = found
-                    dlq_depth = depth(await queue_attributes(aws.sqs, dlq_url))
+                    dlq_depth = depth(await sqs.attributes(dlq_url))
                     entry["dlq"] = {
                         "url": dlq_url,
                         "name": queue_name(dlq_url),
@@ -170,8 +156,8 @@ async def files(
     bucket = None
     if key_prefix and key_prefix.startswith("s3://"):
         bucket, key_prefix = parse_s3_uri(key_prefix, key_required=False)
-    async with ledger(settings) as pool:
-        rows = await pool.fetch(_q()["list_files"], statuses, ingestion, bucket, key_prefix or None, since, limit)
+    async with ledger(settings) as db:
+        rows = await db.list_files(statuses, ingestion, bucket, key_prefix or None, since, limit)
     listed = []
     for r in rows:
         item = row(r)
@@ -198,12 +184,12 @@ async def files(
 
 async def file(settings: Settings, routes: Routes | None, uri: str) -> dict[str, Any]:
     bucket, key = parse_s3_uri(uri)
-    async with ledger(settings) as pool:
-        rows = await pool.fetch(_q()["file_history"], bucket, key)
+    async with ledger(settings) as db:
+        rows = await db.file_history(bucket, key)
     obj: dict[str, Any]
     try:
-        async with AwsClients(settings.aws) as aws:
-            info = await S3Store(aws).head(bucket, key)
+        async with aws(settings) as (_, s3):
+            info = await s3.head(bucket, key)
         obj = {"exists": info is not None, "etag": info.etag if info else None, "size": info.size if info else None}
     except IcefeedError as error:
         obj = {"exists": None, "error": friendly(error)}

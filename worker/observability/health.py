@@ -4,7 +4,7 @@ A deliberately tiny HTTP/1.1 server on ``asyncio.start_server`` (one request per
 and HEAD only). It runs inside the worker's event loop, so an answer at all proves the loop is
 responsive; ``/healthz`` adds what the process knows about itself (receivers alive, heartbeat
 ticking, timer lag) and never depends on other servers, so a PostgreSQL or Spark outage makes the
-pod unready, not restarted. ``/readyz`` runs the dependency probes (``worker.probes``).
+pod unready, not restarted. ``/readyz`` runs the dependency probes it is given (``worker.probes`` builds them).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from worker.observability.logging import Redactor
 from worker.observability.metrics import Metrics
-from worker.probes import ProbeResult
+from worker.observability.probe_result import ProbeResult
 
 log = structlog.get_logger("icefeed.http")
 

@@ -126,13 +126,6 @@ INSERT INTO rejected_messages (queue_url, message_id, receive_count, reason, bod
 VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (queue_url, message_id) DO NOTHING;
 
--- name: file_summary
-SELECT ingestion, bucket, key, etag, status, rows_loaded, attempts, batch_id, error_class,
-       error_message, first_seen_at, finished_at, event_time
-  FROM files
- WHERE ($1::text IS NULL OR ingestion = $1)
- ORDER BY id;
-
 -- name: try_table_lock
 -- One committer per table across the fleet (session-level advisory lock, held on a dedicated
 -- connection during the Spark write; released on unlock or when the connection drops).
@@ -222,42 +215,6 @@ UPDATE files SET proposal_id = $2 WHERE id = $1;
 -- name: approved_signatures
 SELECT signature, resolution FROM schema_proposals WHERE table_name = $1 AND status = 'APPROVED';
 
--- name: proposals
-SELECT p.id, p.table_name, p.ingestion, p.policy, p.signature, p.status, p.changes,
-       p.table_schema, p.incoming_schema, p.resolution, p.created_at, p.resolved_at,
-       count(f.id) AS files,
-       COALESCE(array_agg(f.key ORDER BY f.id) FILTER (WHERE f.id IS NOT NULL), '{}') AS keys
-  FROM schema_proposals p LEFT JOIN files f ON f.proposal_id = p.id
- WHERE ($1::text IS NULL OR p.status = $1) AND ($2::bigint IS NULL OR p.id = $2)
- GROUP BY p.id
- ORDER BY p.id;
-
--- name: schema_history
-SELECT table_name, version, schema, changes, ingestion, first_file, batch_id, created_at
-  FROM schema_versions
- WHERE table_name = $1
- ORDER BY version;
-
--- name: resolve_proposal
-UPDATE schema_proposals SET status = $2, resolution = $3, resolved_at = now()
- WHERE id = $1 AND status = 'PENDING'
-RETURNING id;
-
--- name: requeue_proposal_files
--- Approval: the quarantined files go back to PENDING, marked 'Requeuing' (see requeue_files in
--- operator.sql); after the approval commits, the caller sends them to the queue again and
--- records it (requeue_sent).
-UPDATE files
-   SET status = 'PENDING', finished_at = NULL, last_event_at = now(), error_class = 'Requeuing',
-       error_message = 're-queued by icefeed schema approve; its notification is being sent'
- WHERE proposal_id = $1 AND status = 'QUARANTINED'
-RETURNING id, bucket, key, etag, size_bytes;
-
--- name: reject_proposal_files
-UPDATE files SET status = 'REJECTED', finished_at = now()
- WHERE proposal_id = $1 AND status = 'QUARANTINED'
-RETURNING id;
-
 -- name: latest_schema
 SELECT schema FROM schema_versions WHERE table_name = $1 ORDER BY version DESC LIMIT 1;
 
@@ -306,7 +263,3 @@ UPDATE files
 
 -- name: table_hints
 SELECT column_name, type FROM table_hints WHERE table_name = $1;
-
--- name: pin_column
-INSERT INTO table_hints (table_name, column_name, type, proposal_id) VALUES ($1, $2, $3, $4)
-ON CONFLICT (table_name, column_name) DO UPDATE SET type = EXCLUDED.type, proposal_id = EXCLUDED.proposal_id;

@@ -148,3 +148,57 @@ SELECT id, ingestion, bucket, key, etag, status, rows_loaded, error_class, error
 
 -- name: open_proposal_for
 SELECT id FROM schema_proposals WHERE table_name = $1 AND signature = $2 AND status = 'PENDING';
+
+-- Schema registry (icefeed schema …, worker/admin/schema.py).
+
+-- name: proposals
+SELECT p.id, p.table_name, p.ingestion, p.policy, p.signature, p.status, p.changes,
+       p.table_schema, p.incoming_schema, p.resolution, p.created_at, p.resolved_at,
+       count(f.id) AS files,
+       COALESCE(array_agg(f.key ORDER BY f.id) FILTER (WHERE f.id IS NOT NULL), '{}') AS keys
+  FROM schema_proposals p LEFT JOIN files f ON f.proposal_id = p.id
+ WHERE ($1::text IS NULL OR p.status = $1) AND ($2::bigint IS NULL OR p.id = $2)
+ GROUP BY p.id
+ ORDER BY p.id;
+
+-- name: schema_history
+SELECT table_name, version, schema, changes, ingestion, first_file, batch_id, created_at
+  FROM schema_versions
+ WHERE table_name = $1
+ ORDER BY version;
+
+-- name: resolve_proposal
+UPDATE schema_proposals SET status = $2, resolution = $3, resolved_at = now()
+ WHERE id = $1 AND status = 'PENDING'
+RETURNING id;
+
+-- name: requeue_proposal_files
+-- Approval: the quarantined files go back to PENDING, marked 'Requeuing' (see requeue_files in
+-- operator.sql); after the approval commits, the caller sends them to the queue again and
+-- records it (requeue_sent).
+UPDATE files
+   SET status = 'PENDING', finished_at = NULL, last_event_at = now(), error_class = 'Requeuing',
+       error_message = 're-queued by icefeed schema approve; its notification is being sent'
+ WHERE proposal_id = $1 AND status = 'QUARANTINED'
+RETURNING id, bucket, key, etag, size_bytes;
+
+-- name: reject_proposal_files
+UPDATE files SET status = 'REJECTED', finished_at = now()
+ WHERE proposal_id = $1 AND status = 'QUARANTINED'
+RETURNING id;
+
+-- name: pin_column
+INSERT INTO table_hints (table_name, column_name, type, proposal_id) VALUES ($1, $2, $3, $4)
+ON CONFLICT (table_name, column_name) DO UPDATE SET type = EXCLUDED.type, proposal_id = EXCLUDED.proposal_id;
+
+-- `icefeed demo` (worker/demo.py) and the load harness: whole-ledger reads and the clean-up.
+
+-- name: demo_file_statuses
+SELECT key, status FROM files;
+
+-- name: demo_files
+SELECT * FROM files ORDER BY id;
+
+-- name: drop_schema_statement
+-- The statement that drops a ledger schema; PostgreSQL quotes the name (%I).
+SELECT format('DROP SCHEMA IF EXISTS %I CASCADE', $1::text);

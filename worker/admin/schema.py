@@ -13,40 +13,28 @@ from urllib.parse import quote_plus
 
 import orjson
 
-from worker.adapters.aws import AwsClients
-from worker.adapters.pg_ledger import PgLedger
+from worker.adapters.aws_errors import NotFound
+from worker.adapters.pg_operator import OperatorLedger
 from worker.adapters.spark_sink import SparkSink
 from worker.adapters.table_admin import TableAdmin
-from worker.admin.common import ledger, send_marked
+from worker.admin.common import aws, ledger, row, send_marked
 from worker.domain.errors import ConfigError
 from worker.domain.schema import to_spark_json
 from worker.routes import Routes
 from worker.settings import Settings
-from worker.sql import queries
 
 RESOLUTIONS = ("merge", "rescue", "as_string")
-
-
-class NotFound(ConfigError):
-    error_class = "NotFound"
+#: Columns of the schema registry that hold JSON.
+JSON_COLUMNS = ("changes", "schema", "table_schema", "incoming_schema")
 
 
 def _row(record: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in dict(record).items():
-        if key in ("changes", "schema", "table_schema", "incoming_schema") and isinstance(value, str):
-            value = orjson.loads(value)
-        elif isinstance(value, datetime):
-            value = value.isoformat()
-        elif value is not None and not isinstance(value, str | int | float | bool | list | dict):
-            value = str(value)
-        out[key] = value
-    return out
+    return row(record, JSON_COLUMNS)
 
 
 async def pending(settings: Settings, status: str | None = "PENDING") -> dict[str, Any]:
-    async with ledger(settings) as pool:
-        rows = await pool.fetch(queries("ledger.sql")["proposals"], status, None)
+    async with ledger(settings) as db:
+        rows = await db.proposals(status)
     return {"proposals": [_row(r) for r in rows]}
 
 
@@ -57,9 +45,9 @@ async def show(settings: Settings, routes: Routes | None, name: str) -> dict[str
             table = routes.by_name(name).table
         except KeyError:
             raise NotFound(f"no ingestion named {name!r} in the routes file") from None
-    async with ledger(settings) as pool:
-        versions = await pool.fetch(queries("ledger.sql")["schema_history"], table)
-        proposals = await pool.fetch(queries("ledger.sql")["proposals"], None, None)
+    async with ledger(settings) as db:
+        versions = await db.schema_history(table)
+        proposals = await db.proposals(None)
     return {
         "table": table,
         "versions": [_row(v) for v in versions],
@@ -106,8 +94,8 @@ def unapprovable(proposal_id: int, changes: Any) -> str | None:
     )
 
 
-async def _proposal(conn: Any, proposal_id: int, approving: bool = False) -> Any:
-    found = await conn.fetch(queries("ledger.sql")["proposals"], None, proposal_id)
+async def _proposal(db: OperatorLedger, proposal_id: int, approving: bool = False) -> Any:
+    found = await db.proposals(None, proposal_id)
     if not found:
         raise NotFound(f"no schema proposal #{proposal_id}")
     if found[0]["status"] != "PENDING":
@@ -124,35 +112,31 @@ async def _resolve(
     """One short transaction resolves the proposal and moves its files (REJECTED, or PENDING
     marked 'Requeuing'); approved files are sent to the queue only after it commits, and the
     send is then recorded (see worker/admin/requeue.py: no row lock is held across SQS calls)."""
-    q = queries("ledger.sql")
     if status == "APPROVED" and not settings.sqs.queue_urls:
         raise ConfigError("ICEFEED_SQS_QUEUE_URLS is needed to re-queue the approved files")
-    async with ledger(settings) as pool:
-        async with pool.acquire() as conn, conn.transaction():
-            found = [await _proposal(conn, proposal_id, approving=status == "APPROVED")]
-            await conn.fetchval(q["resolve_proposal"], proposal_id, status, resolution)
+    async with ledger(settings) as db:
+        async with db.transaction() as tx:
+            found = [await _proposal(tx, proposal_id, approving=status == "APPROVED")]
+            await tx.resolve_proposal(proposal_id, status, resolution)
             if pinned is not None:
                 table = found[0]["table_name"]
                 for column in pinned["columns"]:
-                    await conn.execute(q["pin_column"], table, column, "string", proposal_id)
-                await conn.fetchval(
-                    q["record_schema_version"],
+                    await tx.pin_column(table, column, "string", proposal_id)
+                await tx.record_schema_version(
                     table,
                     orjson.dumps(pinned["schema"]).decode(),
                     orjson.dumps(pinned["changes"]).decode(),
                     found[0]["ingestion"],
-                    None,
-                    None,
                 )
             if status == "REJECTED":
-                files = await conn.fetch(q["reject_proposal_files"], proposal_id)
+                files = await tx.reject_proposal_files(proposal_id)
                 keys = [k for k in found[0]["keys"]]
             else:
-                files = await conn.fetch(q["requeue_proposal_files"], proposal_id)
+                files = await tx.requeue_proposal_files(proposal_id)
                 keys = [f["key"] for f in files]
         if status == "APPROVED" and files:
-            async with AwsClients(settings.aws) as aws:
-                await send_marked(pool, aws.sqs, settings.sqs.queue_urls[0], files, None)
+            async with aws(settings) as (sqs, _):
+                await send_marked(db, sqs, settings.sqs.queue_urls[0], files, None)
     return {
         "proposal": proposal_id,
         "table": found[0]["table_name"],
@@ -174,9 +158,8 @@ async def approve(settings: Settings, proposal_id: int, resolution: str) -> dict
 async def _approve_as_string(settings: Settings, proposal_id: int) -> dict[str, Any]:
     """Turn the conflicting top-level columns into string columns (in place, see TableAdmin),
     pin them as string for every later file, then approve and re-queue like any approval."""
-    async with ledger(settings) as pool:
-        async with pool.acquire() as conn:
-            proposal = await _proposal(conn, proposal_id, approving=True)
+    async with ledger(settings) as db:
+        proposal = await _proposal(db, proposal_id, approving=True)
         changes = orjson.loads(proposal["changes"]) if isinstance(proposal["changes"], str) else proposal["changes"]
         conflicts = [c for c in changes if c["kind"] == "type_conflict"]
         if not conflicts:
@@ -189,7 +172,7 @@ async def _approve_as_string(settings: Settings, proposal_id: int) -> dict[str, 
         table = proposal["table_name"]
         sink = SparkSink(settings.spark)
         try:
-            async with PgLedger(pool).table_lock(table, timeout_s=600):
+            async with db.table_lock(table, timeout_s=600):
                 for column in columns:
                     await asyncio.to_thread(admin.widen_to_string, table, column, sink.run_sql_blocking)
                 schema = await sink.table_schema(table)
