@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote_plus
 
 import orjson
 
@@ -18,6 +17,7 @@ from worker.adapters.pg_operator import OperatorLedger
 from worker.adapters.spark_sink import SparkSink
 from worker.adapters.table_admin import TableAdmin
 from worker.admin.common import aws, ledger, row, send_marked
+from worker.domain import events
 from worker.domain.errors import ConfigError
 from worker.domain.schema import to_spark_json
 from worker.routes import Routes
@@ -57,20 +57,15 @@ async def show(settings: Settings, routes: Routes | None, name: str) -> dict[str
 
 def s3_notification(bucket: str, key: str, etag: str, size: int | None) -> str:
     """The S3 event notification a PUT of this object produces (used to re-queue files)."""
-    record = {
-        "eventVersion": "2.1",
-        "eventSource": "aws:s3",
-        "eventTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        "eventName": "ObjectCreated:Put",
-        "userIdentity": {"principalId": "icefeed"},
-        "s3": {
-            "s3SchemaVersion": "1.0",
-            "configurationId": "icefeed-requeue",
-            "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
-            "object": {"key": quote_plus(key, safe="/"), "size": size or 0, "eTag": etag},
-        },
-    }
-    return orjson.dumps({"Records": [record]}).decode()
+    return events.s3_notification(
+        bucket,
+        key,
+        etag,
+        size or 0,
+        event_time=datetime.now(UTC),
+        principal_id="icefeed",
+        configuration_id="icefeed-requeue",
+    )
 
 
 # Conflicts no approval can load: Spark could not tell the columns apart in the table.
