@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import random
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -576,6 +577,7 @@ class FakeQueue:
         self.dlq: dict[str, list[QueuedMessage]] = {}
         self._waiters: list[asyncio.Future[None]] = []
         self._count = 0
+        self.calls: Counter[str] = Counter()  # the port's API-call counts: not counted here
         self.on_delete: Callable[[str, QueuedMessage], None] | None = None
         self.on_resend: Callable[[str, str], None] | None = None
         self.on_dead_letter: Callable[[str, QueuedMessage], None] | None = None

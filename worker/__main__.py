@@ -28,6 +28,7 @@ async def run_worker(settings: Settings, redactor: Redactor) -> None:
 
     from worker.adapters.aws import AwsClients, S3Store, SqsSource
     from worker.adapters.dialects import dialect_for
+    from worker.adapters.local_read import LocalDecoder
     from worker.adapters.pg_ledger import PgLedger, connect_pool
     from worker.adapters.spark_sink import SparkSink
     from worker.faults import Faults
@@ -63,6 +64,7 @@ async def run_worker(settings: Settings, redactor: Redactor) -> None:
                 ),
                 S3Store(aws),
                 sink,
+                LocalDecoder.for_settings(settings.spark),
                 faults,
                 metrics,
             )

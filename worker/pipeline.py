@@ -17,14 +17,11 @@ from uuid import UUID, uuid4
 import structlog
 from prometheus_client import CollectorRegistry
 
-from worker.adapters.dialects import dialect_for
-from worker.adapters.local_read import DecodeLimit, is_gzip, limits_for, open_text, parse_text, worker_reads
 from worker.domain.batching import FileWork, halves, newest_per_key, upload_order
-from worker.domain.errors import DataError, IcefeedError, TransientError, is_outage
+from worker.domain.errors import DataError, DecodeLimit, IcefeedError, TransientError
 from worker.domain.events import FileEvent, Ignored, Malformed, parse_message, sequencer_newer
 from worker.domain.keys import UNSAFE_KEY, unsafe_key
 from worker.domain.outcomes import (
-    CLAIMED,
     FAILED,
     GONE,
     LOADED,
@@ -35,16 +32,22 @@ from worker.domain.outcomes import (
     Ack,
     FileResult,
     Outcome,
-    Retry,
-    backoff_delay,
+    RetryPolicy,
+    outcome_for,
+    retry,
 )
 from worker.domain.policy import Policy
+from worker.domain.reading import FILE_TOO_LARGE, deletes_rows, too_large
+from worker.domain.reading import parses_locally as _parses_locally
+from worker.domain.reading import worker_reads as _worker_reads
 from worker.domain.routing import match_route
 from worker.domain.schema import Struct, diff, from_spark_json, parse_type, to_spark_json
 from worker.faults import Faults
 from worker.memory import Hold, MemoryBudget, decode_cost, held_cost
 from worker.observability.metrics import Metrics
 from worker.ports import (
+    ExpiredBatch,
+    FileDecoder,
     FileState,
     Ledger,
     Message,
@@ -64,10 +67,17 @@ from worker.routes import AnyIngestion, Routes
 from worker.settings import Settings
 
 log = structlog.get_logger("icefeed.pipeline")
-SQS_MAX_DELAY_S = 43200
 #: A batch waiting for the table's previous writer to be settled checks again after this (doubling,
 #: so that the sweeper settling that writer is not crowded out of the table lock).
 WRITER_POLL_S = (0.25, 4.0)
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    """The settings values :func:`worker.domain.outcomes.retry` and ``outcome_for`` need."""
+    s, lease = settings.sqs, settings.lease
+    return RetryPolicy(
+        s.backoff_base_s, s.backoff_max_s, s.outage_max_attempts, lease.orphan_grace_s, lease.sweep_interval_s
+    )
 
 
 class _OverBudget(Exception):
@@ -98,6 +108,7 @@ class Pipeline:
         ledger: Ledger,
         store: ObjectStore,
         sink: TableSink,
+        decoder: FileDecoder,
         faults: Faults | None = None,
         metrics: Metrics | None = None,
     ) -> None:
@@ -106,6 +117,8 @@ class Pipeline:
         self.ledger = ledger
         self.store = store
         self.sink = sink
+        self.decoder = decoder
+        self.retries = retry_policy(settings)
         self.faults = faults or Faults()
         self.metrics = metrics or Metrics(CollectorRegistry())  # default: a registry nobody scrapes
         self.owner = settings.worker_id
@@ -198,17 +211,8 @@ class Pipeline:
                 verdict = (GONE, "ObjectGone", "object no longer exists (deleted before it was loaded)")
             elif not unchecked and head is not None and ev.etag and head.etag != ev.etag:
                 verdict = (SKIPPED, "Superseded", f"object was overwritten: its etag is now {head.etag}")
-            elif self.parses_locally(cand.ingestion.name) and (size or 0) > self.settings.spark.local_parse_max_bytes:
-                limit = self.settings.spark.local_parse_max_bytes
-                verdict = (
-                    FAILED,
-                    "FileTooLarge",
-                    f"whole-file JSON of {size} bytes: this engine reads JSON lines only, and the worker parses "
-                    f"such files itself up to ICEFEED_SPARK_LOCAL_PARSE_MAX_BYTES={limit}",
-                )
-            elif (size or 0) > self.settings.batch.max_file_bytes:
-                limit = self.settings.batch.max_file_bytes
-                verdict = (FAILED, "FileTooLarge", f"{size} bytes is over ICEFEED_BATCH_MAX_FILE_BYTES={limit}")
+            elif (oversize := self.too_large(cand.ingestion.name, size)) is not None:
+                verdict = (FAILED, FILE_TOO_LARGE, oversize)
             registrations.append(Registration(cand.ingestion.name, ev, etag, size))
             verdicts.append(verdict)
             kept.append(cand)
@@ -278,35 +282,11 @@ class Pipeline:
 
     # -- outcomes ------------------------------------------------------------------------------
 
-    def retry(self, message: Message, reason: str, error: BaseException | None = None) -> Retry:
-        """Back off on the receive count. When ``error`` is an outage (docs/guarantees.md), the
-        retry is a wait that must not spend the message (``in_flight``)."""
-        s = self.settings.sqs
-        outage = isinstance(error, IcefeedError) and is_outage(error.error_class)
-        return Retry(backoff_delay(message.receive_count, s.backoff_base_s, s.backoff_max_s), reason, in_flight=outage)
+    def retry(self, message: Message, reason: str, error: BaseException | None = None) -> Outcome:
+        return retry(self.retries, message.receive_count, reason, error)
 
     def outcome_for(self, message: Message, state: FileState) -> Outcome:
-        if state.status in TERMINAL:
-            return Ack(state.status.lower())
-        if state.status == PENDING and is_outage(state.error_class):
-            s = self.settings.sqs
-            if state.attempts <= s.outage_max_attempts:
-                # Its batch failed because a service was down or busy (the engine unreachable,
-                # PostgreSQL gone, the table held by a batch settling): a wait for the service,
-                # not a failure of the file, so the message is never spent on it. The backoff
-                # grows with the file's claims, which renewing the message does not reset.
-                delay = backoff_delay(max(message.receive_count, state.attempts), s.backoff_base_s, s.backoff_max_s)
-                what = "table busy" if state.error_class == "TableBusy" else "waiting out an outage"
-                return Retry(delay, f"{what}: {state.error_message or state.error_class}", in_flight=True)
-        if state.status == CLAIMED or state.blocked:
-            # Come back when that batch is done or, if its worker died, once a sweeper can have
-            # settled it (lease + orphan grace + one sweep): retries must not run out meanwhile.
-            lease = self.settings.lease
-            settle_s = (state.lease_left_s or 0.0) + lease.orphan_grace_s + lease.sweep_interval_s
-            what = "another version of the object is" if state.blocked else "file is"
-            backoff = self.retry(message, f"{what} being loaded by a batch in flight")
-            return Retry(max(backoff.delay_s, min(int(settle_s) + 1, SQS_MAX_DELAY_S)), backoff.reason, in_flight=True)
-        return self.retry(message, f"file pending retry: {state.error_message or 'not loaded yet'}")
+        return outcome_for(self.retries, message.receive_count, state)
 
     async def settle(self, message: Message, file_ids: list[int]) -> list[Outcome]:
         states = await self.ledger.states(file_ids)
@@ -517,14 +497,80 @@ class Pipeline:
         for session in list(self._sessions.values()):
             await self.sink.stop(session)
 
-    def parses_locally(self, ingestion: str) -> bool:
-        """Whole-file JSON on an engine whose reader knows only JSON lines (Sail)."""
-        return (
-            dialect_for(self.settings.spark).parses_whole_file_json and self.routes.by_name(ingestion).whole_file_json
+    # -- what the runner asks ----------------------------------------------------------------
+
+    @property
+    def batches_in_flight(self) -> int:
+        """Batches this worker writes or recovers now."""
+        return len(self.active_batches)
+
+    def table_of(self, ingestion: str) -> str:
+        return self.routes.by_name(ingestion).table
+
+    async def file_states(self, file_ids: list[int]) -> dict[int, FileState]:
+        return {s.file_id: s for s in await self.ledger.states(file_ids)}
+
+    async def note_dead_letter(self, file_ids: list[int], receives: int) -> None:
+        """The message of these files goes to the DLQ on its next receive: say so in the ledger."""
+        await self.ledger.note_dead_letter(file_ids, receives)
+
+    async def renew_leases(self) -> None:
+        """The heartbeat: renew the leases of this worker's batches; stop the engine work of those
+        a sweeper took over. Raises IcefeedError when the ledger cannot be asked."""
+        active = list(self.active_batches)
+        asked = time.monotonic()
+        still = await self.ledger.extend(active, self.owner, self.settings.lease.ttl_s)
+        self.leases_renewed(still, asked)
+        # A batch missing from the answer was taken over (or has just been settled: the
+        # pipeline only acts on batches whose append is still running).
+        lost = {b for b in active if b not in still and b in self.active_batches}
+        if lost:
+            await self.leases_lost(lost)
+
+    async def expired_batches(self, limit: int) -> list[ExpiredBatch]:
+        """Take over up to ``limit`` batches whose owner stopped renewing their lease."""
+        lease = self.settings.lease
+        return await self.ledger.take_expired(
+            self.owner,
+            lease.ttl_s,
+            lease.orphan_grace_s,
+            limit,
+            list(self.active_batches),  # its own writers are alive: never adopt those
         )
 
+    async def recover_expired(self, batch: ExpiredBatch) -> None:
+        """Settle one batch taken over by :meth:`expired_batches` (see :meth:`recover`)."""
+        self.active_batches.add(batch.batch_id)
+        try:
+            await self.recover(batch.batch_id, batch.table)
+        finally:
+            self.active_batches.discard(batch.batch_id)
+
+    async def abandon(self) -> None:
+        """After the shutdown grace: stop the engine work of every batch still writing and hand
+        those batches to the sweepers. Raises IcefeedError when the leases cannot be released."""
+        batches: list[UUID] = list(self.active_batches)
+        await self.stop_all()
+        if batches:
+            lease = self.settings.lease
+            await self.ledger.expire(batches, self.owner, lease.ttl_s + lease.orphan_grace_s)
+
+    async def warm_up(self) -> None:
+        """Open the engine's session (a round trip) before the first batch needs it."""
+        await self.sink.ping()
+
+    def parses_locally(self, ingestion: str) -> bool:
+        """Whole-file JSON on an engine whose reader knows only JSON lines (Sail)."""
+        return _parses_locally(self.settings.spark.dialect, self.routes.by_name(ingestion).whole_file_json)
+
     def worker_reads(self, ingestion: str, size: int | None) -> bool:
-        return worker_reads(self.settings.spark, self.routes.by_name(ingestion), size)
+        ing, spark = self.routes.by_name(ingestion), self.settings.spark
+        return _worker_reads(spark.dialect, ing.format, ing.whole_file_json, size, spark.worker_read_max_bytes)
+
+    def too_large(self, ingestion: str, size: int | None) -> str | None:
+        """Why a file is refused before it is claimed (FileTooLarge), or None."""
+        s = self.settings
+        return too_large(size, self.parses_locally(ingestion), s.spark.local_parse_max_bytes, s.batch.max_file_bytes)
 
     async def _fetch(self, files: list[FileWork], batch_id: UUID) -> tuple[dict[int, Any], dict[int, FileResult]]:
         """GET and decode the files the worker reads itself, within the memory budget (the batch's
@@ -562,7 +608,6 @@ class Pipeline:
         held: bodies not yet decoded + decoded files + the file in progress (its inflate room, then
         its parse cost). The first file may run alone over the budget; a later one that cannot fit
         even alone goes to the engine (or, if the engine cannot read it, waits for a later batch)."""
-        limits = limits_for(self.settings.spark)
         out: dict[int, object] = hold.payload
         kept = 0  # bytes the decoded files hold until the write ends
         left = sum(len(body) for _, body in files)  # bodies not decoded yet
@@ -571,20 +616,18 @@ class Pipeline:
             f, body = files[i]
             files[i] = (f, b"")  # the list no longer keeps the body alive: freed once decoded
             engine_reads = self._engine_can_read(f)
-            compressed = is_gzip(body, f.key.endswith(".gz"))
             try:
-                room = limits.max_bytes if compressed else 0
+                room = self.decoder.inflate_room(body, f.key)
                 if not await self._reserve(hold, kept + left + room, first=kept == 0):
                     raise _OverBudget  # handled below: not the file's fault
-                text = await asyncio.to_thread(open_text, body, compressed, limits)
-                cost = decode_cost(len(text.data), text.values)
+                text = await asyncio.to_thread(self.decoder.open, body, f.key)
+                cost = decode_cost(text.size, text.values)
                 if not await self._reserve(hold, kept + left + cost, first=kept == 0):
                     raise _OverBudget
-                decoded = await asyncio.to_thread(parse_text, text, self.routes.by_name(f.ingestion).whole_file_json)
+                decoded = await asyncio.to_thread(text.parse, self.routes.by_name(f.ingestion).whole_file_json)
                 del text
                 out[f.file_id] = decoded
-                arrow = sum(a.nbytes for a in decoded.columns.values())
-                kept += held_cost(arrow, decoded.rows, len(f.source_file))
+                kept += held_cost(decoded.nbytes, decoded.rows, len(f.source_file))
             except DecodeLimit as error:
                 if not engine_reads:
                     out[f.file_id] = error
@@ -765,7 +808,7 @@ class Pipeline:
             f for f in files if counts.get(f.source_file) and f.file_id not in settled and f.file_id not in local
         ]
         changed = await self._changed(by_path) if by_path else {}
-        if changed and not dialect_for(self.settings.spark).supports_delete:
+        if changed and not deletes_rows(self.settings.spark.table_format):
             for f in by_path:  # a format without DELETE (the test-only parquet tables) keeps them
                 if f.file_id in changed:
                     log.error("file_version_changed", bucket=f.bucket, key=f.key, table=table, rows_removed=0)
@@ -833,8 +876,7 @@ class Pipeline:
             if result is not None:
                 decision = result.plan.decisions.get(f.file_id)
                 if decision is not None and not decision.load:
-                    error_class = "SchemaConflict" if any(c.breaking for c in decision.changes) else "SchemaChange"
-                    return FileResult(f.file_id, QUARANTINED, 0, error_class, decision.reason)
+                    return FileResult(f.file_id, QUARANTINED, 0, decision.error_class, decision.reason)
             elif rows == 0:
                 return FileResult(f.file_id, PENDING, None, "Recovered", "committed batch left no rows: load again")
             read = result is not None and f.file_id in result.local  # the worker's GET found it
@@ -990,7 +1032,7 @@ class Pipeline:
             try:
                 async with self.ledger.table_lock(batch.table, self.settings.lease.recovery_lock_wait_s):
                     counts = await self.sink.batch_counts(batch.table, batch.batch_id)
-                    if counts and not dialect_for(self.settings.spark).supports_delete:
+                    if counts and not deletes_rows(self.settings.spark.table_format):
                         # a format without DELETE (the test-only parquet tables): found, not removable
                         blog.error("zombie_rows_found", rows=sum(counts.values()), files=len(counts))
                         counts = {}

@@ -96,9 +96,9 @@ MUTATIONS = (
     Mutation(
         "heartbeat-lease-loss",
         "the heartbeat ignores batches it no longer owns (their appends are not stopped)",
-        "worker/runner.py",
-        "            if lost:\n",
-        "            if False:\n",
+        "worker/pipeline.py",
+        "        if lost:\n",
+        "        if False:\n",
     ),
     Mutation(
         "audit",

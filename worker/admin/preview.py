@@ -14,13 +14,13 @@ import urllib.parse
 from typing import Any
 
 from worker.adapters.aws import AwsClients, S3Store
-from worker.adapters.dialects import dialect_for
-from worker.adapters.local_read import decode_json, worker_reads
+from worker.adapters.local_read import decode_json
 from worker.adapters.spark_sink import SparkSink, with_hints
 from worker.admin.common import jsonable, ledger, parse_s3_uri, row, s3_uri, spark_error
 from worker.domain.batching import FileWork
 from worker.domain.errors import ConfigError, DataError, IcefeedError, TransientError
 from worker.domain.policy import RESCUED_COLUMN, Policy, data_columns, drop_void, plan_batch
+from worker.domain.reading import FILE_TOO_LARGE, parses_locally, too_large, worker_reads
 from worker.domain.routing import match_route
 from worker.domain.schema import Struct, diff, from_spark_json, parse_type, type_string
 from worker.ports import Reader, change_json
@@ -149,15 +149,20 @@ async def preview(
             if head is None:
                 result["attention"] = [f"{uri}: no such object in S3"]
                 return result
-            local = dialect_for(settings.spark).parses_whole_file_json and ing.whole_file_json
-            too_big = _too_big(settings, head.size, local)
-            local = worker_reads(settings.spark, ing, head.size)
+            spark = settings.spark
+            too_big = too_large(
+                head.size,
+                parses_locally(spark.dialect, ing.whole_file_json),
+                spark.local_parse_max_bytes,
+                settings.batch.max_file_bytes,
+            )
+            local = worker_reads(spark.dialect, ing.format, ing.whole_file_json, head.size, spark.worker_read_max_bytes)
             if too_big:
                 result.update(file_schema=None, sample=[], table_schema=None, diff=[])
                 result["decision"] = {
                     "action": "fail",
-                    "error_class": "FileTooLarge",
-                    "text": f"FAIL (FileTooLarge): {too_big}",
+                    "error_class": FILE_TOO_LARGE,
+                    "text": f"FAIL ({FILE_TOO_LARGE}): {too_big}",
                 }
                 result["attention"] = [f"would be FAILED: {too_big}"]
                 return result
@@ -198,17 +203,6 @@ async def preview(
     return result
 
 
-def _too_big(settings: Settings, size: int, local: bool) -> str | None:
-    if local and size > settings.spark.local_parse_max_bytes:
-        return (
-            f"whole-file JSON of {size} bytes: over ICEFEED_SPARK_LOCAL_PARSE_MAX_BYTES="
-            f"{settings.spark.local_parse_max_bytes} for this engine"
-        )
-    if size > settings.batch.max_file_bytes:
-        return f"{size} bytes is over ICEFEED_BATCH_MAX_FILE_BYTES={settings.batch.max_file_bytes}"
-    return None
-
-
 def _decision(ing: AnyIngestion, plan: Any, decision: Any, open_proposal: int | None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "action": "load" if decision.load else "quarantine",
@@ -218,7 +212,7 @@ def _decision(ing: AnyIngestion, plan: Any, decision: Any, open_proposal: int | 
         "open_proposal": open_proposal,
     }
     if not decision.load:
-        kind = "SchemaConflict" if any(c.breaking for c in decision.changes) else "SchemaChange"
+        kind = decision.error_class
         out["error_class"] = kind
         joins = f"; it would join open proposal #{open_proposal}" if open_proposal else "; it would open a proposal"
         out["text"] = f"QUARANTINE ({kind}, policy {ing.schema_policy}): {decision.reason}{joins}"
