@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID, uuid4
 
 import structlog
@@ -36,7 +36,7 @@ from worker.domain.outcomes import (
     outcome_for,
     retry,
 )
-from worker.domain.policy import Policy
+from worker.domain.policy import BatchPlan, Policy, plan_batch
 from worker.domain.reading import FILE_TOO_LARGE, deletes_rows, too_large
 from worker.domain.reading import parses_locally as _parses_locally
 from worker.domain.reading import worker_reads as _worker_reads
@@ -60,7 +60,6 @@ from worker.ports import (
     TableLock,
     TableSink,
     WriteRequest,
-    WriteResult,
     change_json,
 )
 from worker.routes import AnyIngestion, Routes
@@ -80,6 +79,28 @@ def retry_policy(settings: Settings) -> RetryPolicy:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _SchemaRule:
+    """How a batch's schema is decided: its route's policy and the table's approved proposals
+    (signature → resolution)."""
+
+    policy: Policy
+    approved: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """A batch's write: rows per ``_source_file`` (as sent, or read back from the table), the
+    plan it was appended under, and what inference found."""
+
+    counts: dict[str, int]
+    plan: BatchPlan
+    file_schemas: dict[int, Struct]
+    request_replace: frozenset[int] = frozenset()
+    unreadable: dict[int, IcefeedError] = field(default_factory=dict)  # files the engine could not parse
+    local: frozenset[int] = frozenset()  # files the worker read (so they existed): no HEAD for zero rows
+
+
 class _OverBudget(Exception):
     """A worker-read file that does not fit the memory budget next to its batch's other files."""
 
@@ -93,11 +114,30 @@ class Admission:
     waiting: dict[int, FileWork] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class _Candidate:
+    """A routed file event of an admitted message (compares by identity)."""
+
     admission: Admission
     event: FileEvent
     ingestion: AnyIngestion
+
+
+class _Verdict(NamedTuple):
+    """A file recorded final at intake: its status, error class and message."""
+
+    status: str
+    error_class: str
+    message: str
+
+
+@dataclass(slots=True)
+class _Registered:
+    """One candidate registered in the ledger, and its verdict (None: it waits for a batch)."""
+
+    candidate: _Candidate
+    registration: Registration
+    verdict: _Verdict | None
 
 
 class Pipeline:
@@ -188,14 +228,11 @@ class Pipeline:
         found = await asyncio.gather(
             *(self._head(c.event.bucket, c.event.key) for c in checked), return_exceptions=True
         )
-        by_candidate = {id(c): h for c, h in zip(checked, found, strict=True)}
-        registrations: list[Registration] = []
-        verdicts: list[tuple[str, str, str] | None] = []  # (status, error_class, message) or None
-        kept: list[_Candidate] = []
+        heads = dict(zip(checked, found, strict=True))  # candidates compare by identity
+        kept: list[_Registered] = []
         for cand in candidates:
             ev = cand.event
-            unchecked = id(cand) not in by_candidate
-            head = by_candidate.get(id(cand))
+            head = heads.get(cand)
             if isinstance(head, BaseException):
                 error = head if isinstance(head, IcefeedError) else TransientError(str(head))
                 log.warning("head_failed", bucket=ev.bucket, key=ev.key, error=str(error))
@@ -203,31 +240,21 @@ class Pipeline:
                 continue
             etag = ev.etag or (head.etag if head else "") or "unknown"
             size = ev.size if ev.size is not None else (head.size if head else None)
-            verdict: tuple[str, str, str] | None = None
-            unsafe = self._unreadable_key(cand)
-            if unsafe is not None:
-                verdict = (FAILED, UNSAFE_KEY, unsafe)
-            elif not unchecked and head is None:  # unchecked: the worker's GET settles existence and etag
-                verdict = (GONE, "ObjectGone", "object no longer exists (deleted before it was loaded)")
-            elif not unchecked and head is not None and ev.etag and head.etag != ev.etag:
-                verdict = (SKIPPED, "Superseded", f"object was overwritten: its etag is now {head.etag}")
-            elif (oversize := self.too_large(cand.ingestion.name, size)) is not None:
-                verdict = (FAILED, FILE_TOO_LARGE, oversize)
-            registrations.append(Registration(cand.ingestion.name, ev, etag, size))
-            verdicts.append(verdict)
-            kept.append(cand)
-        states = await self.ledger.register(registrations)
+            registration = Registration(cand.ingestion.name, ev, etag, size)
+            kept.append(_Registered(cand, registration, self._verdict(cand, cand in heads, head, size)))
+        states = await self.ledger.register([r.registration for r in kept])
         by_identity = {(s.bucket, s.key, s.etag): s for s in states}
-        await self._older_sequencers(kept, registrations, verdicts)
-        terminal: dict[tuple[str, str, str], list[int]] = {}
-        decided: list[tuple[_Candidate, int, tuple[str, str, str]]] = []
-        for cand, reg, verdict in zip(kept, registrations, verdicts, strict=True):
-            state = by_identity[(cand.event.bucket, cand.event.key, reg.etag)]
+        await self._older_sequencers(kept)
+        terminal: dict[_Verdict, list[int]] = {}
+        decided: list[tuple[_Candidate, int, _Verdict]] = []
+        for reg in kept:
+            cand, verdict = reg.candidate, reg.verdict
+            state = by_identity[(cand.event.bucket, cand.event.key, reg.registration.etag)]
             flog = log.bind(message_id=cand.admission.message.message_id, bucket=state.bucket, key=state.key)
             if state.status == PENDING and verdict is not None:
                 terminal.setdefault(verdict, []).append(state.file_id)
                 decided.append((cand, state.file_id, verdict))
-                flog.warning("file_not_loadable", status=verdict[0], reason=verdict[2])
+                flog.warning("file_not_loadable", status=verdict.status, reason=verdict.message)
             elif state.status == PENDING:
                 cand.admission.waiting[state.file_id] = FileWork(
                     state.file_id,
@@ -235,7 +262,7 @@ class Pipeline:
                     state.bucket,
                     state.key,
                     state.etag,
-                    reg.size or 0,
+                    reg.registration.size or 0,
                     cand.event.event_time,
                 )
                 flog.debug("file_registered", file_id=state.file_id)
@@ -253,20 +280,31 @@ class Pipeline:
             for cand, file_id, verdict in decided:
                 state = now.get(file_id)
                 if state is not None and state.status in TERMINAL:
-                    cand.admission.outcomes.append(Ack(f"{state.status.lower()}: {verdict[2]}"))
+                    cand.admission.outcomes.append(Ack(f"{state.status.lower()}: {verdict.message}"))
                 elif state is not None:
                     cand.admission.outcomes.append(self.outcome_for(cand.admission.message, state))
                 else:
                     cand.admission.outcomes.append(self.retry(cand.admission.message, "file state unknown"))
 
-    async def _older_sequencers(
-        self,
-        kept: list[_Candidate],
-        registrations: list[Registration],
-        verdicts: list[tuple[str, str, str] | None],
-    ) -> None:
+    def _verdict(self, cand: _Candidate, checked: bool, head: ObjectInfo | None, size: int | None) -> _Verdict | None:
+        """Why a file is recorded final at intake (never claimed), or None. ``checked``: a HEAD was
+        asked (``head`` its answer); unchecked, the worker's GET settles existence and etag."""
+        ev = cand.event
+        unsafe = self._unreadable_key(cand)
+        if unsafe is not None:
+            return _Verdict(FAILED, UNSAFE_KEY, unsafe)
+        if checked and head is None:
+            return _Verdict(GONE, "ObjectGone", "object no longer exists (deleted before it was loaded)")
+        if checked and head is not None and ev.etag and head.etag != ev.etag:
+            return _Verdict(SKIPPED, "Superseded", f"object was overwritten: its etag is now {head.etag}")
+        oversize = self.too_large(cand.ingestion.name, size)
+        if oversize is not None:
+            return _Verdict(FAILED, FILE_TOO_LARGE, oversize)
+        return None
+
+    async def _older_sequencers(self, kept: list[_Registered]) -> None:
         """An event older (by S3 sequencer, same key) than one already seen is stale: skip it."""
-        keys = sorted({(c.event.bucket, c.event.key) for c in kept if c.event.sequencer})
+        keys = sorted({(r.candidate.event.bucket, r.candidate.event.key) for r in kept if r.candidate.event.sequencer})
         if not keys:
             return
         newest: dict[tuple[str, str], tuple[str, str]] = {}
@@ -274,11 +312,18 @@ class Pipeline:
             best = newest.get((bucket, key))
             if best is None or sequencer_newer(seq, best[0]):
                 newest[(bucket, key)] = (seq, etag)
-        for i, (cand, reg) in enumerate(zip(kept, registrations, strict=True)):
-            best = newest.get((cand.event.bucket, cand.event.key))
-            seq = cand.event.sequencer
-            if verdicts[i] is None and seq and best and best[1] != reg.etag and sequencer_newer(best[0], seq):
-                verdicts[i] = (SKIPPED, "Superseded", f"a newer event for this key was seen (etag {best[1]})")
+        for reg in kept:
+            ev = reg.candidate.event
+            best = newest.get((ev.bucket, ev.key))
+            seq = ev.sequencer
+            if (
+                reg.verdict is None
+                and seq
+                and best
+                and best[1] != reg.registration.etag
+                and sequencer_newer(best[0], seq)
+            ):
+                reg.verdict = _Verdict(SKIPPED, "Superseded", f"a newer event for this key was seen (etag {best[1]})")
 
     # -- outcomes ------------------------------------------------------------------------------
 
@@ -334,10 +379,12 @@ class Pipeline:
                     readers=await self._readers(table, claimed),
                     files=claimed,
                     output_files=self.settings.batch.output_files,
-                    policy=Policy(self.routes.by_name(claimed[0].ingestion).schema_policy),
-                    approved=await self.ledger.approved_signatures(table),
                     decoded=decoded,
                     session_id=session_id,
+                )
+                schema = _SchemaRule(
+                    Policy(self.routes.by_name(claimed[0].ingestion).schema_policy),
+                    await self.ledger.approved_signatures(table),
                 )
                 opened = True  # (a failed open may still have created it on the server)
                 await self.sink.open_session(session_id)
@@ -353,7 +400,9 @@ class Pipeline:
                             await self.faults.hit("after_fence")
                             started = time.monotonic()
                             timing = {"lock_wait_s": round(started - waiting, 3)}
-                            write, halves_left = await self._locked_write(lock, base, settled, blog, timing, started)
+                            write, halves_left = await self._locked_write(
+                                lock, base, schema, settled, blog, timing, started
+                            )
                             break
                     if fence.reason == "lease_lost":
                         blog.warning("batch_fence_lost", reason="the batch was taken over before its append")
@@ -392,6 +441,7 @@ class Pipeline:
         self,
         lock: TableLock,
         base: WriteRequest,
+        schema: _SchemaRule,
         settled: dict[int, FileResult],
         blog: structlog.typing.FilteringBoundLogger,
         timing: dict[str, float],
@@ -421,7 +471,7 @@ class Pipeline:
             may_append=lambda: time.monotonic() < self._vouched.get(batch_id, 0.0),
         )
         await self.faults.hit("before_append")
-        write = asyncio.ensure_future(self.sink.write(request))
+        write = asyncio.ensure_future(self._write(request, schema))
         if self.faults:  # tests: die while the append is on its way to the engine
             waiter = asyncio.ensure_future(appending.wait())
             await asyncio.wait({write, waiter}, return_when=asyncio.FIRST_COMPLETED)
@@ -451,6 +501,17 @@ class Pipeline:
         if won:
             self.metrics.commit_duration.observe(time.monotonic() - started)
         return write, []
+
+    async def _write(self, request: WriteRequest, schema: _SchemaRule) -> WriteResult:
+        """The sink reads the files (``infer``), the schema decision is made here (``plan_batch``
+        under the table's policy and its approved proposals), then the sink creates or evolves
+        the table and appends what the plan loads in ONE commit (``append``, called even when
+        nothing loads: it releases the write's session)."""
+        inference = await self.sink.infer(request)
+        readable = [(f.file_id, inference.schemas[f.file_id]) for f in request.files if f.file_id in inference.schemas]
+        plan = plan_batch(schema.policy, inference.table, readable, schema.approved)
+        counts = await self.sink.append(request, plan)
+        return WriteResult(counts, plan, inference.schemas, request.replace, inference.unreadable, inference.local)
 
     async def _still_mine(self, batch_id: UUID, blog: structlog.typing.FilteringBoundLogger) -> bool:
         """Before changing anything for a committed batch (removing rows, finalizing): is its lease

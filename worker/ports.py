@@ -20,7 +20,7 @@ from worker.domain.errors import IcefeedError
 from worker.domain.events import FileEvent
 from worker.domain.outcomes import FileResult
 from worker.domain.outcomes import FileState as FileState  # re-exported: adapters and fakes build it here
-from worker.domain.policy import BatchPlan, Policy
+from worker.domain.policy import BatchPlan
 from worker.domain.schema import Change, DataType, Struct
 
 
@@ -158,13 +158,11 @@ class WriteRequest:
     readers: dict[str, Reader]  # by ingestion name
     files: list[FileWork]
     output_files: int
-    policy: Policy = Policy.EVOLVE
     replace: frozenset[int] = frozenset()  # file ids whose key's older rows are deleted after the append
     # Files the worker fetched and decoded itself (adapters/local_read.py): a Decoded, or the
     # DataError decoding raised. The engine reads the others.
     decoded: dict[int, Any] = field(default_factory=dict)
     on_append: Callable[[], None] | None = None  # called (from the writing thread) as the append starts
-    approved: dict[str, str] = field(default_factory=dict)  # proposal signature → resolution
     session_id: str = ""  # the engine session opened for this write ("" = the sink's shared one)
     # Asked (from the writing thread) right before the append is sent: False when this worker has
     # not vouched for its lease recently (it was paused): the append must not start.
@@ -172,12 +170,14 @@ class WriteRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class WriteResult:
-    counts: dict[str, int]  # rows per _source_file: as sent (worker-decoded batch) or read back from the table
-    plan: BatchPlan
-    file_schemas: dict[int, Struct]
-    request_replace: frozenset[int] = frozenset()
-    unreadable: dict[int, IcefeedError] = field(default_factory=dict)  # files the engine could not parse
+class Inference:
+    """What reading a batch's files told (``TableSink.infer``): the table's data columns before
+    the batch (None: no table yet), each readable file's schema, and the files that could not be
+    parsed (their error, permanent)."""
+
+    table: Struct | None
+    schemas: dict[int, Struct]
+    unreadable: dict[int, IcefeedError] = field(default_factory=dict)
     local: frozenset[int] = frozenset()  # files the worker read (so they existed): no HEAD for zero rows
 
 
@@ -249,7 +249,9 @@ class TableSink(Protocol):
     async def ping(self) -> str: ...  # a round trip to the engine (opens its session); its version
     async def open_session(self, session_id: str) -> None: ...
     async def stop(self, session_id: str) -> bool: ...  # True: the engine confirmed the session's work stopped
-    async def write(self, request: WriteRequest) -> WriteResult: ...
+    # A write: infer, then the caller plans (plan_batch), then append, always (it releases the session).
+    async def infer(self, request: WriteRequest) -> Inference: ...
+    async def append(self, request: WriteRequest, plan: BatchPlan) -> dict[str, int]: ...  # rows per _source_file
     async def delete_batch_rows(self, table: str, batch_id: UUID, sources: list[str] | None = None) -> int: ...
     async def delete_replaced(self, table: str, sources: list[str], keep_batch: UUID) -> None: ...
     async def batch_counts(self, table: str, batch_id: UUID) -> dict[str, int]: ...

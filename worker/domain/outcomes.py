@@ -8,21 +8,37 @@ values they need as a :class:`RetryPolicy`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Final
 from uuid import UUID
 
 from worker.domain.errors import IcefeedError, is_outage
 
-# File statuses in the ledger.
-PENDING: Final = "PENDING"
-CLAIMED: Final = "CLAIMED"
-LOADED: Final = "LOADED"
-FAILED: Final = "FAILED"
-GONE: Final = "GONE"
-SKIPPED: Final = "SKIPPED"
-QUARANTINED: Final = "QUARANTINED"
-REJECTED: Final = "REJECTED"
-REPLACED: Final = "REPLACED"  # on_overwrite = replace: a newer version of the object replaced its rows
+
+class FileStatus(StrEnum):
+    """A file's status in the ledger (``files.status``). A member equals its string, so SQL rows
+    and adapters may keep plain strings."""
+
+    PENDING = "PENDING"
+    CLAIMED = "CLAIMED"
+    LOADED = "LOADED"
+    FAILED = "FAILED"
+    GONE = "GONE"
+    SKIPPED = "SKIPPED"
+    QUARANTINED = "QUARANTINED"
+    REJECTED = "REJECTED"
+    REPLACED = "REPLACED"  # on_overwrite = replace: a newer version of the object replaced its rows
+
+
+PENDING: Final = FileStatus.PENDING
+CLAIMED: Final = FileStatus.CLAIMED
+LOADED: Final = FileStatus.LOADED
+FAILED: Final = FileStatus.FAILED
+GONE: Final = FileStatus.GONE
+SKIPPED: Final = FileStatus.SKIPPED
+QUARANTINED: Final = FileStatus.QUARANTINED
+REJECTED: Final = FileStatus.REJECTED
+REPLACED: Final = FileStatus.REPLACED
 
 #: Statuses after which a message about the file can be acked.
 TERMINAL: Final = frozenset({LOADED, FAILED, GONE, SKIPPED, QUARANTINED, REJECTED, REPLACED})
