@@ -807,6 +807,7 @@ class FakeEngine:
         self.gates: dict[str, asyncio.Event] = {}
         self.overlaps: list[tuple[str, UUID, UUID]] = []
         self.reads: dict[UUID, FakeRead] = {}  # inferred batches, not appended yet
+        self.on_append: Callable[[UUID], None] | None = None  # as SparkSink(on_append=…): an append starts
         self.on_change: Callable[[str, Any], None] | None = None
 
     def _note(self, what: str, detail: Any) -> None:
@@ -1001,8 +1002,8 @@ class FakeEngine:
             running = other.appending_since is not None and not other.committed and not other.killed
             if other is not op and other.request.table == req.table and running:
                 self.overlaps.append((req.table, other.request.batch_id, req.batch_id))
-        if req.on_append is not None:
-            req.on_append()
+        if self.on_append is not None:
+            self.on_append(req.batch_id)
         self._note("append_started", (req.table, req.batch_id, op.client, op.number))
         await self._pause(op, self.append_s + fault.slow_s)
         gate = self.gates.get("before_commit")

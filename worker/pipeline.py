@@ -42,7 +42,6 @@ from worker.domain.reading import parses_locally as _parses_locally
 from worker.domain.reading import worker_reads as _worker_reads
 from worker.domain.routing import match_route
 from worker.domain.schema import Struct, diff, from_spark_json, parse_type, to_spark_json
-from worker.faults import Faults
 from worker.memory import Hold, MemoryBudget, decode_cost, held_cost
 from worker.observability.metrics import Metrics
 from worker.ports import (
@@ -149,7 +148,6 @@ class Pipeline:
         store: ObjectStore,
         sink: TableSink,
         decoder: FileDecoder,
-        faults: Faults | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
@@ -159,7 +157,6 @@ class Pipeline:
         self.sink = sink
         self.decoder = decoder
         self.retries = retry_policy(settings)
-        self.faults = faults or Faults()
         self.metrics = metrics or Metrics(CollectorRegistry())  # default: a registry nobody scrapes
         self.owner = settings.worker_id
         self.active_batches: set[UUID] = set()
@@ -354,21 +351,29 @@ class Pipeline:
         offered, later = newest_per_key(files)
         if later:
             blog.info("batch_versions_deferred", files=len(later), reason="an older version waits for the newer one")
-        with self.metrics.stage("claim"):
-            claimed = await self.ledger.claim(batch_id, names, table, offered, self.owner, self.settings.lease.ttl_s)
+        # Active from before its claim: the heartbeat renews its lease, and a shutdown hands it to
+        # the sweepers, from the moment the claim returns (a ledger wrapper may pause there).
+        self.active_batches.add(batch_id)
+        try:
+            with self.metrics.stage("claim"):
+                claimed = await self.ledger.claim(
+                    batch_id, names, table, offered, self.owner, self.settings.lease.ttl_s
+                )
+        except BaseException:
+            self.active_batches.discard(batch_id)
+            raise
         if not claimed:
+            self.active_batches.discard(batch_id)
             blog.info("batch_empty", offered=len(files))
             return
         claimed = sorted(claimed, key=upload_order)
         self.metrics.batch_files.observe(len(claimed))
-        self.active_batches.add(batch_id)
         session_id = str(uuid4())
         write: asyncio.Future[WriteResult] | None = None
         opened = False
         halves_left: list[list[FileWork]] = []
         try:
             blog.info("batch_claimed", files=len(claimed), offered=len(files))
-            await self.faults.hit("after_claim")
             try:
                 with self.metrics.stage("fetch"):
                     decoded, settled = await self._fetch(claimed, batch_id)
@@ -397,7 +402,6 @@ class Pipeline:
                         if fence.ok:
                             self._sessions[batch_id] = session_id
                             self._vouched[batch_id] = time.monotonic() + self.settings.lease.ttl_s / 2
-                            await self.faults.hit("after_fence")
                             started = time.monotonic()
                             timing = {"lock_wait_s": round(started - waiting, 3)}
                             write, halves_left = await self._locked_write(
@@ -419,7 +423,6 @@ class Pipeline:
                 if write is not None:  # after the append started: its own path decided already
                     raise
                 halves_left = await self._release_unwritten(table, batch_id, claimed, error, blog)
-            await self.faults.hit("after_finalize")
         except Exception:
             # Unexpected (a bug, or an error the adapters did not classify): hand the batch to the
             # sweepers now; they stop its engine session before they release anything.
@@ -461,23 +464,13 @@ class Pipeline:
             blog.warning("table_lock_lost", during="before the append")
             await self._hand_over(batch_id, blog)
             return None, []
-        appending = asyncio.Event()
-        loop = asyncio.get_running_loop()
         request = replace(
             base,
             files=[f for f in claimed if f.file_id not in settled],
             replace=frozenset(replacing - superseded),
-            on_append=(lambda: loop.call_soon_threadsafe(appending.set)) if self.faults else None,
             may_append=lambda: time.monotonic() < self._vouched.get(batch_id, 0.0),
         )
-        await self.faults.hit("before_append")
         write = asyncio.ensure_future(self._write(request, schema))
-        if self.faults:  # tests: die while the append is on its way to the engine
-            waiter = asyncio.ensure_future(appending.wait())
-            await asyncio.wait({write, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-            if appending.is_set():
-                await self.faults.hit("after_write_start")
         try:
             result = await write
         except IcefeedError as error:
@@ -486,7 +479,6 @@ class Pipeline:
         if lock.lost.is_set():  # safe to go on: the writer slot kept every other append out
             self.metrics.table_locks_lost.inc()
             blog.warning("table_lock_lost", during="append", hint="the writer slot kept other writers out")
-        await self.faults.hit("after_commit")
         if not await self._still_mine(batch_id, blog):
             return write, []
         try:

@@ -162,7 +162,6 @@ class WriteRequest:
     # Files the worker fetched and decoded itself (adapters/local_read.py): a Decoded, or the
     # DataError decoding raised. The engine reads the others.
     decoded: dict[int, Any] = field(default_factory=dict)
-    on_append: Callable[[], None] | None = None  # called (from the writing thread) as the append starts
     session_id: str = ""  # the engine session opened for this write ("" = the sink's shared one)
     # Asked (from the writing thread) right before the append is sent: False when this worker has
     # not vouched for its lease recently (it was paused): the append must not start.

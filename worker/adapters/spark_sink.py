@@ -251,13 +251,20 @@ class Staging:
 
 class SparkSink:
     """``fail_fast``: check that the server's port answers before opening the shared session
-    (operator commands report "cluster unreachable" in seconds, not after the client's retries)."""
+    (operator commands report "cluster unreachable" in seconds, not after the client's retries).
+    ``on_append(batch_id)``: told from the writing thread as an append is handed to the engine
+    (the test-only fault point ``after_write_start``, worker/faults.py)."""
 
     def __init__(
-        self, settings: SparkSettings, on_reconnect: Callable[[], None] | None = None, fail_fast: bool = False
+        self,
+        settings: SparkSettings,
+        on_reconnect: Callable[[], None] | None = None,
+        fail_fast: bool = False,
+        on_append: Callable[[UUID], None] | None = None,
     ) -> None:
         self._settings = settings
         self._on_reconnect = on_reconnect
+        self._on_append = on_append  # called (from the writing thread) as a batch's append starts
         self._fail_fast = fail_fast
         self._reads: dict[UUID, _Read] = {}  # by batch: inferred, not appended yet
         self._sessions = 0
@@ -578,8 +585,8 @@ class SparkSink:
             )
         tag = batch_tag(req.batch_id)
         spark.addTag(tag)
-        if req.on_append is not None:
-            req.on_append()
+        if self._on_append is not None:
+            self._on_append(req.batch_id)
         try:
             self._dialect.append(out, req.table)
         finally:
