@@ -3,6 +3,12 @@
 ``admit`` turns received messages into outcomes or files to batch; ``run_batch`` carries one
 batch through the exactly-once protocol (claim + batch row → one Iceberg commit → finalize);
 ``recover`` settles a batch whose owner vanished; ``settle`` maps ledger states to outcomes.
+
+It sees the outside world through the ports only (worker/ports.py; an import contract forbids
+``worker.adapters``): the sink reads a batch (``infer``), the schema decision is made here
+(``plan_batch``), the sink appends (``append``). The runner asks it for lease renewal, sweeps
+and shutdown (``renew_leases``, ``expired_batches``/``recover_expired``, ``abandon``) instead of
+reaching into its ledger. Test-only fault points wrap the ports (worker/faults.py), not this code.
 """
 
 from __future__ import annotations
