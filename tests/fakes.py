@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import random
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -30,18 +31,18 @@ from worker.domain.batching import FileWork, source_uri
 from worker.domain.errors import BatchError, DataError, IcefeedError, TransientError
 from worker.domain.events import sequencer_newer
 from worker.domain.outcomes import CLAIMED, LOADED, PENDING, FileResult
-from worker.domain.policy import plan_batch
+from worker.domain.policy import BatchPlan
 from worker.domain.schema import Struct
 from worker.ports import (
     ExpiredBatch,
     FileState,
+    Inference,
     Message,
     ObjectInfo,
     Quarantine,
     Registration,
     SchemaVersion,
     WriteRequest,
-    WriteResult,
 )
 from worker.routes import parse_routes
 
@@ -576,6 +577,7 @@ class FakeQueue:
         self.dlq: dict[str, list[QueuedMessage]] = {}
         self._waiters: list[asyncio.Future[None]] = []
         self._count = 0
+        self.calls: Counter[str] = Counter()  # the port's API-call counts: not counted here
         self.on_delete: Callable[[str, QueuedMessage], None] | None = None
         self.on_resend: Callable[[str, str], None] | None = None
         self.on_dead_letter: Callable[[str, QueuedMessage], None] | None = None
@@ -744,11 +746,21 @@ class EngineOp:
     started: float
     number: int
     fault: WriteFault
+    plan: BatchPlan
+    read: FakeRead
     appending_since: float | None = None
     committed: bool = False
     killed: str = ""
     detached_at: float | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(eq=False)
+class FakeRead:
+    """What ``FakeEngine.infer`` read of one batch: rows per file, kept for its append."""
+
+    rows: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    local: set[int] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -794,6 +806,8 @@ class FakeEngine:
         self.unreachable_until = -1.0
         self.gates: dict[str, asyncio.Event] = {}
         self.overlaps: list[tuple[str, UUID, UUID]] = []
+        self.reads: dict[UUID, FakeRead] = {}  # inferred batches, not appended yet
+        self.on_append: Callable[[UUID], None] | None = None  # as SparkSink(on_append=…): an append starts
         self.on_change: Callable[[str, Any], None] | None = None
 
     def _note(self, what: str, detail: Any) -> None:
@@ -901,16 +915,52 @@ class FakeEngine:
 
     # -- the write ------------------------------------------------------------------------------
 
-    async def write(self, request: WriteRequest) -> WriteResult:
-        self._reach()
+    def _session_open(self, request: WriteRequest) -> str:
         session = getattr(request, "session_id", "")
         if session and self.sessions.get(session) != "open":
             raise TransientError(f"session {session}: session_not_found", error_class="SparkSessionLost")
+        return session
+
+    async def infer(self, request: WriteRequest) -> Inference:
+        """Each file's schema: worker-decoded, or read by path now (whatever version is there)."""
+        self._reach()
+        self._session_open(request)
+        schemas: dict[int, Struct] = {}
+        read = FakeRead()
+        unreadable: dict[int, IcefeedError] = {}
+        for f in request.files:
+            decoded = request.decoded.get(f.file_id)
+            try:
+                if isinstance(decoded, IcefeedError):
+                    raise decoded
+                if decoded is not None:
+                    read.local.add(f.file_id)
+                    schemas[f.file_id] = decoded.schema
+                    read.rows[f.file_id] = (
+                        decoded.table("_source_file", f.source_file).drop(["_source_file"]).to_pylist()
+                    )
+                    continue
+                body = self.store.read(f.bucket, f.key)  # by path: whatever version is there now
+                if body is None:
+                    raise BatchError(f"[PATH_NOT_FOUND] Path does not exist: {f.source_file}", error_class="Unknown")
+                parsed = decode_json(body, whole_file=False, compressed=False)  # JSON lines, as Spark reads them
+                schemas[f.file_id] = parsed.schema
+                read.rows[f.file_id] = parsed.table("_source_file", f.source_file).drop(["_source_file"]).to_pylist()
+            except DataError as error:
+                unreadable[f.file_id] = error
+        self.reads[request.batch_id] = read
+        table = self.tables[request.table].schema if request.table in self.tables else None
+        return Inference(table, schemas, unreadable, frozenset(read.local))
+
+    async def append(self, request: WriteRequest, plan: BatchPlan) -> dict[str, int]:
+        self._reach()
+        session = self._session_open(request)
+        read = self.reads.pop(request.batch_id, FakeRead())
         self.writes += 1
         fault = self.faults.get(self.writes, WriteFault())
         if fault.fail == "before":
             raise TransientError("Spark Connect unavailable: socket closed", error_class="SparkUnavailable")
-        op = EngineOp(request, session, self.client(), self.clock(), self.writes, fault)
+        op = EngineOp(request, session, self.client(), self.clock(), self.writes, fault, plan, read)
         self.ops.append(op)
         task = asyncio.get_running_loop().create_task(self._run(op, fault))
         if fault.fail == "stream":  # the client's stream breaks; the operation runs on
@@ -927,35 +977,11 @@ class FakeEngine:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(op.wake.wait(), seconds)
 
-    async def _run(self, op: EngineOp, fault: WriteFault) -> WriteResult:
-        req = op.request
+    async def _run(self, op: EngineOp, fault: WriteFault) -> dict[str, int]:
+        req, plan, rows, local = op.request, op.plan, op.read.rows, op.read.local
         t = self.table(req.table)
-        schemas: dict[int, Struct] = {}
-        rows: dict[int, list[dict[str, Any]]] = {}
-        unreadable: dict[int, IcefeedError] = {}
-        local: set[int] = set()
-        for f in req.files:
-            decoded = req.decoded.get(f.file_id)
-            try:
-                if isinstance(decoded, IcefeedError):
-                    raise decoded
-                if decoded is not None:
-                    local.add(f.file_id)
-                    schemas[f.file_id] = decoded.schema
-                    rows[f.file_id] = decoded.table("_source_file", f.source_file).drop(["_source_file"]).to_pylist()
-                    continue
-                body = self.store.read(f.bucket, f.key)  # by path: whatever version is there now
-                if body is None:
-                    raise BatchError(f"[PATH_NOT_FOUND] Path does not exist: {f.source_file}", error_class="Unknown")
-                read = decode_json(body, whole_file=False, compressed=False)  # JSON lines, as Spark reads them
-                schemas[f.file_id] = read.schema
-                rows[f.file_id] = read.table("_source_file", f.source_file).drop(["_source_file"]).to_pylist()
-            except DataError as error:
-                unreadable[f.file_id] = error
-        readable = [(f.file_id, schemas[f.file_id]) for f in req.files if f.file_id in schemas]
-        plan = plan_batch(req.policy, t.schema, readable, req.approved)
         if not plan.loaded:
-            return WriteResult({}, plan, schemas, req.replace, unreadable, frozenset(local))
+            return {}
         existed = t.schema is not None
         t.schema = plan.target
         replaced = {f.source_file for f in req.files if f.file_id in req.replace and f.file_id in plan.loaded}
@@ -976,8 +1002,8 @@ class FakeEngine:
             running = other.appending_since is not None and not other.committed and not other.killed
             if other is not op and other.request.table == req.table and running:
                 self.overlaps.append((req.table, other.request.batch_id, req.batch_id))
-        if req.on_append is not None:
-            req.on_append()
+        if self.on_append is not None:
+            self.on_append(req.batch_id)
         self._note("append_started", (req.table, req.batch_id, op.client, op.number))
         await self._pause(op, self.append_s + fault.slow_s)
         gate = self.gates.get("before_commit")
@@ -998,12 +1024,11 @@ class FakeEngine:
         finally:
             op.appending_since = None
         if any(f.file_id not in local for f in req.files if f.file_id in plan.loaded):
-            counts = self.counts(req.table, req.batch_id)  # read back from the table
-        else:
-            counts = {}
-            for r in new:
-                counts[r["_source_file"]] = counts.get(r["_source_file"], 0) + 1
-        return WriteResult(counts, plan, schemas, req.replace, unreadable, frozenset(local))
+            return self.counts(req.table, req.batch_id)  # read back from the table
+        counts: dict[str, int] = {}
+        for r in new:
+            counts[r["_source_file"]] = counts.get(r["_source_file"], 0) + 1
+        return counts
 
 
 def body_of(key: str, version: str, rows: int) -> bytes:

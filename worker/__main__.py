@@ -28,9 +28,10 @@ async def run_worker(settings: Settings, redactor: Redactor) -> None:
 
     from worker.adapters.aws import AwsClients, S3Store, SqsSource
     from worker.adapters.dialects import dialect_for
+    from worker.adapters.local_read import LocalDecoder
     from worker.adapters.pg_ledger import PgLedger, connect_pool
     from worker.adapters.spark_sink import SparkSink
-    from worker.faults import Faults
+    from worker.faults import Faults, install
     from worker.observability.metrics import Metrics
     from worker.pipeline import Pipeline
     from worker.routes import load_routes
@@ -46,24 +47,28 @@ async def run_worker(settings: Settings, redactor: Redactor) -> None:
         loop.add_signal_handler(sig, stop.set)
     metrics = Metrics(CollectorRegistry())
     pool = await connect_pool(settings.pg)
-    sink = SparkSink(settings.spark, on_reconnect=metrics.spark_reconnects.inc)
+    on_append = faults.append_started if faults else None  # the after_write_start fault point
+    sink = SparkSink(settings.spark, on_reconnect=metrics.spark_reconnects.inc, on_append=on_append)
     try:
         async with (
             AwsClients(settings.aws, max_pool=max(50, 4 * settings.sqs.receivers)) as aws,
             AsyncExitStack() as operations,
         ):
+            ledger = PgLedger(
+                pool,
+                scrub=redactor.scrub,
+                lock_check_s=settings.lease.lock_check_s,
+                acquire_timeout_s=settings.pg.acquire_timeout_s,
+            )
+            # Test-only fault points (ICEFEED_FAULTS) wrap the ledger and the sink; unset: nothing.
+            faulty_ledger, faulty_sink = install(ledger, sink, faults)
             pipeline = Pipeline(
                 settings,
                 routes,
-                PgLedger(
-                    pool,
-                    scrub=redactor.scrub,
-                    lock_check_s=settings.lease.lock_check_s,
-                    acquire_timeout_s=settings.pg.acquire_timeout_s,
-                ),
+                faulty_ledger,
                 S3Store(aws),
-                sink,
-                faults,
+                faulty_sink,
+                LocalDecoder.for_settings(settings.spark),
                 metrics,
             )
             runner = Runner(settings, pipeline, SqsSource(aws), metrics)

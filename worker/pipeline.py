@@ -3,6 +3,12 @@
 ``admit`` turns received messages into outcomes or files to batch; ``run_batch`` carries one
 batch through the exactly-once protocol (claim + batch row → one Iceberg commit → finalize);
 ``recover`` settles a batch whose owner vanished; ``settle`` maps ledger states to outcomes.
+
+It sees the outside world through the ports only (worker/ports.py; an import contract forbids
+``worker.adapters``): the sink reads a batch (``infer``), the schema decision is made here
+(``plan_batch``), the sink appends (``append``). The runner asks it for lease renewal, sweeps
+and shutdown (``renew_leases``, ``expired_batches``/``recover_expired``, ``abandon``) instead of
+reaching into its ledger. Test-only fault points wrap the ports (worker/faults.py), not this code.
 """
 
 from __future__ import annotations
@@ -11,20 +17,17 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID, uuid4
 
 import structlog
 from prometheus_client import CollectorRegistry
 
-from worker.adapters.dialects import dialect_for
-from worker.adapters.local_read import DecodeLimit, is_gzip, limits_for, open_text, parse_text, worker_reads
 from worker.domain.batching import FileWork, halves, newest_per_key, upload_order
-from worker.domain.errors import DataError, IcefeedError, TransientError, is_outage
+from worker.domain.errors import DataError, DecodeLimit, IcefeedError, TransientError
 from worker.domain.events import FileEvent, Ignored, Malformed, parse_message, sequencer_newer
 from worker.domain.keys import UNSAFE_KEY, unsafe_key
 from worker.domain.outcomes import (
-    CLAIMED,
     FAILED,
     GONE,
     LOADED,
@@ -35,16 +38,21 @@ from worker.domain.outcomes import (
     Ack,
     FileResult,
     Outcome,
-    Retry,
-    backoff_delay,
+    RetryPolicy,
+    outcome_for,
+    retry,
 )
-from worker.domain.policy import Policy
+from worker.domain.policy import BatchPlan, Policy, plan_batch
+from worker.domain.reading import FILE_TOO_LARGE, deletes_rows, too_large
+from worker.domain.reading import parses_locally as _parses_locally
+from worker.domain.reading import worker_reads as _worker_reads
 from worker.domain.routing import match_route
 from worker.domain.schema import Struct, diff, from_spark_json, parse_type, to_spark_json
-from worker.faults import Faults
 from worker.memory import Hold, MemoryBudget, decode_cost, held_cost
 from worker.observability.metrics import Metrics
 from worker.ports import (
+    ExpiredBatch,
+    FileDecoder,
     FileState,
     Ledger,
     Message,
@@ -57,17 +65,45 @@ from worker.ports import (
     TableLock,
     TableSink,
     WriteRequest,
-    WriteResult,
     change_json,
 )
 from worker.routes import AnyIngestion, Routes
 from worker.settings import Settings
 
 log = structlog.get_logger("icefeed.pipeline")
-SQS_MAX_DELAY_S = 43200
 #: A batch waiting for the table's previous writer to be settled checks again after this (doubling,
 #: so that the sweeper settling that writer is not crowded out of the table lock).
 WRITER_POLL_S = (0.25, 4.0)
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    """The settings values :func:`worker.domain.outcomes.retry` and ``outcome_for`` need."""
+    s, lease = settings.sqs, settings.lease
+    return RetryPolicy(
+        s.backoff_base_s, s.backoff_max_s, s.outage_max_attempts, lease.orphan_grace_s, lease.sweep_interval_s
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _SchemaRule:
+    """How a batch's schema is decided: its route's policy and the table's approved proposals
+    (signature → resolution)."""
+
+    policy: Policy
+    approved: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """A batch's write: rows per ``_source_file`` (as sent, or read back from the table), the
+    plan it was appended under, and what inference found."""
+
+    counts: dict[str, int]
+    plan: BatchPlan
+    file_schemas: dict[int, Struct]
+    request_replace: frozenset[int] = frozenset()
+    unreadable: dict[int, IcefeedError] = field(default_factory=dict)  # files the engine could not parse
+    local: frozenset[int] = frozenset()  # files the worker read (so they existed): no HEAD for zero rows
 
 
 class _OverBudget(Exception):
@@ -83,11 +119,30 @@ class Admission:
     waiting: dict[int, FileWork] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class _Candidate:
+    """A routed file event of an admitted message (compares by identity)."""
+
     admission: Admission
     event: FileEvent
     ingestion: AnyIngestion
+
+
+class _Verdict(NamedTuple):
+    """A file recorded final at intake: its status, error class and message."""
+
+    status: str
+    error_class: str
+    message: str
+
+
+@dataclass(slots=True)
+class _Registered:
+    """One candidate registered in the ledger, and its verdict (None: it waits for a batch)."""
+
+    candidate: _Candidate
+    registration: Registration
+    verdict: _Verdict | None
 
 
 class Pipeline:
@@ -98,7 +153,7 @@ class Pipeline:
         ledger: Ledger,
         store: ObjectStore,
         sink: TableSink,
-        faults: Faults | None = None,
+        decoder: FileDecoder,
         metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
@@ -106,7 +161,8 @@ class Pipeline:
         self.ledger = ledger
         self.store = store
         self.sink = sink
-        self.faults = faults or Faults()
+        self.decoder = decoder
+        self.retries = retry_policy(settings)
         self.metrics = metrics or Metrics(CollectorRegistry())  # default: a registry nobody scrapes
         self.owner = settings.worker_id
         self.active_batches: set[UUID] = set()
@@ -175,14 +231,11 @@ class Pipeline:
         found = await asyncio.gather(
             *(self._head(c.event.bucket, c.event.key) for c in checked), return_exceptions=True
         )
-        by_candidate = {id(c): h for c, h in zip(checked, found, strict=True)}
-        registrations: list[Registration] = []
-        verdicts: list[tuple[str, str, str] | None] = []  # (status, error_class, message) or None
-        kept: list[_Candidate] = []
+        heads = dict(zip(checked, found, strict=True))  # candidates compare by identity
+        kept: list[_Registered] = []
         for cand in candidates:
             ev = cand.event
-            unchecked = id(cand) not in by_candidate
-            head = by_candidate.get(id(cand))
+            head = heads.get(cand)
             if isinstance(head, BaseException):
                 error = head if isinstance(head, IcefeedError) else TransientError(str(head))
                 log.warning("head_failed", bucket=ev.bucket, key=ev.key, error=str(error))
@@ -190,40 +243,21 @@ class Pipeline:
                 continue
             etag = ev.etag or (head.etag if head else "") or "unknown"
             size = ev.size if ev.size is not None else (head.size if head else None)
-            verdict: tuple[str, str, str] | None = None
-            unsafe = self._unreadable_key(cand)
-            if unsafe is not None:
-                verdict = (FAILED, UNSAFE_KEY, unsafe)
-            elif not unchecked and head is None:  # unchecked: the worker's GET settles existence and etag
-                verdict = (GONE, "ObjectGone", "object no longer exists (deleted before it was loaded)")
-            elif not unchecked and head is not None and ev.etag and head.etag != ev.etag:
-                verdict = (SKIPPED, "Superseded", f"object was overwritten: its etag is now {head.etag}")
-            elif self.parses_locally(cand.ingestion.name) and (size or 0) > self.settings.spark.local_parse_max_bytes:
-                limit = self.settings.spark.local_parse_max_bytes
-                verdict = (
-                    FAILED,
-                    "FileTooLarge",
-                    f"whole-file JSON of {size} bytes: this engine reads JSON lines only, and the worker parses "
-                    f"such files itself up to ICEFEED_SPARK_LOCAL_PARSE_MAX_BYTES={limit}",
-                )
-            elif (size or 0) > self.settings.batch.max_file_bytes:
-                limit = self.settings.batch.max_file_bytes
-                verdict = (FAILED, "FileTooLarge", f"{size} bytes is over ICEFEED_BATCH_MAX_FILE_BYTES={limit}")
-            registrations.append(Registration(cand.ingestion.name, ev, etag, size))
-            verdicts.append(verdict)
-            kept.append(cand)
-        states = await self.ledger.register(registrations)
+            registration = Registration(cand.ingestion.name, ev, etag, size)
+            kept.append(_Registered(cand, registration, self._verdict(cand, cand in heads, head, size)))
+        states = await self.ledger.register([r.registration for r in kept])
         by_identity = {(s.bucket, s.key, s.etag): s for s in states}
-        await self._older_sequencers(kept, registrations, verdicts)
-        terminal: dict[tuple[str, str, str], list[int]] = {}
-        decided: list[tuple[_Candidate, int, tuple[str, str, str]]] = []
-        for cand, reg, verdict in zip(kept, registrations, verdicts, strict=True):
-            state = by_identity[(cand.event.bucket, cand.event.key, reg.etag)]
+        await self._older_sequencers(kept)
+        terminal: dict[_Verdict, list[int]] = {}
+        decided: list[tuple[_Candidate, int, _Verdict]] = []
+        for reg in kept:
+            cand, verdict = reg.candidate, reg.verdict
+            state = by_identity[(cand.event.bucket, cand.event.key, reg.registration.etag)]
             flog = log.bind(message_id=cand.admission.message.message_id, bucket=state.bucket, key=state.key)
             if state.status == PENDING and verdict is not None:
                 terminal.setdefault(verdict, []).append(state.file_id)
                 decided.append((cand, state.file_id, verdict))
-                flog.warning("file_not_loadable", status=verdict[0], reason=verdict[2])
+                flog.warning("file_not_loadable", status=verdict.status, reason=verdict.message)
             elif state.status == PENDING:
                 cand.admission.waiting[state.file_id] = FileWork(
                     state.file_id,
@@ -231,7 +265,7 @@ class Pipeline:
                     state.bucket,
                     state.key,
                     state.etag,
-                    reg.size or 0,
+                    reg.registration.size or 0,
                     cand.event.event_time,
                 )
                 flog.debug("file_registered", file_id=state.file_id)
@@ -249,20 +283,31 @@ class Pipeline:
             for cand, file_id, verdict in decided:
                 state = now.get(file_id)
                 if state is not None and state.status in TERMINAL:
-                    cand.admission.outcomes.append(Ack(f"{state.status.lower()}: {verdict[2]}"))
+                    cand.admission.outcomes.append(Ack(f"{state.status.lower()}: {verdict.message}"))
                 elif state is not None:
                     cand.admission.outcomes.append(self.outcome_for(cand.admission.message, state))
                 else:
                     cand.admission.outcomes.append(self.retry(cand.admission.message, "file state unknown"))
 
-    async def _older_sequencers(
-        self,
-        kept: list[_Candidate],
-        registrations: list[Registration],
-        verdicts: list[tuple[str, str, str] | None],
-    ) -> None:
+    def _verdict(self, cand: _Candidate, checked: bool, head: ObjectInfo | None, size: int | None) -> _Verdict | None:
+        """Why a file is recorded final at intake (never claimed), or None. ``checked``: a HEAD was
+        asked (``head`` its answer); unchecked, the worker's GET settles existence and etag."""
+        ev = cand.event
+        unsafe = self._unreadable_key(cand)
+        if unsafe is not None:
+            return _Verdict(FAILED, UNSAFE_KEY, unsafe)
+        if checked and head is None:
+            return _Verdict(GONE, "ObjectGone", "object no longer exists (deleted before it was loaded)")
+        if checked and head is not None and ev.etag and head.etag != ev.etag:
+            return _Verdict(SKIPPED, "Superseded", f"object was overwritten: its etag is now {head.etag}")
+        oversize = self.too_large(cand.ingestion.name, size)
+        if oversize is not None:
+            return _Verdict(FAILED, FILE_TOO_LARGE, oversize)
+        return None
+
+    async def _older_sequencers(self, kept: list[_Registered]) -> None:
         """An event older (by S3 sequencer, same key) than one already seen is stale: skip it."""
-        keys = sorted({(c.event.bucket, c.event.key) for c in kept if c.event.sequencer})
+        keys = sorted({(r.candidate.event.bucket, r.candidate.event.key) for r in kept if r.candidate.event.sequencer})
         if not keys:
             return
         newest: dict[tuple[str, str], tuple[str, str]] = {}
@@ -270,43 +315,26 @@ class Pipeline:
             best = newest.get((bucket, key))
             if best is None or sequencer_newer(seq, best[0]):
                 newest[(bucket, key)] = (seq, etag)
-        for i, (cand, reg) in enumerate(zip(kept, registrations, strict=True)):
-            best = newest.get((cand.event.bucket, cand.event.key))
-            seq = cand.event.sequencer
-            if verdicts[i] is None and seq and best and best[1] != reg.etag and sequencer_newer(best[0], seq):
-                verdicts[i] = (SKIPPED, "Superseded", f"a newer event for this key was seen (etag {best[1]})")
+        for reg in kept:
+            ev = reg.candidate.event
+            best = newest.get((ev.bucket, ev.key))
+            seq = ev.sequencer
+            if (
+                reg.verdict is None
+                and seq
+                and best
+                and best[1] != reg.registration.etag
+                and sequencer_newer(best[0], seq)
+            ):
+                reg.verdict = _Verdict(SKIPPED, "Superseded", f"a newer event for this key was seen (etag {best[1]})")
 
     # -- outcomes ------------------------------------------------------------------------------
 
-    def retry(self, message: Message, reason: str, error: BaseException | None = None) -> Retry:
-        """Back off on the receive count. When ``error`` is an outage (docs/guarantees.md), the
-        retry is a wait that must not spend the message (``in_flight``)."""
-        s = self.settings.sqs
-        outage = isinstance(error, IcefeedError) and is_outage(error.error_class)
-        return Retry(backoff_delay(message.receive_count, s.backoff_base_s, s.backoff_max_s), reason, in_flight=outage)
+    def retry(self, message: Message, reason: str, error: BaseException | None = None) -> Outcome:
+        return retry(self.retries, message.receive_count, reason, error)
 
     def outcome_for(self, message: Message, state: FileState) -> Outcome:
-        if state.status in TERMINAL:
-            return Ack(state.status.lower())
-        if state.status == PENDING and is_outage(state.error_class):
-            s = self.settings.sqs
-            if state.attempts <= s.outage_max_attempts:
-                # Its batch failed because a service was down or busy (the engine unreachable,
-                # PostgreSQL gone, the table held by a batch settling): a wait for the service,
-                # not a failure of the file, so the message is never spent on it. The backoff
-                # grows with the file's claims, which renewing the message does not reset.
-                delay = backoff_delay(max(message.receive_count, state.attempts), s.backoff_base_s, s.backoff_max_s)
-                what = "table busy" if state.error_class == "TableBusy" else "waiting out an outage"
-                return Retry(delay, f"{what}: {state.error_message or state.error_class}", in_flight=True)
-        if state.status == CLAIMED or state.blocked:
-            # Come back when that batch is done or, if its worker died, once a sweeper can have
-            # settled it (lease + orphan grace + one sweep): retries must not run out meanwhile.
-            lease = self.settings.lease
-            settle_s = (state.lease_left_s or 0.0) + lease.orphan_grace_s + lease.sweep_interval_s
-            what = "another version of the object is" if state.blocked else "file is"
-            backoff = self.retry(message, f"{what} being loaded by a batch in flight")
-            return Retry(max(backoff.delay_s, min(int(settle_s) + 1, SQS_MAX_DELAY_S)), backoff.reason, in_flight=True)
-        return self.retry(message, f"file pending retry: {state.error_message or 'not loaded yet'}")
+        return outcome_for(self.retries, message.receive_count, state)
 
     async def settle(self, message: Message, file_ids: list[int]) -> list[Outcome]:
         states = await self.ledger.states(file_ids)
@@ -329,21 +357,29 @@ class Pipeline:
         offered, later = newest_per_key(files)
         if later:
             blog.info("batch_versions_deferred", files=len(later), reason="an older version waits for the newer one")
-        with self.metrics.stage("claim"):
-            claimed = await self.ledger.claim(batch_id, names, table, offered, self.owner, self.settings.lease.ttl_s)
+        # Active from before its claim: the heartbeat renews its lease, and a shutdown hands it to
+        # the sweepers, from the moment the claim returns (a ledger wrapper may pause there).
+        self.active_batches.add(batch_id)
+        try:
+            with self.metrics.stage("claim"):
+                claimed = await self.ledger.claim(
+                    batch_id, names, table, offered, self.owner, self.settings.lease.ttl_s
+                )
+        except BaseException:
+            self.active_batches.discard(batch_id)
+            raise
         if not claimed:
+            self.active_batches.discard(batch_id)
             blog.info("batch_empty", offered=len(files))
             return
         claimed = sorted(claimed, key=upload_order)
         self.metrics.batch_files.observe(len(claimed))
-        self.active_batches.add(batch_id)
         session_id = str(uuid4())
         write: asyncio.Future[WriteResult] | None = None
         opened = False
         halves_left: list[list[FileWork]] = []
         try:
             blog.info("batch_claimed", files=len(claimed), offered=len(files))
-            await self.faults.hit("after_claim")
             try:
                 with self.metrics.stage("fetch"):
                     decoded, settled = await self._fetch(claimed, batch_id)
@@ -354,10 +390,12 @@ class Pipeline:
                     readers=await self._readers(table, claimed),
                     files=claimed,
                     output_files=self.settings.batch.output_files,
-                    policy=Policy(self.routes.by_name(claimed[0].ingestion).schema_policy),
-                    approved=await self.ledger.approved_signatures(table),
                     decoded=decoded,
                     session_id=session_id,
+                )
+                schema = _SchemaRule(
+                    Policy(self.routes.by_name(claimed[0].ingestion).schema_policy),
+                    await self.ledger.approved_signatures(table),
                 )
                 opened = True  # (a failed open may still have created it on the server)
                 await self.sink.open_session(session_id)
@@ -370,10 +408,11 @@ class Pipeline:
                         if fence.ok:
                             self._sessions[batch_id] = session_id
                             self._vouched[batch_id] = time.monotonic() + self.settings.lease.ttl_s / 2
-                            await self.faults.hit("after_fence")
                             started = time.monotonic()
                             timing = {"lock_wait_s": round(started - waiting, 3)}
-                            write, halves_left = await self._locked_write(lock, base, settled, blog, timing, started)
+                            write, halves_left = await self._locked_write(
+                                lock, base, schema, settled, blog, timing, started
+                            )
                             break
                     if fence.reason == "lease_lost":
                         blog.warning("batch_fence_lost", reason="the batch was taken over before its append")
@@ -390,7 +429,6 @@ class Pipeline:
                 if write is not None:  # after the append started: its own path decided already
                     raise
                 halves_left = await self._release_unwritten(table, batch_id, claimed, error, blog)
-            await self.faults.hit("after_finalize")
         except Exception:
             # Unexpected (a bug, or an error the adapters did not classify): hand the batch to the
             # sweepers now; they stop its engine session before they release anything.
@@ -412,6 +450,7 @@ class Pipeline:
         self,
         lock: TableLock,
         base: WriteRequest,
+        schema: _SchemaRule,
         settled: dict[int, FileResult],
         blog: structlog.typing.FilteringBoundLogger,
         timing: dict[str, float],
@@ -431,23 +470,13 @@ class Pipeline:
             blog.warning("table_lock_lost", during="before the append")
             await self._hand_over(batch_id, blog)
             return None, []
-        appending = asyncio.Event()
-        loop = asyncio.get_running_loop()
         request = replace(
             base,
             files=[f for f in claimed if f.file_id not in settled],
             replace=frozenset(replacing - superseded),
-            on_append=(lambda: loop.call_soon_threadsafe(appending.set)) if self.faults else None,
             may_append=lambda: time.monotonic() < self._vouched.get(batch_id, 0.0),
         )
-        await self.faults.hit("before_append")
-        write = asyncio.ensure_future(self.sink.write(request))
-        if self.faults:  # tests: die while the append is on its way to the engine
-            waiter = asyncio.ensure_future(appending.wait())
-            await asyncio.wait({write, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-            if appending.is_set():
-                await self.faults.hit("after_write_start")
+        write = asyncio.ensure_future(self._write(request, schema))
         try:
             result = await write
         except IcefeedError as error:
@@ -456,7 +485,6 @@ class Pipeline:
         if lock.lost.is_set():  # safe to go on: the writer slot kept every other append out
             self.metrics.table_locks_lost.inc()
             blog.warning("table_lock_lost", during="append", hint="the writer slot kept other writers out")
-        await self.faults.hit("after_commit")
         if not await self._still_mine(batch_id, blog):
             return write, []
         try:
@@ -471,6 +499,17 @@ class Pipeline:
         if won:
             self.metrics.commit_duration.observe(time.monotonic() - started)
         return write, []
+
+    async def _write(self, request: WriteRequest, schema: _SchemaRule) -> WriteResult:
+        """The sink reads the files (``infer``), the schema decision is made here (``plan_batch``
+        under the table's policy and its approved proposals), then the sink creates or evolves
+        the table and appends what the plan loads in ONE commit (``append``, called even when
+        nothing loads: it releases the write's session)."""
+        inference = await self.sink.infer(request)
+        readable = [(f.file_id, inference.schemas[f.file_id]) for f in request.files if f.file_id in inference.schemas]
+        plan = plan_batch(schema.policy, inference.table, readable, schema.approved)
+        counts = await self.sink.append(request, plan)
+        return WriteResult(counts, plan, inference.schemas, request.replace, inference.unreadable, inference.local)
 
     async def _still_mine(self, batch_id: UUID, blog: structlog.typing.FilteringBoundLogger) -> bool:
         """Before changing anything for a committed batch (removing rows, finalizing): is its lease
@@ -517,14 +556,80 @@ class Pipeline:
         for session in list(self._sessions.values()):
             await self.sink.stop(session)
 
-    def parses_locally(self, ingestion: str) -> bool:
-        """Whole-file JSON on an engine whose reader knows only JSON lines (Sail)."""
-        return (
-            dialect_for(self.settings.spark).parses_whole_file_json and self.routes.by_name(ingestion).whole_file_json
+    # -- what the runner asks ----------------------------------------------------------------
+
+    @property
+    def batches_in_flight(self) -> int:
+        """Batches this worker writes or recovers now."""
+        return len(self.active_batches)
+
+    def table_of(self, ingestion: str) -> str:
+        return self.routes.by_name(ingestion).table
+
+    async def file_states(self, file_ids: list[int]) -> dict[int, FileState]:
+        return {s.file_id: s for s in await self.ledger.states(file_ids)}
+
+    async def note_dead_letter(self, file_ids: list[int], receives: int) -> None:
+        """The message of these files goes to the DLQ on its next receive: say so in the ledger."""
+        await self.ledger.note_dead_letter(file_ids, receives)
+
+    async def renew_leases(self) -> None:
+        """The heartbeat: renew the leases of this worker's batches; stop the engine work of those
+        a sweeper took over. Raises IcefeedError when the ledger cannot be asked."""
+        active = list(self.active_batches)
+        asked = time.monotonic()
+        still = await self.ledger.extend(active, self.owner, self.settings.lease.ttl_s)
+        self.leases_renewed(still, asked)
+        # A batch missing from the answer was taken over (or has just been settled: the
+        # pipeline only acts on batches whose append is still running).
+        lost = {b for b in active if b not in still and b in self.active_batches}
+        if lost:
+            await self.leases_lost(lost)
+
+    async def expired_batches(self, limit: int) -> list[ExpiredBatch]:
+        """Take over up to ``limit`` batches whose owner stopped renewing their lease."""
+        lease = self.settings.lease
+        return await self.ledger.take_expired(
+            self.owner,
+            lease.ttl_s,
+            lease.orphan_grace_s,
+            limit,
+            list(self.active_batches),  # its own writers are alive: never adopt those
         )
 
+    async def recover_expired(self, batch: ExpiredBatch) -> None:
+        """Settle one batch taken over by :meth:`expired_batches` (see :meth:`recover`)."""
+        self.active_batches.add(batch.batch_id)
+        try:
+            await self.recover(batch.batch_id, batch.table)
+        finally:
+            self.active_batches.discard(batch.batch_id)
+
+    async def abandon(self) -> None:
+        """After the shutdown grace: stop the engine work of every batch still writing and hand
+        those batches to the sweepers. Raises IcefeedError when the leases cannot be released."""
+        batches: list[UUID] = list(self.active_batches)
+        await self.stop_all()
+        if batches:
+            lease = self.settings.lease
+            await self.ledger.expire(batches, self.owner, lease.ttl_s + lease.orphan_grace_s)
+
+    async def warm_up(self) -> None:
+        """Open the engine's session (a round trip) before the first batch needs it."""
+        await self.sink.ping()
+
+    def parses_locally(self, ingestion: str) -> bool:
+        """Whole-file JSON on an engine whose reader knows only JSON lines (Sail)."""
+        return _parses_locally(self.settings.spark.dialect, self.routes.by_name(ingestion).whole_file_json)
+
     def worker_reads(self, ingestion: str, size: int | None) -> bool:
-        return worker_reads(self.settings.spark, self.routes.by_name(ingestion), size)
+        ing, spark = self.routes.by_name(ingestion), self.settings.spark
+        return _worker_reads(spark.dialect, ing.format, ing.whole_file_json, size, spark.worker_read_max_bytes)
+
+    def too_large(self, ingestion: str, size: int | None) -> str | None:
+        """Why a file is refused before it is claimed (FileTooLarge), or None."""
+        s = self.settings
+        return too_large(size, self.parses_locally(ingestion), s.spark.local_parse_max_bytes, s.batch.max_file_bytes)
 
     async def _fetch(self, files: list[FileWork], batch_id: UUID) -> tuple[dict[int, Any], dict[int, FileResult]]:
         """GET and decode the files the worker reads itself, within the memory budget (the batch's
@@ -562,7 +667,6 @@ class Pipeline:
         held: bodies not yet decoded + decoded files + the file in progress (its inflate room, then
         its parse cost). The first file may run alone over the budget; a later one that cannot fit
         even alone goes to the engine (or, if the engine cannot read it, waits for a later batch)."""
-        limits = limits_for(self.settings.spark)
         out: dict[int, object] = hold.payload
         kept = 0  # bytes the decoded files hold until the write ends
         left = sum(len(body) for _, body in files)  # bodies not decoded yet
@@ -571,20 +675,18 @@ class Pipeline:
             f, body = files[i]
             files[i] = (f, b"")  # the list no longer keeps the body alive: freed once decoded
             engine_reads = self._engine_can_read(f)
-            compressed = is_gzip(body, f.key.endswith(".gz"))
             try:
-                room = limits.max_bytes if compressed else 0
+                room = self.decoder.inflate_room(body, f.key)
                 if not await self._reserve(hold, kept + left + room, first=kept == 0):
                     raise _OverBudget  # handled below: not the file's fault
-                text = await asyncio.to_thread(open_text, body, compressed, limits)
-                cost = decode_cost(len(text.data), text.values)
+                text = await asyncio.to_thread(self.decoder.open, body, f.key)
+                cost = decode_cost(text.size, text.values)
                 if not await self._reserve(hold, kept + left + cost, first=kept == 0):
                     raise _OverBudget
-                decoded = await asyncio.to_thread(parse_text, text, self.routes.by_name(f.ingestion).whole_file_json)
+                decoded = await asyncio.to_thread(text.parse, self.routes.by_name(f.ingestion).whole_file_json)
                 del text
                 out[f.file_id] = decoded
-                arrow = sum(a.nbytes for a in decoded.columns.values())
-                kept += held_cost(arrow, decoded.rows, len(f.source_file))
+                kept += held_cost(decoded.nbytes, decoded.rows, len(f.source_file))
             except DecodeLimit as error:
                 if not engine_reads:
                     out[f.file_id] = error
@@ -765,7 +867,7 @@ class Pipeline:
             f for f in files if counts.get(f.source_file) and f.file_id not in settled and f.file_id not in local
         ]
         changed = await self._changed(by_path) if by_path else {}
-        if changed and not dialect_for(self.settings.spark).supports_delete:
+        if changed and not deletes_rows(self.settings.spark.table_format):
             for f in by_path:  # a format without DELETE (the test-only parquet tables) keeps them
                 if f.file_id in changed:
                     log.error("file_version_changed", bucket=f.bucket, key=f.key, table=table, rows_removed=0)
@@ -833,8 +935,7 @@ class Pipeline:
             if result is not None:
                 decision = result.plan.decisions.get(f.file_id)
                 if decision is not None and not decision.load:
-                    error_class = "SchemaConflict" if any(c.breaking for c in decision.changes) else "SchemaChange"
-                    return FileResult(f.file_id, QUARANTINED, 0, error_class, decision.reason)
+                    return FileResult(f.file_id, QUARANTINED, 0, decision.error_class, decision.reason)
             elif rows == 0:
                 return FileResult(f.file_id, PENDING, None, "Recovered", "committed batch left no rows: load again")
             read = result is not None and f.file_id in result.local  # the worker's GET found it
@@ -990,7 +1091,7 @@ class Pipeline:
             try:
                 async with self.ledger.table_lock(batch.table, self.settings.lease.recovery_lock_wait_s):
                     counts = await self.sink.batch_counts(batch.table, batch.batch_id)
-                    if counts and not dialect_for(self.settings.spark).supports_delete:
+                    if counts and not deletes_rows(self.settings.spark.table_format):
                         # a format without DELETE (the test-only parquet tables): found, not removable
                         blog.error("zombie_rows_found", rows=sum(counts.values()), files=len(counts))
                         counts = {}

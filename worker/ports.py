@@ -1,9 +1,14 @@
-"""The seams between the pipeline and the outside world (SQS, S3, PostgreSQL, Spark)."""
+"""The seams between the pipeline and the outside world (SQS, S3, PostgreSQL, Spark).
+
+The pipeline and the runner know these Protocols and the domain, never an adapter: every call
+they make on the outside world is declared here (implemented in ``worker/adapters`` and, in
+memory, in ``tests/fakes.py``).
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,7 +19,8 @@ from worker.domain.batching import FileWork
 from worker.domain.errors import IcefeedError
 from worker.domain.events import FileEvent
 from worker.domain.outcomes import FileResult
-from worker.domain.policy import BatchPlan, Policy
+from worker.domain.outcomes import FileState as FileState  # re-exported: adapters and fakes build it here
+from worker.domain.policy import BatchPlan
 from worker.domain.schema import Change, DataType, Struct
 
 
@@ -32,23 +38,6 @@ class Message:
 class ObjectInfo:
     size: int
     etag: str
-
-
-@dataclass(frozen=True, slots=True)
-class FileState:
-    file_id: int
-    bucket: str
-    key: str
-    etag: str
-    status: str
-    batch_id: UUID | None
-    error_message: str | None
-    lease_left_s: float | None = None  # CLAIMED: seconds until its batch's lease runs out
-    # PENDING, but another version of its key is CLAIMED (it is claimed once that batch is
-    # settled); ``lease_left_s`` is then that batch's
-    blocked: bool = False
-    error_class: str | None = None
-    attempts: int = 0  # claims of this file so far
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +92,10 @@ class MessageSource(Protocol):
     async def delete(self, messages: list[Message]) -> list[Message]: ...
     async def change_visibility(self, entries: list[tuple[Message, int]]) -> list[Message]: ...
     async def resend(self, message: Message, delay_s: int) -> None: ...
+    async def max_receive_count(self, queue_url: str) -> int | None: ...  # the DLQ's, None without one
+
+    @property
+    def calls(self) -> Mapping[str, int]: ...  # API requests by operation, for the stop log
 
 
 class ObjectStore(Protocol):
@@ -165,13 +158,10 @@ class WriteRequest:
     readers: dict[str, Reader]  # by ingestion name
     files: list[FileWork]
     output_files: int
-    policy: Policy = Policy.EVOLVE
     replace: frozenset[int] = frozenset()  # file ids whose key's older rows are deleted after the append
     # Files the worker fetched and decoded itself (adapters/local_read.py): a Decoded, or the
     # DataError decoding raised. The engine reads the others.
     decoded: dict[int, Any] = field(default_factory=dict)
-    on_append: Callable[[], None] | None = None  # called (from the writing thread) as the append starts
-    approved: dict[str, str] = field(default_factory=dict)  # proposal signature → resolution
     session_id: str = ""  # the engine session opened for this write ("" = the sink's shared one)
     # Asked (from the writing thread) right before the append is sent: False when this worker has
     # not vouched for its lease recently (it was paused): the append must not start.
@@ -179,12 +169,14 @@ class WriteRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class WriteResult:
-    counts: dict[str, int]  # rows per _source_file: as sent (worker-decoded batch) or read back from the table
-    plan: BatchPlan
-    file_schemas: dict[int, Struct]
-    request_replace: frozenset[int] = frozenset()
-    unreadable: dict[int, IcefeedError] = field(default_factory=dict)  # files the engine could not parse
+class Inference:
+    """What reading a batch's files told (``TableSink.infer``): the table's data columns before
+    the batch (None: no table yet), each readable file's schema, and the files that could not be
+    parsed (their error, permanent)."""
+
+    table: Struct | None
+    schemas: dict[int, Struct]
+    unreadable: dict[int, IcefeedError] = field(default_factory=dict)
     local: frozenset[int] = frozenset()  # files the worker read (so they existed): no HEAD for zero rows
 
 
@@ -225,10 +217,40 @@ def change_json(change: Change) -> dict[str, Any]:
     }
 
 
+class OpenedFile(Protocol):
+    """A worker-read file's text, inflated and within the decode limits, not parsed yet."""
+
+    @property
+    def size(self) -> int: ...  # bytes of text
+    @property
+    def values(self) -> int: ...  # an upper estimate of its JSON values
+    def parse(self, whole_file: bool) -> DecodedFile: ...  # DataError if it is not valid JSON objects
+
+
+class DecodedFile(Protocol):
+    """A worker-read file decoded (what ``WriteRequest.decoded`` carries to the sink)."""
+
+    @property
+    def rows(self) -> int: ...
+    @property
+    def nbytes(self) -> int: ...  # bytes its decoded columns hold
+
+
+class FileDecoder(Protocol):
+    """Decoding of the files the worker reads itself (``worker/adapters/local_read.py``). Calls
+    block (the pipeline runs them in threads); limits raise ``DecodeLimit``, bad data ``DataError``."""
+
+    def inflate_room(self, payload: bytes, key: str) -> int: ...
+    def open(self, payload: bytes, key: str) -> OpenedFile: ...
+
+
 class TableSink(Protocol):
+    async def ping(self) -> str: ...  # a round trip to the engine (opens its session); its version
     async def open_session(self, session_id: str) -> None: ...
     async def stop(self, session_id: str) -> bool: ...  # True: the engine confirmed the session's work stopped
-    async def write(self, request: WriteRequest) -> WriteResult: ...
+    # A write: infer, then the caller plans (plan_batch), then append, always (it releases the session).
+    async def infer(self, request: WriteRequest) -> Inference: ...
+    async def append(self, request: WriteRequest, plan: BatchPlan) -> dict[str, int]: ...  # rows per _source_file
     async def delete_batch_rows(self, table: str, batch_id: UUID, sources: list[str] | None = None) -> int: ...
     async def delete_replaced(self, table: str, sources: list[str], keep_batch: UUID) -> None: ...
     async def batch_counts(self, table: str, batch_id: UUID) -> dict[str, int]: ...

@@ -13,15 +13,14 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from uuid import UUID
 
 import structlog
 
 from worker.domain.batching import BatchBuffer, BatchLimits, FileWork
 from worker.domain.errors import IcefeedError
-from worker.domain.outcomes import Ack, Outcome, combine
+from worker.domain.outcomes import Ack, Outcome, combine, outcome_for, retry
 from worker.observability.metrics import Metrics
-from worker.pipeline import Pipeline
+from worker.pipeline import Pipeline, retry_policy
 from worker.ports import Message, MessageSource
 from worker.settings import Settings
 
@@ -63,6 +62,7 @@ class Runner:
         self.s = settings
         self.pipeline = pipeline
         self.source = source
+        self.retries = retry_policy(settings)
         self.metrics = metrics or pipeline.metrics
         self.metrics.watch_inflight(lambda: len(self._waiters))
         self.receivers: list[asyncio.Task[None]] = []
@@ -138,7 +138,7 @@ class Runner:
         except Exception as error:  # a poison message must not stop the worker
             log.exception("admit_failed", error=str(error), messages=len(messages))
             await self._finish(
-                [(self._tracked[_key(m)], [self.pipeline.retry(m, str(error), error)]) for m in messages]
+                [(self._tracked[_key(m)], [retry(self.retries, m.receive_count, str(error), error)]) for m in messages]
             )
             return
         ready: list[tuple[Tracked, list[Outcome]]] = []
@@ -158,7 +158,7 @@ class Runner:
     # -- batching ------------------------------------------------------------------------------
 
     def _enqueue(self, work: FileWork) -> None:
-        table = self.pipeline.routes.by_name(work.ingestion).table
+        table = self.pipeline.table_of(work.ingestion)
         lane = self._lanes.get(table)
         if lane is None:
             b = self.s.batch
@@ -223,7 +223,7 @@ class Runner:
         ready: list[tuple[Tracked, list[Outcome]]] = []
         unreachable: IcefeedError | None = None
         try:
-            states = {s.file_id: s for s in await self.pipeline.ledger.states(file_ids)}
+            states = await self.pipeline.file_states(file_ids)
         except IcefeedError as error:
             log.warning("settle_failed", error=str(error))
             states, unreachable = {}, error
@@ -232,10 +232,11 @@ class Runner:
             tracked.waiting -= done
             for file_id in done:
                 state = states.get(file_id)
+                receives = tracked.message.receive_count
                 tracked.outcomes.append(
-                    self.pipeline.outcome_for(tracked.message, state)
+                    outcome_for(self.retries, receives, state)
                     if state
-                    else self.pipeline.retry(tracked.message, "ledger unreachable", unreachable)
+                    else retry(self.retries, receives, "ledger unreachable", unreachable)
                 )
             if not tracked.waiting:
                 ready.append((tracked, []))
@@ -297,7 +298,7 @@ class Runner:
             # Its next receive moves it to the DLQ (the queue's redrive policy): say so in the ledger.
             for tracked in doomed:
                 try:
-                    await self.pipeline.ledger.note_dead_letter(sorted(tracked.files), tracked.message.receive_count)
+                    await self.pipeline.note_dead_letter(sorted(tracked.files), tracked.message.receive_count)
                 except IcefeedError as error:
                     log.warning("dead_letter_note_failed", error=str(error))
         if items:
@@ -351,19 +352,10 @@ class Runner:
             self.heartbeat_at = time.monotonic()
 
     async def heartbeat(self) -> None:
-        active = list(self.pipeline.active_batches)
-        asked = time.monotonic()
         try:
-            still = await self.pipeline.ledger.extend(active, self.pipeline.owner, self.s.lease.ttl_s)
+            await self.pipeline.renew_leases()
         except IcefeedError as error:
             log.warning("lease_extend_failed", error=str(error))
-        else:
-            self.pipeline.leases_renewed(still, asked)
-            # A batch missing from the answer was taken over (or has just been settled: the
-            # pipeline only acts on batches whose append is still running).
-            lost = {b for b in active if b not in still and b in self.pipeline.active_batches}
-            if lost:
-                await self.pipeline.leases_lost(lost)
         vis = self.s.sqs.visibility_timeout_s
         now = time.monotonic()
         due = [
@@ -398,33 +390,23 @@ class Runner:
 
     async def _recover_expired(self) -> int:
         try:
-            expired = await self.pipeline.ledger.take_expired(
-                self.pipeline.owner,
-                self.s.lease.ttl_s,
-                self.s.lease.orphan_grace_s,
-                20,
-                list(self.pipeline.active_batches),  # its own writers are alive: never adopt those
-            )
+            expired = await self.pipeline.expired_batches(20)
         except IcefeedError as error:
             log.warning("sweep_failed", error=str(error))
             return 0
         for batch in expired:
-            self.pipeline.active_batches.add(batch.batch_id)
             try:
-                await self.pipeline.recover(batch.batch_id, batch.table)
+                await self.pipeline.recover_expired(batch)
             except IcefeedError as error:
                 log.warning("batch_recovery_failed", batch_id=str(batch.batch_id), error=str(error))
-            finally:
-                self.pipeline.active_batches.discard(batch.batch_id)
         return len(expired)
 
     # -- lifetime --------------------------------------------------------------------------
 
     async def _load_redrive_limits(self) -> None:
-        lookup = getattr(self.source, "max_receive_count", None)
         for queue in self.s.sqs.queue_urls:
             try:
-                self._max_receives[queue] = await lookup(queue) if lookup else None
+                self._max_receives[queue] = await self.source.max_receive_count(queue)
             except IcefeedError as error:
                 log.warning("redrive_policy_unknown", queue=queue, error=str(error))
             if self._max_receives.get(queue) is None:
@@ -446,10 +428,8 @@ class Runner:
     async def _warm_up(self) -> None:
         """Open the Spark Connect session while the first messages arrive, not inside the first
         batch. Best effort: a failure here shows up again, classified, in the batch."""
-        ping = getattr(self.pipeline.sink, "ping", None)
-        if ping is not None:
-            with contextlib.suppress(Exception):
-                await ping()
+        with contextlib.suppress(Exception):
+            await self.pipeline.warm_up()
 
     def _held(self, queue_url: str) -> list[datetime | None]:
         return [t.message.sent_at for t in self._tracked.values() if t.message.queue_url == queue_url]
@@ -458,7 +438,7 @@ class Runner:
         await self._load_redrive_limits()
         for queue in self.s.sqs.queue_urls:
             self.metrics.watch_oldest(queue, functools.partial(self._held, queue))
-        log.info("worker_started", worker_id=self.pipeline.owner, queues=len(self.s.sqs.queue_urls))
+        log.info("worker_started", worker_id=self.s.worker_id, queues=len(self.s.sqs.queue_urls))
         async with asyncio.TaskGroup() as side, asyncio.TaskGroup() as committers:
             self._committers = committers
             heartbeat = side.create_task(self._monitor("heartbeat", self._heartbeat_loop, stop))
@@ -483,28 +463,22 @@ class Runner:
                 await asyncio.wait_for(self._idle.wait(), self.s.shutdown_grace_s)
                 log.info("worker_drained")
             except TimeoutError:
-                log.warning("drain_timed_out", batches=len(self.pipeline.active_batches))
+                log.warning("drain_timed_out", batches=self.pipeline.batches_in_flight)
             await self._abandon()
             sweeper.cancel()
             heartbeat.cancel()
             for task in [*extras, *self._committer_tasks]:
                 task.cancel()
-        calls = getattr(self.source, "calls", {})
-        log.info("worker_stopped", **self.stats, sqs_calls=dict(calls))
+        log.info("worker_stopped", **self.stats, sqs_calls=dict(self.source.calls))
         if self.failure is not None:
             raise self.failure
 
     async def _abandon(self) -> None:
         """After the grace: stop Spark work, hand batches to the sweepers, release messages."""
-        batches: list[UUID] = list(self.pipeline.active_batches)
-        await self.pipeline.stop_all()
-        if batches:
-            try:
-                await self.pipeline.ledger.expire(
-                    batches, self.pipeline.owner, self.s.lease.ttl_s + self.s.lease.orphan_grace_s
-                )
-            except IcefeedError as error:
-                log.warning("lease_release_failed", error=str(error))
+        try:
+            await self.pipeline.abandon()
+        except IcefeedError as error:
+            log.warning("lease_release_failed", error=str(error))
         for lane in self._lanes.values():
             lane.buffer.drain()
         await self._release([t.message for t in list(self._tracked.values())])

@@ -27,6 +27,7 @@ from uuid import UUID
 from worker.adapters.local_read import decode_json
 from worker.adapters.spark_sink import SparkSink, to_icefeed_error
 from worker.domain.batching import FileWork
+from worker.domain.policy import BatchPlan, Policy, plan_batch
 from worker.ports import Reader, WriteRequest
 from worker.settings import SparkSettings
 
@@ -42,6 +43,20 @@ def slow_frame(spark: Any, rows: int, delay_s: float) -> Any:
         return f"row-{value}"
 
     return spark.range(0, rows, 1, 2).select(F.col("id"), slow("id").alias("h"))
+
+
+@dataclass(frozen=True)
+class Written:
+    counts: dict[str, int]
+    plan: BatchPlan
+
+
+async def write_once(sink: SparkSink, request: WriteRequest) -> Written:
+    """One write as the pipeline makes it: infer, plan (policy evolve), append."""
+    inference = await sink.infer(request)
+    readable = [(f.file_id, inference.schemas[f.file_id]) for f in request.files if f.file_id in inference.schemas]
+    plan = plan_batch(Policy.EVOLVE, inference.table, readable, {})
+    return Written(await sink.append(request, plan), plan)
 
 
 def one_file_request(table: str, location: str, session_id: str, batch_id: UUID, ids: list[int]) -> WriteRequest:

@@ -11,7 +11,7 @@ from uuid import UUID
 import pytest
 
 from tests.harness import Env
-from tests.integration.engine_fence_support import WriterProcess, one_file_request
+from tests.integration.engine_fence_support import WriterProcess, one_file_request, write_once
 from worker.adapters.spark_sink import SparkSink, quiet, session_closed, session_url
 from worker.domain.errors import IcefeedError
 from worker.settings import SparkSettings
@@ -117,13 +117,13 @@ async def test_a_write_runs_in_its_own_session_and_releases_it_whatever_the_outc
     request = one_file_request(f"glue.{env.db}.own", where, session_id, batch, [1, 2])
     f = request.files[0]
     if location == "ok":
-        result = await sink.write(request)
+        result = await write_once(sink, request)
         assert result.counts == {f.source_file: 2}
         rows = env.table("own").scan().to_arrow().to_pylist()
         assert sorted((r["id"], r["_batch_id"]) for r in rows) == [(1, str(batch)), (2, str(batch))]
     else:
         with pytest.raises(IcefeedError, match="invalid table location"):
-            await sink.write(request)
+            await write_once(sink, request)
     assert refused(env, session_id)  # released: a frozen writer waking up cannot use it
     assert await sink.batch_counts(f"glue.{env.db}.own", batch) == ({f.source_file: 2} if location == "ok" else {})
 
@@ -138,7 +138,7 @@ async def test_a_writer_frozen_after_opening_its_session_cannot_write_once_it_is
     assert await sink_for(env).stop(session_id) is True  # another worker, while this one is frozen
     request = one_file_request(f"glue.{env.db}.frozen", f"s3://{env.warehouse}/{env.db}/frozen", session_id, batch, [1])
     with pytest.raises(IcefeedError) as info:
-        await sink.write(request)
+        await write_once(sink, request)
     assert info.value.error_class == "SparkSessionLost"
     assert await sink.batch_counts(request.table, batch) == {}  # not even the table was created
 

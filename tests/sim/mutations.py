@@ -36,8 +36,10 @@ class Mutation:
 
 _NO_WRITER_LEASE_CHECK = (
     "worker/pipeline.py",
-    '        await self.faults.hit("after_commit")\n        if not await self._still_mine(batch_id, blog):',
-    '        await self.faults.hit("after_commit")\n        if False:',
+    '            blog.warning("table_lock_lost", during="append", hint="the writer slot kept other writers out")\n'
+    "        if not await self._still_mine(batch_id, blog):",
+    '            blog.warning("table_lock_lost", during="append", hint="the writer slot kept other writers out")\n'
+    "        if False:",
 )
 
 
@@ -96,9 +98,9 @@ MUTATIONS = (
     Mutation(
         "heartbeat-lease-loss",
         "the heartbeat ignores batches it no longer owns (their appends are not stopped)",
-        "worker/runner.py",
-        "            if lost:\n",
-        "            if False:\n",
+        "worker/pipeline.py",
+        "        if lost:\n",
+        "        if False:\n",
     ),
     Mutation(
         "audit",

@@ -48,6 +48,7 @@ from tests.fakes import (
 )
 from tests.harness import s3_record
 from tests.sim.loop import VirtualClock, VirtualLoop
+from worker.adapters.local_read import LocalDecoder
 from worker.domain.outcomes import TERMINAL
 from worker.pipeline import Pipeline
 from worker.runner import Runner
@@ -295,6 +296,7 @@ class SimWorker:
             Port(self, "ledger", world.ledger),  # type: ignore[arg-type]
             Port(self, "store", world.store),  # type: ignore[arg-type]
             Port(self, "sink", world.engine),  # type: ignore[arg-type]
+            LocalDecoder.for_settings(self.settings.spark),
         )
         self.runner = Runner(self.settings, self.pipeline, Port(self, "queue", world.queue))  # type: ignore[arg-type]
         self.stop = asyncio.Event()

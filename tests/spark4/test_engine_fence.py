@@ -18,7 +18,7 @@ import pytest
 from pydantic import SecretStr
 
 from tests.harness import poll
-from tests.integration.engine_fence_support import WriterProcess, one_file_request
+from tests.integration.engine_fence_support import WriterProcess, one_file_request, write_once
 from tests.spark4.support import Spark4Server
 from worker.adapters.spark_sink import SparkSink
 from worker.settings import DETACHED_LIMIT_S, SparkSettings
@@ -120,7 +120,7 @@ async def test_a_writer_frozen_after_opening_its_session_cannot_write_once_it_is
         assert await other.stop(session_id) is True  # another worker, while this one is frozen
         request = one_file_request(f"spark_catalog.{db}.t", f"file://{tmp_path}/t", session_id, uuid.uuid4(), [1])
         with pytest.raises(IcefeedError) as info:
-            await sink.write(request)
+            await write_once(sink, request)
         assert info.value.error_class == "SparkSessionLost"
         assert "SESSION_CLOSED" in str(info.value)
         assert not spark4.session.catalog.tableExists(request.table)

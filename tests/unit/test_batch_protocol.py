@@ -15,11 +15,12 @@ from uuid import UUID, uuid4
 import pytest
 
 from tests.fakes import ABORTED, COMMITTED, ROUTES, WRITING, FakeEngine, FakeLedger, FakeStore, WriteFault, body_of
+from worker.adapters.local_read import LocalDecoder
 from worker.domain.batching import FileWork
 from worker.domain.errors import DataError
 from worker.domain.events import FileEvent
 from worker.pipeline import Pipeline
-from worker.ports import Registration, WriteRequest, WriteResult
+from worker.ports import Inference, Registration, WriteRequest
 from worker.settings import load_settings
 
 EVENTS = "cat.db.events"
@@ -39,12 +40,12 @@ class PoisonEngine(FakeEngine):
     poisoned: frozenset[str] = frozenset()
     attempts: list[list[str]]
 
-    async def write(self, request: WriteRequest) -> WriteResult:
+    async def infer(self, request: WriteRequest) -> Inference:
         self.attempts.append(sorted(f.key for f in request.files))
         bad = sorted(f.key for f in request.files if f.key in self.poisoned)
         if bad:
             raise DataError(f"cannot read {bad[0]}", error_class="MalformedFile")
-        return await super().write(request)
+        return await super().infer(request)
 
 
 class World:
@@ -67,7 +68,9 @@ class World:
             spark={"dialect": "sail", "worker_read_max_bytes": 0, "detached_limit_s": 600},
             lease={"ttl_s": 30, "orphan_grace_s": 0, "recovery_lock_wait_s": 0.5, "audit_delay_s": 0},
         )
-        return Pipeline(settings, ROUTES, self.ledger, self.store, self.engine)
+        return Pipeline(
+            settings, ROUTES, self.ledger, self.store, self.engine, LocalDecoder.for_settings(settings.spark)
+        )
 
     async def kill(self, worker: Pipeline, task: asyncio.Future[None]) -> None:
         """kill -9: the worker's task ends where it is and the engine goes on with its append. A

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from uuid import uuid4
 
 import pytest
 
 import worker.faults as faults_module
-from worker.faults import POINTS, Faults
+from tests.fakes import ROUTES, FakeEngine, FakeLedger, FakeStore, body_of
+from worker.adapters.local_read import LocalDecoder
+from worker.domain.batching import FileWork
+from worker.domain.events import FileEvent
+from worker.faults import POINTS, Faults, install
+from worker.pipeline import Pipeline
+from worker.ports import Registration
+from worker.settings import load_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -183,3 +192,58 @@ def test_exit_only_at_its_own_point() -> None:
     result = run_exit_script("after_claim")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "survived"
+
+
+# --------------------------------------------------------------------------- the wrappers
+
+
+class Recorder(Faults):
+    """Faults that record the points reached instead of acting on them."""
+
+    def __init__(self) -> None:
+        super().__init__("after_claim=exit")  # set: the wrappers are installed
+        self.reached: list[str] = []
+
+    async def hit(self, point: str) -> None:
+        self.reached.append(point)
+
+
+def test_without_faults_nothing_is_wrapped() -> None:
+    ledger, sink = object(), object()
+    assert install(ledger, sink, Faults("")) == (ledger, sink)  # type: ignore[arg-type]
+
+
+async def test_the_wrapped_ports_reach_every_point_of_one_batch_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch through the pipeline over the fakes, with the ledger and the sink wrapped as
+    ``run_worker`` wraps them: the points come in protocol order, each once."""
+    for name in [k for k in os.environ if k.startswith("ICEFEED_")]:
+        monkeypatch.delenv(name)
+    faults = Recorder()
+    store, ledger = FakeStore(), FakeLedger()
+    engine = FakeEngine(store)
+    engine.on_append = faults.append_started
+    settings = load_settings(
+        worker_id="w1", sqs={"queue_urls": ["https://sqs.local/q"]}, spark={"worker_read_max_bytes": 0}
+    )
+    wrapped_ledger, wrapped_sink = install(ledger, engine, faults)  # type: ignore[arg-type]
+    pipeline = Pipeline(
+        settings, ROUTES, wrapped_ledger, store, wrapped_sink, LocalDecoder.for_settings(settings.spark)
+    )  # type: ignore[arg-type]
+    body = body_of("ev/a.json", "1", 3)
+    etag = store.put("landing", "ev/a.json", body)
+    event = FileEvent("landing", "ev/a.json", len(body), etag, None, None, None, "ObjectCreated:Put", "s3")
+    (state,) = await ledger.register([Registration("ev", event, etag, len(body))])
+    await pipeline.run_batch("cat.db.events", [FileWork(state.file_id, "ev", "landing", "ev/a.json", etag, len(body))])
+    (loaded,) = await ledger.states([state.file_id])
+    assert loaded.status == "LOADED"
+    assert faults.reached == [
+        "after_claim",
+        "after_fence",
+        "before_append",
+        "after_write_start",
+        "after_commit",
+        "after_finalize",
+    ]
+    faults.reached.clear()
+    await wrapped_ledger.abort(uuid4(), "w1", "Recovered", "x", [])  # not a batch it claimed: no point
+    assert faults.reached == []

@@ -18,6 +18,7 @@ from uuid import UUID
 import pytest
 
 from tests.fakes import ABORTED, COMMITTED, ROUTES, WRITING, FakeEngine, FakeLedger, FakeStore, WriteFault, body_of
+from worker.adapters.local_read import LocalDecoder
 from worker.domain.batching import FileWork
 from worker.domain.errors import TransientError
 from worker.domain.events import FileEvent
@@ -74,7 +75,8 @@ class Fleet:
             lease={"ttl_s": 30, "orphan_grace_s": 0, "recovery_lock_wait_s": 0.5, "audit_delay_s": 0},
         )
         self.clients[name] = Client(self.engine)
-        return Pipeline(settings, ROUTES, self.ledger, self.store, self.clients[name])  # type: ignore[arg-type]
+        decoder = LocalDecoder.for_settings(settings.spark)
+        return Pipeline(settings, ROUTES, self.ledger, self.store, self.clients[name], decoder)  # type: ignore[arg-type]
 
     async def crash(self, name: str, task: asyncio.Future[None]) -> None:
         """kill -9: the worker's task ends where it is, its client detaches, the engine goes on."""

@@ -11,7 +11,7 @@ from uuid import uuid4
 
 import pytest
 
-from worker.adapters.local_read import Decoded, DecodeLimit
+from worker.adapters.local_read import Decoded, DecodeLimit, LocalDecoder
 from worker.domain.batching import FileWork
 from worker.memory import MemoryBudget, decode_cost, held_cost
 from worker.pipeline import Pipeline
@@ -139,7 +139,9 @@ def pipeline_with(monkeypatch: pytest.MonkeyPatch, store: Store, **env: str) -> 
     monkeypatch.setenv("ICEFEED_SPARK_DIALECT", "sail")
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    return Pipeline(load_settings(), parse_routes(ROUTES), ledger=None, store=store, sink=None)  # type: ignore[arg-type]
+    settings = load_settings()
+    decoder = LocalDecoder.for_settings(settings.spark)
+    return Pipeline(settings, parse_routes(ROUTES), ledger=None, store=store, sink=None, decoder=decoder)  # type: ignore[arg-type]
 
 
 def work(file_id: int, key: str, body: bytes) -> FileWork:

@@ -14,6 +14,7 @@ import pytest
 from pyspark.errors import RetriesExceeded
 from pyspark.errors.exceptions.connect import SparkConnectGrpcException
 
+from worker.adapters.spark_sink import reachable as _reachable
 from worker.adapters.spark_sink import to_icefeed_error
 from worker.admin import render
 from worker.admin.cli import COMMANDS
@@ -27,7 +28,6 @@ from worker.admin.common import (
     spark_error,
 )
 from worker.admin.dlq import describe
-from worker.admin.preview import _reachable
 from worker.admin.schema import s3_notification
 from worker.domain.errors import BatchError, ConfigError, TransientError
 from worker.routes import parse_routes

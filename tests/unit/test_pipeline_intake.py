@@ -11,6 +11,7 @@ from uuid import uuid4
 
 import pytest
 
+from worker.adapters.local_read import LocalDecoder
 from worker.domain.events import s3_notification
 from worker.domain.outcomes import Ack, Retry
 from worker.pipeline import Pipeline
@@ -109,6 +110,10 @@ def message(body: str, n: int = 1) -> Message:
     return Message("https://sqs.local/q", f"m{n}", f"h{n}", body, 1, None)
 
 
+def decoder() -> LocalDecoder:
+    return LocalDecoder.for_settings(load_settings().spark)
+
+
 @pytest.fixture
 def parts(monkeypatch: pytest.MonkeyPatch) -> tuple[Pipeline, FakeLedger, FakeStore]:
     for name in list(__import__("os").environ):
@@ -119,7 +124,7 @@ def parts(monkeypatch: pytest.MonkeyPatch) -> tuple[Pipeline, FakeLedger, FakeSt
     monkeypatch.setenv("ICEFEED_SPARK_LOCAL_PARSE_MAX_BYTES", "100")
     monkeypatch.setenv("ICEFEED_SPARK_WORKER_READ_MAX_BYTES", "0")  # the engine reads: HEAD at admission
     ledger, store = FakeLedger(), FakeStore()
-    pipeline = Pipeline(load_settings(), ROUTES, ledger, store, sink=None)  # type: ignore[arg-type]
+    pipeline = Pipeline(load_settings(), ROUTES, ledger, store, sink=None, decoder=decoder())  # type: ignore[arg-type]
     return pipeline, ledger, store
 
 
@@ -217,7 +222,7 @@ async def test_small_json_files_are_not_headed_and_their_get_tells_gone_from_rep
 ) -> None:
     _, ledger, store = parts
     monkeypatch.setenv("ICEFEED_SPARK_WORKER_READ_MAX_BYTES", "1000")
-    pipeline = Pipeline(load_settings(), ROUTES, ledger, store, sink=None)  # type: ignore[arg-type]
+    pipeline = Pipeline(load_settings(), ROUTES, ledger, store, sink=None, decoder=decoder())  # type: ignore[arg-type]
     store.objects[("landing", "events/new.json")] = ObjectInfo(10, "e2")
     store.objects[("landing", "events/ok.json")] = ObjectInfo(10, "e1")
     store.bodies[("landing", "events/ok.json")] = b'{"a": 1}\n{"a": 2.5}\n'
@@ -268,7 +273,7 @@ async def test_keys_the_engine_would_rewrite_fail_at_admission_without_a_head(
     assert [w.key for w in adms[-1].waiting.values()] == ["events/x/target.json"]
     # A file the worker reads itself (small JSON) is fetched by its literal key: it waits for a batch.
     monkeypatch.setenv("ICEFEED_SPARK_WORKER_READ_MAX_BYTES", "1000")
-    local = Pipeline(load_settings(), ROUTES, ledger, store, sink=None)  # type: ignore[arg-type]
+    local = Pipeline(load_settings(), ROUTES, ledger, store, sink=None, decoder=decoder())  # type: ignore[arg-type]
     small, big = await local.admit(
         [message(event("events/y//z.json", "e7"), 9), message(event("events/y/../big.json", "e8", size=2000), 10)]
     )

@@ -37,6 +37,16 @@ class IdleSource:
     async def change_visibility(self, entries: list[tuple[Message, int]]) -> list[Message]:
         return []
 
+    async def resend(self, message: Message, delay_s: int) -> None:
+        return None
+
+    async def max_receive_count(self, queue_url: str) -> int | None:
+        return None
+
+    @property
+    def calls(self) -> dict[str, int]:
+        return {}
+
 
 class IdleLedger:
     async def extend(self, *args: Any) -> set[Any]:
@@ -62,6 +72,25 @@ class FakePipeline:
 
     def leases_renewed(self, batch_ids: set[Any], at: float) -> None:
         return None
+
+    @property
+    def batches_in_flight(self) -> int:
+        return len(self.active_batches)
+
+    async def renew_leases(self) -> None:
+        self.leases_renewed(await self.ledger.extend(list(self.active_batches), self.owner), 0.0)
+
+    async def expired_batches(self, limit: int) -> list[Any]:
+        return await self.ledger.take_expired(self.owner, limit)
+
+    async def abandon(self) -> None:
+        await self.stop_all()
+        if self.active_batches:
+            await self.ledger.expire(list(self.active_batches), self.owner)
+
+    async def warm_up(self) -> None:
+        if self.sink is not None:
+            await self.sink.ping()
 
     async def audit(self) -> int:
         return 0
@@ -134,8 +163,6 @@ async def test_on_a_normal_stop_side_tasks_run_through_the_drain_and_are_then_ca
 async def test_a_table_lane_runs_up_to_in_flight_batches_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """The next batch of a table is prepared while the current one commits, never more than
     ICEFEED_BATCH_IN_FLIGHT at once, and every batch still runs."""
-    from types import SimpleNamespace
-
     from worker.domain.batching import FileWork
 
     for name in list(os.environ):
@@ -150,7 +177,8 @@ async def test_a_table_lane_runs_up_to_in_flight_batches_at_once(monkeypatch: py
     peak, done = 0, []
 
     class LanePipeline(FakePipeline):
-        routes = SimpleNamespace(by_name=lambda _name: SimpleNamespace(table="glue.db.events"))
+        def table_of(self, ingestion: str) -> str:
+            return "glue.db.events"
 
         async def run_batch(self, table: str, files: list[FileWork]) -> None:
             nonlocal peak

@@ -45,6 +45,7 @@ from typing import Any, Literal
 
 from worker.domain.errors import ConfigError, DataError
 from worker.domain.policy import BatchPlan
+from worker.domain.reading import deletes_rows, worker_parses_whole_file_json
 from worker.domain.schema import ChangeKind, Field, Struct, to_ddl
 from worker.routes import Routes
 from worker.settings import SparkSettings
@@ -83,7 +84,7 @@ class Dialect:
     def parses_whole_file_json(self) -> bool:
         """Whether whole-file JSON (multiLine) must be fetched and parsed by the worker (Sail's
         reader knows only JSON lines)."""
-        return self.engine == "sail"
+        return worker_parses_whole_file_json(self.engine)
 
     @property
     def has_file_metadata(self) -> bool:
@@ -120,7 +121,7 @@ class Dialect:
 
     @property
     def supports_delete(self) -> bool:
-        return self.table_format == "iceberg"
+        return deletes_rows(self.table_format)
 
     def evolution_statements(self, table_sql: str, plan: BatchPlan) -> list[str]:
         """Statements to run before appending a batch that changes an existing table's schema.

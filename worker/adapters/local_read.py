@@ -23,8 +23,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from worker.adapters.dialects import dialect_for
-from worker.domain.errors import DataError
+from worker.domain.errors import DataError, DecodeLimit
 from worker.domain.policy import fold
 from worker.domain.schema import (
     BOOLEAN,
@@ -37,7 +36,6 @@ from worker.domain.schema import (
     Field,
     Struct,
 )
-from worker.routes import AnyIngestion
 from worker.settings import SparkSettings
 
 MAX_DEPTH = 32  # nesting deeper than this is refused (engines and clients choke on it)
@@ -45,12 +43,7 @@ _INT64 = (-(2**63), 2**63 - 1)
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-class DecodeLimit(DataError):
-    """A worker-read file whose text or values exceed what the worker decodes (settings
-    ``ICEFEED_SPARK_WORKER_DECODE_MAX_BYTES`` / ``_MAX_VALUES``). The pipeline hands such a file to
-    the engine when the engine can read it; otherwise it is FAILED with this error (permanent)."""
-
-    error_class = "DecompressionLimit"
+__all__ = ["DecodeLimit"]  # re-exported: defined in the domain, raised here
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,14 +70,12 @@ class Text:
     data: bytes
     values: int
 
+    @property
+    def size(self) -> int:
+        return len(self.data)
 
-def worker_reads(settings: SparkSettings, ingestion: AnyIngestion, size: int | None) -> bool:
-    """Whether the worker fetches and decodes a file itself: JSON up to
-    ``ICEFEED_SPARK_WORKER_READ_MAX_BYTES``, and whole-file JSON on an engine whose reader lacks it
-    (Sail; capped at admission by ``ICEFEED_SPARK_LOCAL_PARSE_MAX_BYTES``)."""
-    if dialect_for(settings).parses_whole_file_json and ingestion.whole_file_json:
-        return True
-    return ingestion.format == "json" and size is not None and size <= settings.worker_read_max_bytes
+    def parse(self, whole_file: bool) -> Decoded:
+        return parse_text(self, whole_file)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +85,11 @@ class Decoded:
     columns: dict[str, pa.Array]
     rows: int
     schema: Struct
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the Arrow columns."""
+        return sum(a.nbytes for a in self.columns.values())
 
     def table(self, source_column: str, source_file: str) -> pa.Table:
         """The rows with the lineage column ``source_column`` = ``source_file`` (rows of ``{}`` objects
@@ -110,6 +106,26 @@ def decode_json(payload: bytes, whole_file: bool, compressed: bool, limits: Deco
     ``DataError(ParseError)`` naming the line; nesting over :data:`MAX_DEPTH` raises
     ``DataError(NestingTooDeep)``; text or values over ``limits`` raise :class:`DecodeLimit`."""
     return parse_text(open_text(payload, compressed, limits), whole_file)
+
+
+class LocalDecoder:
+    """The pipeline's ``FileDecoder`` port: opens (inflates, checks limits) and parses the files
+    the worker reads itself, within ``limits``."""
+
+    def __init__(self, limits: DecodeLimits = DEFAULT_LIMITS) -> None:
+        self.limits = limits
+
+    @classmethod
+    def for_settings(cls, settings: SparkSettings) -> LocalDecoder:
+        return cls(limits_for(settings))
+
+    def inflate_room(self, payload: bytes, key: str) -> int:
+        """Bytes opening this file may take beyond its body: the inflate limit when it is gzip."""
+        return self.limits.max_bytes if is_gzip(payload, key.endswith(".gz")) else 0
+
+    def open(self, payload: bytes, key: str) -> Text:
+        """The file's text, or :class:`DecodeLimit` / ``DataError`` before anything is parsed."""
+        return open_text(payload, is_gzip(payload, key.endswith(".gz")), self.limits)
 
 
 def is_gzip(payload: bytes, compressed: bool) -> bool:

@@ -5,14 +5,23 @@ One shared Spark Connect session serves probes, schema reads and operator statem
 recreated after the server loses it. A fenced write runs in a session of its own, opened by
 :meth:`SparkSink.open_session` under an id the ledger records, and released after the write; any
 worker can :meth:`SparkSink.stop` that session by its id (docs/engines.md).
+
+A write is two calls with the schema decision in between, made by the caller: :meth:`SparkSink.infer`
+reads each file's schema (and the table's), the caller plans the batch (``plan_batch``), and
+:meth:`SparkSink.append` creates or evolves the table and appends the loadable files in ONE
+commit, then releases the write's session. :meth:`SparkSink.sample` shows an inferred file's first
+rows (``icefeed preview``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
+import urllib.parse
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -21,9 +30,9 @@ from worker.adapters.dialects import read_path as read_path  # re-exported
 from worker.adapters.local_read import Decoded
 from worker.domain.batching import FileWork
 from worker.domain.errors import ConfigError, DataError, IcefeedError, TransientError, classify_engine_error
-from worker.domain.policy import RESCUED_COLUMN, Policy, data_columns, plan_batch
+from worker.domain.policy import RESCUED_COLUMN, BatchPlan, Policy, data_columns
 from worker.domain.schema import STRING, Array, DataType, Field, Map, Struct, from_spark_json, to_ddl, type_string
-from worker.ports import Reader, WriteRequest, WriteResult
+from worker.ports import Inference, Reader, WriteRequest
 from worker.routes import LOCATION, PART
 from worker.settings import SparkSettings, spark_url_params
 from worker.sql import queries
@@ -165,6 +174,33 @@ def to_icefeed_error(exc: BaseException) -> IcefeedError:
     return classify_engine_error(type(exc).__name__, message.strip()[:2000], grpc_code)
 
 
+DEFAULT_SPARK_CONNECT_PORT = 15002
+
+
+def reachable(url: str, timeout_s: float = 5.0) -> None:
+    """Connect to the Spark Connect port once: a refused or unroutable address is reported at
+    once as SparkUnavailable."""
+    parts = urllib.parse.urlsplit(url)
+    host, port = parts.hostname or "localhost", parts.port or DEFAULT_SPARK_CONNECT_PORT
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise TransientError(
+            f"Spark Connect unavailable: cannot connect to {host}:{port} ({reason})", error_class="SparkUnavailable"
+        ) from None
+
+
+@dataclass(eq=False)
+class _Read:
+    """What :meth:`SparkSink.infer` read for one batch, kept for its append (or sample)."""
+
+    spark: Any
+    frames: dict[int, Any] = field(default_factory=dict)  # engine-read files
+    local: dict[int, Decoded] = field(default_factory=dict)  # worker-decoded files
+    schemas: dict[int, Struct] = field(default_factory=dict)
+
+
 #: Arrow bytes one write sends inside its plan (the append's own gRPC message, limited to 128 MiB
 #: by the Python client and by Apache Spark's server): beyond it, rows go ahead in pieces.
 INLINE_BYTES = 32 * 1024 * 1024
@@ -214,9 +250,23 @@ class Staging:
 
 
 class SparkSink:
-    def __init__(self, settings: SparkSettings, on_reconnect: Callable[[], None] | None = None) -> None:
+    """``fail_fast``: check that the server's port answers before opening the shared session
+    (operator commands report "cluster unreachable" in seconds, not after the client's retries).
+    ``on_append(batch_id)``: told from the writing thread as an append is handed to the engine
+    (the test-only fault point ``after_write_start``, worker/faults.py)."""
+
+    def __init__(
+        self,
+        settings: SparkSettings,
+        on_reconnect: Callable[[], None] | None = None,
+        fail_fast: bool = False,
+        on_append: Callable[[UUID], None] | None = None,
+    ) -> None:
         self._settings = settings
         self._on_reconnect = on_reconnect
+        self._on_append = on_append  # called (from the writing thread) as a batch's append starts
+        self._fail_fast = fail_fast
+        self._reads: dict[UUID, _Read] = {}  # by batch: inferred, not appended yet
         self._sessions = 0
         self._lock = threading.Lock()
         self._session: Any = None
@@ -233,6 +283,8 @@ class SparkSink:
         from pyspark.sql.connect.client.retries import DefaultPolicy
 
         url = self._settings.url.get_secret_value()
+        if self._fail_fast:
+            reachable(url)
         if session_id:
             # Not builder.create(): that makes the new session pyspark's process-wide default and
             # active one, whose client pyspark then uses for its own calls after this session's
@@ -269,6 +321,7 @@ class SparkSink:
     def close(self) -> None:
         with self._lock:
             writes, self._writes = list(self._writes.values()), {}
+            self._reads.clear()
         for session in writes:
             _release(session)
         self._forget_session()
@@ -352,11 +405,11 @@ class SparkSink:
         self._dialect.refresh(spark, table)
         return data_columns(from_spark_json(spark.table(table).schema.json()))
 
-    def _create_table(self, spark: Any, req: WriteRequest, target: Struct) -> None:
+    def _create_table(self, spark: Any, req: WriteRequest, plan: BatchPlan) -> None:
         if not LOCATION.match(req.location):
             raise ValueError(f"invalid table location {req.location!r}")
-        columns = to_ddl(target)
-        extra = f", `{RESCUED_COLUMN}` STRING" if req.policy is Policy.RESCUE else ""
+        columns = to_ddl(plan.target)
+        extra = f", `{RESCUED_COLUMN}` STRING" if plan.policy is Policy.RESCUE else ""
         spark.sql(
             self._sql[self._dialect.create_block].format(
                 table=quote_table(req.table),
@@ -433,48 +486,69 @@ class SparkSink:
         self._dialect.refresh(spark, table)  # another session's commit must be visible
         return spark
 
-    def _write(self, req: WriteRequest) -> WriteResult:
-        if not req.session_id:
-            return self._write_in(self._spark(), req)
-        try:
-            return self._write_in(self._write_session(req.session_id), req)
-        finally:
-            self._release_write(req.session_id)
+    def _session_for(self, req: WriteRequest) -> Any:
+        return self._write_session(req.session_id) if req.session_id else self._spark()
 
-    def _write_in(self, spark: Any, req: WriteRequest) -> WriteResult:
+    def _infer(self, req: WriteRequest) -> Inference:
+        """Read each file's schema (the engine infers it; a worker-decoded file's is known) and
+        the table's. A file that cannot be parsed is singled out here, by name, instead of failing
+        (and bisecting) the whole batch. On failure the write's session is released."""
+        try:
+            spark = self._session_for(req)
+            table = self._table_schema(spark, req.table)
+            read = _Read(spark)
+            unreadable: dict[int, IcefeedError] = {}
+            for f in req.files:
+                decoded = req.decoded.get(f.file_id)
+                try:
+                    if isinstance(decoded, IcefeedError):
+                        raise decoded
+                    if decoded is not None:  # decoded by the worker: its schema is known, no round trip
+                        read.local[f.file_id] = decoded
+                        hints = req.readers[f.ingestion].hints
+                        read.schemas[f.file_id] = with_hints(decoded.schema, hints)  # as read: the plan judges names
+                        continue
+                    df = self._read(spark, req.readers[f.ingestion], f)
+                    read.schemas[f.file_id] = from_spark_json(df.schema.json())
+                    read.frames[f.file_id] = df
+                except Exception as exc:  # classified below; what is not the file's fault re-raises
+                    error = to_icefeed_error(exc)
+                    if not isinstance(error, DataError):
+                        raise
+                    unreadable[f.file_id] = error
+        except BaseException:
+            if req.session_id:
+                self._release_write(req.session_id)
+            raise
+        with self._lock:
+            self._reads[req.batch_id] = read
+        return Inference(table, dict(read.schemas), unreadable, frozenset(read.local))
+
+    def _take_read(self, batch_id: UUID) -> _Read:
+        with self._lock:
+            read = self._reads.pop(batch_id, None)
+        if read is None:
+            raise TransientError(f"batch {batch_id}: append without inference", error_class="Unknown")
+        return read
+
+    def _append(self, req: WriteRequest, plan: BatchPlan) -> dict[str, int]:
+        """Create or evolve the table as ``plan`` says and append its loadable files in ONE commit;
+        the rows per ``_source_file``. The write's session is released afterwards, whatever the
+        outcome."""
+        try:
+            return self._append_in(self._take_read(req.batch_id), req, plan)
+        finally:
+            if req.session_id:
+                self._release_write(req.session_id)
+
+    def _append_in(self, read: _Read, req: WriteRequest, plan: BatchPlan) -> dict[str, int]:
         from pyspark.sql import functions as F  # noqa: N812
 
-        table = self._table_schema(spark, req.table)
-        frames: dict[int, Any] = {}
-        schemas: dict[int, Struct] = {}
-        unreadable: dict[int, IcefeedError] = {}
-        local: dict[int, Decoded] = {}
-        for f in req.files:
-            # Inference reads the file: a file that cannot be parsed is singled out here, by name,
-            # instead of failing (and bisecting) the whole batch.
-            decoded = req.decoded.get(f.file_id)
-            try:
-                if isinstance(decoded, IcefeedError):
-                    raise decoded
-                if decoded is not None:  # decoded by the worker: its schema is known, no round trip
-                    local[f.file_id] = decoded
-                    hints = req.readers[f.ingestion].hints
-                    schemas[f.file_id] = with_hints(decoded.schema, hints)  # as read: the plan judges names
-                    continue
-                df = self._read(spark, req.readers[f.ingestion], f)
-                schemas[f.file_id] = from_spark_json(df.schema.json())
-                frames[f.file_id] = df
-            except Exception as exc:  # classified below; what is not the file's fault re-raises
-                error = to_icefeed_error(exc)
-                if not isinstance(error, DataError):
-                    raise
-                unreadable[f.file_id] = error
-        readable = [(f.file_id, schemas[f.file_id]) for f in req.files if f.file_id in schemas]
-        plan = plan_batch(req.policy, table, readable, req.approved)
+        spark, frames, local, schemas = read.spark, read.frames, read.local, read.schemas
         if not plan.loaded:
-            return WriteResult({}, plan, schemas, req.replace, unreadable, frozenset(local))
-        if table is None:
-            self._create_table(spark, req, plan.target)
+            return {}
+        if plan.table is None:
+            self._create_table(spark, req, plan)
         for statement in self._dialect.evolution_statements(quote_table(req.table), plan):  # existing table
             spark.sql(statement)
         aligned = []
@@ -497,7 +571,7 @@ class SparkSink:
                 have = data_columns(with_hints(schema, req.readers[ingestion].hints))
                 aligned.append(conform_frame(df, have, plan.target, rescued, plan.rescues, keep=("_source_file",)))
         if not aligned:  # only empty files: nothing to append
-            return WriteResult({}, plan, schemas, req.replace, unreadable, frozenset(local))
+            return {}
         union = balanced_union(aligned)
         out = (
             union.withColumn("_batch_id", F.lit(str(req.batch_id)))
@@ -511,8 +585,8 @@ class SparkSink:
             )
         tag = batch_tag(req.batch_id)
         spark.addTag(tag)
-        if req.on_append is not None:
-            req.on_append()
+        if self._on_append is not None:
+            self._on_append(req.batch_id)
         try:
             self._dialect.append(out, req.table)
         finally:
@@ -520,16 +594,30 @@ class SparkSink:
             staging.drop()
         loaded = set(plan.loaded)
         if any(f.file_id in frames for f in req.files if f.file_id in loaded):
-            counts = self._counts(spark, req.table, req.batch_id)  # the engine read some: ask the table
+            return self._counts(spark, req.table, req.batch_id)  # the engine read some: ask the table
+        # Only worker-decoded files: the commit holds exactly the Arrow rows sent. Reading them
+        # back would scan every manifest of the table (one more per commit: measured to make each
+        # commit slower as the table's history grows).
+        counts: dict[str, int] = {}
+        for f in req.files:
+            if f.file_id in loaded and f.file_id in local and local[f.file_id].rows:
+                counts[f.source_file] = counts.get(f.source_file, 0) + local[f.file_id].rows
+        return counts
+
+    def _sample(self, req: WriteRequest, rows: int) -> list[dict[str, Any]]:
+        """The first ``rows`` rows of the request's first file as inferred (hints applied), from
+        the read :meth:`_infer` kept; the read is let go."""
+        read = self._take_read(req.batch_id)
+        f = req.files[0]
+        if f.file_id in read.local:
+            decoded = read.local[f.file_id]
+            df = self._local_frame(read.spark, [(f, decoded)], req.readers[f.ingestion], decoded.schema)
+            if df is None:
+                return []
+            df = df.drop("_source_file")
         else:
-            # Only worker-decoded files: the commit holds exactly the Arrow rows sent. Reading them
-            # back would scan every manifest of the table (one more per commit: measured to make each
-            # commit slower as the table's history grows).
-            counts = {}
-            for f in req.files:
-                if f.file_id in loaded and f.file_id in local and local[f.file_id].rows:
-                    counts[f.source_file] = counts.get(f.source_file, 0) + local[f.file_id].rows
-        return WriteResult(counts, plan, schemas, req.replace, unreadable, frozenset(local))
+            df = read.frames[f.file_id]
+        return [r.asDict(recursive=True) for r in df.limit(rows).collect()] if rows else []
 
     def _local_frame(
         self,
@@ -592,19 +680,36 @@ class SparkSink:
 
     # -- async API -------------------------------------------------------------------------
 
-    async def write(self, request: WriteRequest) -> WriteResult:
-        """Infer each file's schema, plan the batch under the table's schema policy, create or
-        evolve the table, and append the loadable files in ONE commit. Returns the plan and the
-        rows per ``_source_file`` read back from the table (files with no rows are absent).
-
-        With ``request.session_id`` the whole write runs in that session (see
-        :meth:`open_session`), which is released afterwards, whatever the outcome."""
+    async def infer(self, request: WriteRequest) -> Inference:
+        """Read each file's schema (worker-decoded files: already known) and the table's; files
+        the engine cannot parse are reported, not raised. The read is kept for :meth:`append`
+        (or :meth:`sample`). With ``request.session_id`` it runs in that session (see
+        :meth:`open_session`), which is released if inference fails."""
         if not request.session_id:
-            result: WriteResult = await self._run(self._write, request)
+            result: Inference = await self._run(self._infer, request)
             return result
+        inferred: Inference = await self._in_write_session(self._infer, request)
+        return inferred
+
+    async def append(self, request: WriteRequest, plan: BatchPlan) -> dict[str, int]:
+        """Create or evolve the table and append the files ``plan`` loads in ONE commit, in the
+        session :meth:`infer` used; rows per ``_source_file`` (files with no rows are absent).
+        Called after every :meth:`infer` (even when nothing loads): it releases the session."""
+        if not request.session_id:
+            counts: dict[str, int] = await self._run(self._append, request, plan)
+            return counts
+        appended: dict[str, int] = await self._in_write_session(self._append, request, plan)
+        return appended
+
+    async def sample(self, request: WriteRequest, rows: int) -> list[dict[str, Any]]:
+        """The first ``rows`` rows of the request's (first) file, after :meth:`infer`."""
+        result: list[dict[str, Any]] = await self._run(self._sample, request, rows)
+        return result
+
+    async def _in_write_session(self, fn: Any, *args: Any) -> Any:
         async with self._limit:
             try:
-                return await asyncio.to_thread(self._write, request)
+                return await asyncio.to_thread(fn, *args)
             except Exception as exc:  # the shared session is not concerned: keep it
                 raise to_icefeed_error(exc) from exc
 
@@ -621,6 +726,9 @@ class SparkSink:
         the session so that no later request can use it. True when the engine confirmed; False when
         it could not be reached or did not confirm (then the engine's detached-execution limit,
         ``ICEFEED_SPARK_DETACHED_LIMIT_S``, is the bound). Never raises."""
+        with self._lock:  # a read kept for an append in that session is let go
+            for batch_id in [b for b, r in self._reads.items() if self._writes.get(session_id) is r.spark]:
+                del self._reads[batch_id]
         try:
             return bool(await asyncio.to_thread(self._stop, session_id))
         except Exception:  # noqa: BLE001 - unreachable or refused: not confirmed

@@ -9,91 +9,48 @@ compared with the destination table's, and the table's schema policy is asked fo
 from __future__ import annotations
 
 import asyncio
-import socket
-import urllib.parse
+from dataclasses import replace
 from typing import Any
+from uuid import uuid4
 
-from worker.adapters.dialects import dialect_for
-from worker.adapters.local_read import decode_json, worker_reads
-from worker.adapters.spark_sink import SparkSink, with_hints
+from worker.adapters.local_read import decode_json
+from worker.adapters.spark_sink import SparkSink
 from worker.admin.common import aws, jsonable, ledger, parse_s3_uri, row, s3_uri, spark_error
 from worker.domain.batching import FileWork
-from worker.domain.errors import ConfigError, DataError, IcefeedError, TransientError
+from worker.domain.errors import ConfigError, DataError, IcefeedError
 from worker.domain.policy import RESCUED_COLUMN, Policy, data_columns, drop_void, plan_batch
+from worker.domain.reading import FILE_TOO_LARGE, parses_locally, too_large, worker_reads
 from worker.domain.routing import match_route
-from worker.domain.schema import Struct, diff, from_spark_json, parse_type, type_string
-from worker.ports import Reader, change_json
+from worker.domain.schema import Struct, diff, parse_type, type_string
+from worker.ports import Reader, WriteRequest, change_json
 from worker.routes import AnyIngestion, Routes
 from worker.settings import Settings
 
 MAX_ROWS = 10
-DEFAULT_SPARK_CONNECT_PORT = 15002
 
 
-class PreviewSink(SparkSink):
-    """The sink's own reader, used read-only, on a session that fails fast when the cluster is
-    unreachable: an operator waits seconds for "cluster unreachable", not the client's default
-    ten minutes of retries while the session is being set up."""
-
-    def _spark(self) -> Any:
-        with self._lock:
-            if self._session is None:
-                from pyspark.sql.connect.client.retries import DefaultPolicy
-                from pyspark.sql.connect.session import SparkSession
-
-                url = self._settings.url.get_secret_value()
-                _reachable(url)
-                session = SparkSession(connection=url)  # no RPC yet
-                session.client.set_retry_policies(
-                    [DefaultPolicy(max_retries=self._settings.client_retries, max_backoff=5000)]
-                )
-                session.conf.set("spark.sql.session.timeZone", self._settings.session_timezone)
-                self._session = session
-            return self._session
-
-    def _look(
-        self, table: str, reader: Reader, work: FileWork, payload: bytes | None, rows: int
-    ) -> tuple[Struct, list[dict[str, Any]], Struct | None]:
-        spark = self._spark()
-        if payload is not None:  # a file the worker reads itself: decoded the same way
-            decoded = decode_json(
-                payload, whole_file=reader.options.get("multiLine") == "true", compressed=work.key.endswith(".gz")
-            )
-            schema = with_hints(decoded.schema, reader.hints)  # as read: the plan judges names
-            df = self._local_frame(spark, [(work, decoded)], reader, decoded.schema)
-            if df is None:
-                return schema, [], self._table_schema(spark, table)
-            df = df.drop("_source_file")
-        else:
-            df = self._read(spark, reader, work)
-            schema = from_spark_json(df.schema.json())
-        sample = [r.asDict(recursive=True) for r in df.limit(rows).collect()] if rows else []
-        return schema, sample, self._table_schema(spark, table)
-
-    async def look(
-        self, table: str, reader: Reader, work: FileWork, payload: bytes | None, rows: int
-    ) -> tuple[Struct, list[dict[str, Any]], Struct | None]:
-        try:
-            result: tuple[Struct, list[dict[str, Any]], Struct | None] = await self._run(
-                self._look, table, reader, work, payload, rows
-            )
-        except IcefeedError as error:
-            raise spark_error(error) from error
-        return result
-
-
-def _reachable(url: str, timeout_s: float = 5.0) -> None:
-    """Connect to the Spark Connect port once: a refused or unroutable address is reported at
-    once as SparkUnavailable."""
-    parts = urllib.parse.urlsplit(url)
-    host, port = parts.hostname or "localhost", parts.port or DEFAULT_SPARK_CONNECT_PORT
+async def _look(
+    sink: SparkSink, request: WriteRequest, payload: bytes | None, rows: int
+) -> tuple[Struct, list[dict[str, Any]], Struct | None]:
+    """The file read as a batch would read it (the sink's ``infer``; a file the worker reads
+    itself decoded the same way), its first rows and the table's schema. DataError when it
+    cannot be read; other engine errors as operator messages."""
+    work = request.files[0]
+    if payload is not None:  # a file the worker reads itself: decoded the same way
+        reader = request.readers[work.ingestion]
+        decoded = decode_json(
+            payload, whole_file=reader.options.get("multiLine") == "true", compressed=work.key.endswith(".gz")
+        )
+        request = replace(request, decoded={work.file_id: decoded})
     try:
-        socket.create_connection((host, port), timeout=timeout_s).close()
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise TransientError(
-            f"Spark Connect unavailable: cannot connect to {host}:{port} ({reason})", error_class="SparkUnavailable"
-        ) from None
+        inference = await sink.infer(request)
+        unreadable = inference.unreadable.get(work.file_id)
+        sample = [] if unreadable is not None else await sink.sample(request, rows)
+    except IcefeedError as error:
+        raise spark_error(error) from error
+    if unreadable is not None:  # the engine cannot parse it (DataError)
+        raise unreadable
+    return inference.schemas[work.file_id], sample, inference.table
 
 
 def columns(schema: Struct | None) -> list[dict[str, Any]] | None:
@@ -144,15 +101,20 @@ async def preview(
             if head is None:
                 result["attention"] = [f"{uri}: no such object in S3"]
                 return result
-            local = dialect_for(settings.spark).parses_whole_file_json and ing.whole_file_json
-            too_big = _too_big(settings, head.size, local)
-            local = worker_reads(settings.spark, ing, head.size)
+            spark = settings.spark
+            too_big = too_large(
+                head.size,
+                parses_locally(spark.dialect, ing.whole_file_json),
+                spark.local_parse_max_bytes,
+                settings.batch.max_file_bytes,
+            )
+            local = worker_reads(spark.dialect, ing.format, ing.whole_file_json, head.size, spark.worker_read_max_bytes)
             if too_big:
                 result.update(file_schema=None, sample=[], table_schema=None, diff=[])
                 result["decision"] = {
                     "action": "fail",
-                    "error_class": "FileTooLarge",
-                    "text": f"FAIL (FileTooLarge): {too_big}",
+                    "error_class": FILE_TOO_LARGE,
+                    "text": f"FAIL ({FILE_TOO_LARGE}): {too_big}",
                 }
                 result["attention"] = [f"would be FAILED: {too_big}"]
                 return result
@@ -161,9 +123,12 @@ async def preview(
             ing.format, ing.reader_options(), {**ing.hint_types(), **{c: parse_type(t) for c, t in pinned.items()}}
         )
         work = FileWork(0, ing.name, bucket, key, head.etag, head.size)
-        sink = PreviewSink(settings.spark)
+        request = WriteRequest(uuid4(), ing.table, ing.location, {ing.name: reader}, [work], output_files=1)
+        # Read-only, on a session that fails fast when the cluster is unreachable: an operator
+        # waits seconds for "cluster unreachable", not the client's default ten minutes of retries.
+        sink = SparkSink(settings.spark, fail_fast=True)
         try:
-            schema, sample, table = await sink.look(ing.table, reader, work, payload, rows)
+            schema, sample, table = await _look(sink, request, payload, rows)
         except DataError as error:
             result.update(file_schema=None, sample=[], table_schema=None, diff=[])
             text = f"FAIL ({error.error_class}): {error}"
@@ -189,17 +154,6 @@ async def preview(
     return result
 
 
-def _too_big(settings: Settings, size: int, local: bool) -> str | None:
-    if local and size > settings.spark.local_parse_max_bytes:
-        return (
-            f"whole-file JSON of {size} bytes: over ICEFEED_SPARK_LOCAL_PARSE_MAX_BYTES="
-            f"{settings.spark.local_parse_max_bytes} for this engine"
-        )
-    if size > settings.batch.max_file_bytes:
-        return f"{size} bytes is over ICEFEED_BATCH_MAX_FILE_BYTES={settings.batch.max_file_bytes}"
-    return None
-
-
 def _decision(ing: AnyIngestion, plan: Any, decision: Any, open_proposal: int | None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "action": "load" if decision.load else "quarantine",
@@ -209,7 +163,7 @@ def _decision(ing: AnyIngestion, plan: Any, decision: Any, open_proposal: int | 
         "open_proposal": open_proposal,
     }
     if not decision.load:
-        kind = "SchemaConflict" if any(c.breaking for c in decision.changes) else "SchemaChange"
+        kind = decision.error_class
         out["error_class"] = kind
         joins = f"; it would join open proposal #{open_proposal}" if open_proposal else "; it would open a proposal"
         out["text"] = f"QUARANTINE ({kind}, policy {ing.schema_policy}): {decision.reason}{joins}"

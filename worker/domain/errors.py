@@ -38,6 +38,14 @@ class DataError(IcefeedError):
     error_class = "DataError"
 
 
+class DecodeLimit(DataError):
+    """A worker-read file whose text or values exceed what the worker decodes (settings
+    ``ICEFEED_SPARK_WORKER_DECODE_MAX_BYTES`` / ``_MAX_VALUES``). The pipeline hands such a file to
+    the engine when the engine can read it; otherwise it is FAILED with this error (permanent)."""
+
+    error_class = "DecompressionLimit"
+
+
 class BatchError(IcefeedError):
     """A write failed for a reason that is neither known-transient nor known-bad-data.
     Batches are bisected to find the culprit; a lone file is retried until the DLQ takes it."""

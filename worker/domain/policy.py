@@ -82,6 +82,12 @@ class FileDecision:
         offending = [c for c in self.changes if c.breaking or c.requires_table_change] or list(self.changes)
         return "; ".join(str(c) for c in offending)
 
+    @property
+    def error_class(self) -> str:
+        """What a quarantined file is recorded as: ``SchemaConflict`` when a change is breaking
+        (the table cannot take it), ``SchemaChange`` when the policy alone holds it back."""
+        return "SchemaConflict" if any(c.breaking for c in self.changes) else "SchemaChange"
+
 
 @dataclass(frozen=True, slots=True)
 class BatchPlan:
