@@ -281,11 +281,11 @@ class Pipeline:
             # registration and record_terminal (which then moved nothing).
             now = {s.file_id: s for s in await self.ledger.states([file_id for _, file_id, _ in decided])}
             for cand, file_id, verdict in decided:
-                state = now.get(file_id)
-                if state is not None and state.status in TERMINAL:
-                    cand.admission.outcomes.append(Ack(f"{state.status.lower()}: {verdict.message}"))
-                elif state is not None:
-                    cand.admission.outcomes.append(self.outcome_for(cand.admission.message, state))
+                final = now.get(file_id)
+                if final is not None and final.status in TERMINAL:
+                    cand.admission.outcomes.append(Ack(f"{final.status.lower()}: {verdict.message}"))
+                elif final is not None:
+                    cand.admission.outcomes.append(self.outcome_for(cand.admission.message, final))
                 else:
                     cand.admission.outcomes.append(self.retry(cand.admission.message, "file state unknown"))
 
@@ -318,13 +318,13 @@ class Pipeline:
         for reg in kept:
             ev = reg.candidate.event
             best = newest.get((ev.bucket, ev.key))
-            seq = ev.sequencer
+            event_seq = ev.sequencer
             if (
                 reg.verdict is None
-                and seq
+                and event_seq
                 and best
                 and best[1] != reg.registration.etag
-                and sequencer_newer(best[0], seq)
+                and sequencer_newer(best[0], event_seq)
             ):
                 reg.verdict = _Verdict(SKIPPED, "Superseded", f"a newer event for this key was seen (etag {best[1]})")
 
@@ -905,8 +905,9 @@ class Pipeline:
             replacing, _ = await self._replace_plan([f for f in files if counts.get(f.source_file)], settled)
         replacing -= set(settled)
         if replacing:
-            sources = sorted({f.source_file for f in files if f.file_id in replacing})
-            await self.sink.delete_replaced(table, sources, batch_id)
+            await self.sink.delete_replaced(
+                table, sorted({f.source_file for f in files if f.file_id in replacing}), batch_id
+            )
         return await self._finalize(
             batch_id, table, files, counts, blog, result, settled, timing, held_since, sorted(replacing), also_replaced
         )

@@ -80,7 +80,7 @@ def timeouts_as_transient() -> Iterator[None]:
 
 
 @asynccontextmanager
-async def acquired(pool: asyncpg.Pool, timeout_s: float) -> AsyncIterator[asyncpg.Connection]:
+async def acquired(pool: asyncpg.Pool, timeout_s: float) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy]:
     """A pooled connection, waited for at most ``timeout_s`` (then TransientError
     ``PgAcquireTimeout``); released on exit."""
     try:

@@ -59,6 +59,9 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InternalClientError,  # a connection terminated mid-operation (pg_terminate_backend)
     asyncpg.exceptions.PostgresConnectionError,
 )
+# A lock check that gets no answer in time, and a pool that cannot hand out a connection: as lost.
+_LOCK_CHECK_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, TimeoutError)
+_TAKE_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, TransientError)
 
 
 async def connect_pool(settings: PgSettings) -> asyncpg.Pool:
@@ -84,7 +87,7 @@ async def connect_pool(settings: PgSettings) -> asyncpg.Pool:
 class PgTableLock:
     """A held table lock: its connection, a watchdog, and the fence (docs/guarantees.md)."""
 
-    def __init__(self, conn: asyncpg.Connection, q: dict[str, str], check_s: float) -> None:
+    def __init__(self, conn: asyncpg.pool.PoolConnectionProxy, q: dict[str, str], check_s: float) -> None:
         self._conn = conn
         self._q = q
         self._use = asyncio.Lock()  # one statement at a time on the connection
@@ -116,7 +119,7 @@ class PgTableLock:
             async with self._use:
                 await asyncio.wait_for(self._conn.fetchval(self._q["lock_alive"]), timeout=LOCK_CHECK_TIMEOUT_S)
             return True
-        except (*CONNECTION_ERRORS, TimeoutError):
+        except _LOCK_CHECK_ERRORS:
             self.lost.set()
             return False
 
@@ -155,7 +158,7 @@ class _TimedPool:
         self._pool = pool
         self.acquire_s = acquire_s
 
-    async def take(self, timeout_s: float | None = None) -> asyncpg.Connection:
+    async def take(self, timeout_s: float | None = None) -> asyncpg.pool.PoolConnectionProxy:
         try:
             return await self._pool.acquire(timeout=timeout_s or self.acquire_s)
         except TimeoutError as exc:
@@ -163,7 +166,7 @@ class _TimedPool:
             assert error is not None
             raise error from None
 
-    async def release(self, conn: asyncpg.Connection) -> None:
+    async def release(self, conn: asyncpg.pool.PoolConnectionProxy) -> None:
         await self._pool.release(conn)
 
     async def _with(self, method: str, query: str, *args: Any) -> Any:
@@ -228,7 +231,7 @@ class PgLedger:
         raise AssertionError("unreachable")
 
     @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[asyncpg.Connection]:
+    async def _tx(self) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy]:
         conn = await self._pool.take()
         try:
             async with conn.transaction():
@@ -257,7 +260,7 @@ class PgLedger:
             with contextlib.suppress(*CONNECTION_ERRORS):
                 await self._pool.release(conn)
 
-    async def _take_table_lock(self, table: str, deadline: float) -> asyncpg.Connection:
+    async def _take_table_lock(self, table: str, deadline: float) -> asyncpg.pool.PoolConnectionProxy:
         """Wait for the lock, trying on a pooled connection that is given back between tries (a
         waiter never sits on a connection that finalize or the heartbeat need)."""
         loop = asyncio.get_running_loop()
@@ -265,7 +268,7 @@ class PgLedger:
         while True:
             try:
                 conn = await self._pool.take(min(self._pool.acquire_s, max(0.1, deadline - loop.time())))
-            except (*CONNECTION_ERRORS, TransientError) as exc:
+            except _TAKE_ERRORS as exc:
                 if loop.time() >= deadline:
                     reason = str(exc) or type(exc).__name__
                     raise TransientError(f"PostgreSQL: {reason}", error_class="PgConnectionLost") from None

@@ -53,7 +53,9 @@ async def operator_ledger(settings: PgSettings) -> AsyncIterator[OperatorLedger]
 class OperatorLedger:
     """The operator's statements, on the pool or (inside ``transaction``) on one connection."""
 
-    def __init__(self, pool: asyncpg.Pool, db: asyncpg.Pool | asyncpg.Connection) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, db: asyncpg.Pool | asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+    ) -> None:
         self._pool = pool
         self._db = db
         self._q = queries("operator.sql")
@@ -80,6 +82,7 @@ class OperatorLedger:
         """The raw pieces of ``icefeed status``: clock, groups, oldest, stuck, batches,
         proposals, rejected."""
         clock = await self._db.fetchrow(self._q["clock"])
+        assert clock is not None  # SELECT now(): always one row
         return {
             "clock": clock,
             "groups": await self._db.fetch(self._q["status_by_ingestion"], ingestion, clock["today"]),
