@@ -45,6 +45,7 @@ from worker.ports import (
     WriteRequest,
 )
 from worker.routes import parse_routes
+from worker.settings import Settings, load_settings
 
 try:  # the fence's port types (worker/ports.py after the fence); shapes per the fence design
     from worker.ports import AuditBatch, EngineWork, Fence
@@ -1047,3 +1048,14 @@ __all__ = [
     "body_of",
     "source_uri",
 ]
+
+
+def interleaving_settings(worker_id: str) -> Settings:
+    """Settings of a worker in the hand-written interleaving tests on these fakes: Sail's dialect,
+    the engine reads every file, a 30 s lease that is swept at once, a short recovery lock wait."""
+    return load_settings(
+        worker_id=worker_id,
+        sqs={"queue_urls": ["https://sqs.local/q"]},
+        spark={"dialect": "sail", "worker_read_max_bytes": 0, "detached_limit_s": 600},
+        lease={"ttl_s": 30, "orphan_grace_s": 0, "recovery_lock_wait_s": 0.5, "audit_delay_s": 0},
+    )

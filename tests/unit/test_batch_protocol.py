@@ -14,14 +14,24 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from tests.fakes import ABORTED, COMMITTED, ROUTES, WRITING, FakeEngine, FakeLedger, FakeStore, WriteFault, body_of
+from tests.fakes import (
+    ABORTED,
+    COMMITTED,
+    ROUTES,
+    WRITING,
+    FakeEngine,
+    FakeLedger,
+    FakeStore,
+    WriteFault,
+    body_of,
+    interleaving_settings,
+)
 from worker.adapters.local_read import LocalDecoder
 from worker.domain.batching import FileWork
 from worker.domain.errors import DataError
 from worker.domain.events import FileEvent
 from worker.pipeline import Pipeline
 from worker.ports import Inference, Registration, WriteRequest
-from worker.settings import load_settings
 
 EVENTS = "cat.db.events"
 T0 = datetime(2026, 11, 27, tzinfo=UTC)
@@ -62,12 +72,7 @@ class World:
         self.engine.on_change = lambda what, _detail: self.seen[what].set()
 
     def pipeline(self, name: str) -> Pipeline:
-        settings = load_settings(
-            worker_id=name,
-            sqs={"queue_urls": ["https://sqs.local/q"]},
-            spark={"dialect": "sail", "worker_read_max_bytes": 0, "detached_limit_s": 600},
-            lease={"ttl_s": 30, "orphan_grace_s": 0, "recovery_lock_wait_s": 0.5, "audit_delay_s": 0},
-        )
+        settings = interleaving_settings(name)
         return Pipeline(
             settings, ROUTES, self.ledger, self.store, self.engine, LocalDecoder.for_settings(settings.spark)
         )

@@ -17,14 +17,24 @@ from uuid import UUID
 
 import pytest
 
-from tests.fakes import ABORTED, COMMITTED, ROUTES, WRITING, FakeEngine, FakeLedger, FakeStore, WriteFault, body_of
+from tests.fakes import (
+    ABORTED,
+    COMMITTED,
+    ROUTES,
+    WRITING,
+    FakeEngine,
+    FakeLedger,
+    FakeStore,
+    WriteFault,
+    body_of,
+    interleaving_settings,
+)
 from worker.adapters.local_read import LocalDecoder
 from worker.domain.batching import FileWork
 from worker.domain.errors import TransientError
 from worker.domain.events import FileEvent
 from worker.pipeline import Pipeline
 from worker.ports import Registration
-from worker.settings import load_settings
 
 EVENTS, LATEST = "cat.db.events", "cat.db.latest"
 T0 = datetime(2026, 11, 27, tzinfo=UTC)
@@ -68,12 +78,7 @@ class Fleet:
         self.uploaded: dict[str, tuple[str, int]] = {}  # label → (source file, rows)
 
     def pipeline(self, name: str) -> Pipeline:
-        settings = load_settings(
-            worker_id=name,
-            sqs={"queue_urls": ["https://sqs.local/q"]},
-            spark={"dialect": "sail", "worker_read_max_bytes": 0, "detached_limit_s": 600},
-            lease={"ttl_s": 30, "orphan_grace_s": 0, "recovery_lock_wait_s": 0.5, "audit_delay_s": 0},
-        )
+        settings = interleaving_settings(name)
         self.clients[name] = Client(self.engine)
         decoder = LocalDecoder.for_settings(settings.spark)
         return Pipeline(settings, ROUTES, self.ledger, self.store, self.clients[name], decoder)  # type: ignore[arg-type]
