@@ -33,7 +33,7 @@ from worker.adapters.pg_operator import drop_ledger_schema, fetch_once
 from worker.domain.batching import source_uri
 from worker.domain.outcomes import TERMINAL
 from worker.localstack import Stack, iceberg_catalog
-from worker.routes import load_routes
+from worker.routes import Routes, load_routes
 from worker.settings import REPO_ROOT, PgSettings
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
@@ -196,6 +196,68 @@ def _tail(path: Path, lines: int = 25) -> None:
         _say("  " + line)
 
 
+def _say_stack(stack: Stack, routes: Routes, routes_file: Path, schema: str, took: float) -> None:
+    """Step 1's report: how long the stack took, its endpoints (no password) and the routes."""
+    _say(f"      ready in {took:.1f} s: buckets, queue + DLQ, S3 notifications, Glue database")
+    _say(f"      moto        {stack.moto_url}    Sail {stack.spark_url}")
+    dsn = re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", stack.pg_dsn)
+    _say(f"      PostgreSQL  {'embedded ' * stack.pg_embedded}{dsn}, ledger schema {schema}")
+    _say(f"      routes      {routes_file.relative_to(REPO_ROOT)}:")
+    for ing in routes.ingestion:
+        _say(f"        {f's3://{ing.bucket}/{ing.prefix}*{ing.suffix}':<40} {ing.format:<5} → {ing.table}")
+
+
+def _worker_env(stack: Stack, queue_url: str, routes_file: Path, schema: str) -> dict[str, str]:
+    """The demo worker's environment: ours without any ICEFEED_ setting, then the stack's and the demo's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ICEFEED_")}
+    env |= stack.worker_env(queue_url, routes_file, schema) | {
+        "ICEFEED_LOG_FORMAT": "json",
+        "ICEFEED_BATCH_MAX_WAIT_S": "0.5",
+        "ICEFEED_SQS_WAIT_TIME_S": "1",
+        "ICEFEED_WORKER_ID": "demo-worker",
+        "ICEFEED_HTTP_PORT": "0",
+    }
+    return env
+
+
+def _show_tables(stack: Stack, routes: Routes) -> Counter[str]:
+    """Show every routed table read back with pyiceberg; return its rows counted per source file."""
+    catalog, in_tables = iceberg_catalog(stack.moto_url), Counter[str]()
+    for name in dict.fromkeys(i.table for i in routes.ingestion):
+        try:
+            in_tables += _show_table(catalog, name)
+        except Exception as exc:  # noqa: BLE001 - reported; the verdict below fails
+            _say(f"\n  {name}: cannot read it with pyiceberg ({type(exc).__name__}: {exc})")
+    return in_tables
+
+
+def _verdict(
+    files: dict[str, dict[str, Any]],
+    keys: list[str],
+    bucket: str,
+    settled: bool,
+    in_tables: Counter[str],
+    code: int | None,
+    log_path: Path,
+) -> int:
+    """Compare the ledger, the tables and the worker's exit; print OK or FAILED (with the log tail)."""
+    loaded = {k: f["rows_loaded"] or 0 for k, f in files.items() if f["status"] == "LOADED"}
+    expected = Counter({source_uri(bucket, k): n for k, n in loaded.items() if n})
+    problems = []
+    if not settled or set(loaded) != set(keys):
+        problems.append(f"{len(loaded)} of {len(keys)} sample files are LOADED")
+    if in_tables != expected:
+        problems.append(f"the tables' rows per file ({in_tables.total()} in all) differ from the ledger's")
+    if code != 0:
+        problems.append(f"the worker exited with status {code}")
+    if problems:
+        _say("FAILED: " + "; ".join(problems))
+        _tail(log_path)
+        return 1
+    _say(f"OK: all {len(keys)} files LOADED; the tables hold exactly the {expected.total()} rows the ledger counted")
+    return 0
+
+
 def run_demo(workdir: Path) -> int:
     wall = time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -215,25 +277,11 @@ def run_demo(workdir: Path) -> int:
         prov = stack.provision(routes, queue_name="icefeed-demo-events")
         ledger_created = True
         asyncio.run(migrate(_pg(stack.pg_dsn, schema), REPO_ROOT / "migrations"))
-        _say(f"      ready in {time.monotonic() - t:.1f} s: buckets, queue + DLQ, S3 notifications, Glue database")
-        _say(f"      moto        {stack.moto_url}    Sail {stack.spark_url}")
-        dsn = re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", stack.pg_dsn)
-        _say(f"      PostgreSQL  {'embedded ' * stack.pg_embedded}{dsn}, ledger schema {schema}")
-        _say(f"      routes      {routes_file.relative_to(REPO_ROOT)}:")
-        for ing in routes.ingestion:
-            _say(f"        {f's3://{ing.bucket}/{ing.prefix}*{ing.suffix}':<40} {ing.format:<5} → {ing.table}")
+        _say_stack(stack, routes, routes_file, schema, time.monotonic() - t)
 
         _say(f"\n[2/5] Starting one worker, logs in {log_path} …")
         t = time.monotonic()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ICEFEED_")}
-        env |= stack.worker_env(prov.queue_url, routes_file, schema) | {
-            "ICEFEED_LOG_FORMAT": "json",
-            "ICEFEED_BATCH_MAX_WAIT_S": "0.5",
-            "ICEFEED_SQS_WAIT_TIME_S": "1",
-            "ICEFEED_WORKER_ID": "demo-worker",
-            "ICEFEED_HTTP_PORT": "0",
-        }
-        worker = _start_worker(env, log_path)
+        worker = _start_worker(_worker_env(stack, prov.queue_url, routes_file, schema), log_path)
         _say(f"      polling the queue after {time.monotonic() - t:.1f} s")
 
         objects = sample_objects()
@@ -251,12 +299,7 @@ def run_demo(workdir: Path) -> int:
         _say("\n[5/5] Results")
         files = {r["key"]: r for r in _sql(stack.pg_dsn, schema, "demo_files")}
         _show_ledger(files, keys, uploaded_at)
-        catalog, in_tables = iceberg_catalog(stack.moto_url), Counter[str]()
-        for name in dict.fromkeys(i.table for i in routes.ingestion):
-            try:
-                in_tables += _show_table(catalog, name)
-            except Exception as exc:  # noqa: BLE001 - reported; the verdict below fails
-                _say(f"\n  {name}: cannot read it with pyiceberg ({type(exc).__name__}: {exc})")
+        in_tables = _show_tables(stack, routes)
         finished = [f["finished_at"] for f in files.values() if f["status"] == "LOADED"]
         if finished:
             took = (max(finished) - uploaded_at).total_seconds()
@@ -264,24 +307,7 @@ def run_demo(workdir: Path) -> int:
         code = _stop_worker(worker)
         _say(f"  Worker stopped with SIGTERM: exit status {code}")
         _say(f"  Demo wall time:     {time.monotonic() - wall:.1f} s\n")
-
-        loaded = {k: f["rows_loaded"] or 0 for k, f in files.items() if f["status"] == "LOADED"}
-        expected = Counter({source_uri(bucket, k): n for k, n in loaded.items() if n})
-        problems = []
-        if not settled or set(loaded) != set(keys):
-            problems.append(f"{len(loaded)} of {len(keys)} sample files are LOADED")
-        if in_tables != expected:
-            problems.append(f"the tables' rows per file ({in_tables.total()} in all) differ from the ledger's")
-        if code != 0:
-            problems.append(f"the worker exited with status {code}")
-        if problems:
-            _say("FAILED: " + "; ".join(problems))
-            _tail(log_path)
-            return 1
-        _say(
-            f"OK: all {len(keys)} files LOADED; the tables hold exactly the {expected.total()} rows the ledger counted"
-        )
-        return 0
+        return _verdict(files, keys, bucket, settled, in_tables, code, log_path)
     except KeyboardInterrupt:
         _say("\ninterrupted: stopping everything …")
         return 130

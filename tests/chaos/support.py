@@ -257,14 +257,31 @@ class Stats:
         return {k: getattr(self, k) for k in REPORT_KEYS}
 
 
+#: The ledger's files by identity (key, etag).
+Ledger = dict[tuple[str, str], dict[str, Any]]
+
+
 def measure(env: Env, exp: Expected, scenario: str) -> Stats:
+    """The exact check: the ledger against the uploads, the table's rows against the current files'
+    ids, each row's lineage, and the queues; every discrepancy becomes a count or a problem line."""
     files = env.files()
     batches = {str(b["id"]): b for b in env.sql("SELECT * FROM batches")}
     ledger = {(f["key"], f["etag"]): f for f in files}
     s = Stats(scenario, files=len(exp.current))
     s.quarantined = sum(f["status"] == "QUARANTINED" for f in files)
     s.failed = sum(f["status"] == "FAILED" for f in files)
+    _check_current(s, exp, ledger)
+    _check_superseded(s, exp, ledger)
+    _check_ledger_rows(s, exp, files, batches)
+    rows = table_rows(env)
+    _check_row_counts(s, exp, rows)
+    _check_lineage(s, exp, rows, ledger, batches)
+    _check_queues(s, env)
+    return s
 
+
+def _check_current(s: Stats, exp: Expected, ledger: Ledger) -> None:
+    """Every current version is LOADED with the number of rows uploaded; the others are lost."""
     for key, v in sorted(exp.current.items()):
         f = ledger.get((key, v.etag))
         if f is None or f["status"] != "LOADED":
@@ -275,11 +292,21 @@ def measure(env: Env, exp: Expected, scenario: str) -> Stats:
             s.problems.append(f"{key}: ledger rows_loaded={f['rows_loaded']}, uploaded {len(v.ids)} rows")
             s.suspect_keys.add(key)
     s.lost = len(s.lost_keys)
+
+
+def _check_superseded(s: Stats, exp: Expected, ledger: Ledger) -> None:
+    """Every overwritten version ends SKIPPED or REPLACED."""
     for v in exp.superseded:
         f = ledger.get((v.key, v.etag))
         if f is None or f["status"] not in ("SKIPPED", "REPLACED"):
             s.problems.append(f"{v.key} etag {v.etag}: overwritten version is {f and f['status']}")
             s.suspect_keys.add(v.key)
+
+
+def _check_ledger_rows(
+    s: Stats, exp: Expected, files: list[dict[str, Any]], batches: dict[str, dict[str, Any]]
+) -> None:
+    """No ledger file that was never uploaded, none left open, no batch left WRITING."""
     known = {(v.key, v.etag) for v in [*exp.current.values(), *exp.superseded]}
     for f in files:
         if (f["key"], f["etag"]) not in known:
@@ -292,7 +319,9 @@ def measure(env: Env, exp: Expected, scenario: str) -> Stats:
             s.problems.append(f"batch {b['id']} stuck WRITING (lease {b['lease_owner']} until {b['lease_expires_at']})")
             s.suspect_batches.add(str(b["id"]))
 
-    rows = table_rows(env)
+
+def _check_row_counts(s: Stats, exp: Expected, rows: list[dict[str, Any]]) -> None:
+    """The table holds exactly the current files' ids, each as often as uploaded."""
     want, got, key_of = exp.rows(), Counter(r["id"] for r in rows), exp.key_of()
     s.duplicated_rows = sum(max(0, n - want[i]) for i, n in got.items())
     s.unexpected_rows = sum(n for i, n in got.items() if i not in want)
@@ -308,7 +337,12 @@ def measure(env: Env, exp: Expected, scenario: str) -> Stats:
     if s.unexpected_rows:
         s.problems.append(f"{s.unexpected_rows} rows in the table that no current file holds")
 
-    # Lineage: each row names its file and the ledger's batch of that file, a COMMITTED batch.
+
+def _check_lineage(
+    s: Stats, exp: Expected, rows: list[dict[str, Any]], ledger: Ledger, batches: dict[str, dict[str, Any]]
+) -> None:
+    """Lineage: each row names its file and the ledger's batch of that file, a COMMITTED batch."""
+    key_of = exp.key_of()
     lineage_errors = 0
     for r in rows:
         key = key_of.get(r["id"])
@@ -337,13 +371,15 @@ def measure(env: Env, exp: Expected, scenario: str) -> Stats:
     if lineage_errors > 5:
         s.problems.append(f"… {lineage_errors} rows with wrong lineage in all")
 
+
+def _check_queues(s: Stats, env: Env) -> None:
+    """Nothing dead-lettered, nothing left in the queue."""
     dlq = env.queue_depth(env.prov.dlq_url)
     if dlq:
         s.problems.append(f"{dlq} messages in the DLQ")
     depth = env.queue_depth()
     if depth:
         s.problems.append(f"{depth} messages left in the queue")
-    return s
 
 
 def finish(

@@ -660,42 +660,55 @@ class World:
         return all(op.committed or op.killed or op.appending_since is None for op in self.engine.ops)
 
     def check(self) -> None:
-        tables = self.engine.tables
+        """Every end-of-run invariant, each violation reported: rows, files, replaces, overlaps, DLQ."""
+        rows_by_label = self._check_rows()
+        for v in self.versions.values():
+            self._check_version(v, rows_by_label)
+        for key in sorted({v.key for v in self.versions.values() if v.key.startswith("rp/")}):
+            self._check_replace(key, rows_by_label)
+        for table, first, second in self.engine.overlaps if self.engine.overlap == "overwrite" else []:
+            self.violation(f"{table}: appends of batches {str(first)[:8]} and {str(second)[:8]} overlapped")
+        self._check_dlq()
+
+    def _check_rows(self) -> dict[str, list[dict[str, Any]]]:
+        """Every table row carries a COMMITTED batch; return the rows grouped by version label."""
         rows_by_label: dict[str, list[dict[str, Any]]] = {}
-        for name, t in tables.items():
+        for name, t in self.engine.tables.items():
             for row in t.rows:
                 rows_by_label.setdefault(row["v"], []).append(row)
                 b = self.ledger.batches.get(UUID(row["_batch_id"]))
                 if b is None or b.status != COMMITTED:
                     status = "unknown" if b is None else b.status
                     self.violation(f"{name}: a row of {row['v']} carries batch {row['_batch_id'][:8]} ({status})")
-        for v in self.versions.values():
-            file_id = self.ledger.identities.get((BUCKET, v.key, v.etag))
-            if file_id is None:
-                self.violation(f"{v.label} was never registered")
-                continue
-            f = self.ledger.files[file_id]
-            rows = rows_by_label.get(v.label, [])
-            if f.status not in FINAL:
-                self.violation(f"{v.label} ends {f.status}, not final")
-            if f.status == "LOADED":
-                mine = [r for r in rows if r["_batch_id"] == str(f.batch_id)]
-                if len(rows) != v.rows or len(mine) != v.rows:
-                    self.violation(
-                        f"{v.label} LOADED: table holds {len(rows)} of its rows ({len(mine)} under its batch), "
-                        f"expected {v.rows}"
-                    )
-                if f.rows != len(mine):
-                    self.violation(f"{v.label}: the ledger says {f.rows} rows, the table {len(mine)}")
-            elif rows:
-                self.violation(f"{v.label} is {f.status} but the table holds {len(rows)} of its rows")
-            wrong = [r for r in rows if r["_source_file"] != source_uri(BUCKET, v.key)]
-            if wrong:
-                self.violation(f"{v.label}: rows under another file's name")
-        for key in sorted({v.key for v in self.versions.values() if v.key.startswith("rp/")}):
-            self._check_replace(key, rows_by_label)
-        for table, first, second in self.engine.overlaps if self.engine.overlap == "overwrite" else []:
-            self.violation(f"{table}: appends of batches {str(first)[:8]} and {str(second)[:8]} overlapped")
+        return rows_by_label
+
+    def _check_version(self, v: Version, rows_by_label: dict[str, list[dict[str, Any]]]) -> None:
+        """One uploaded version: registered, final, and its rows in the table iff LOADED, under its name."""
+        file_id = self.ledger.identities.get((BUCKET, v.key, v.etag))
+        if file_id is None:
+            self.violation(f"{v.label} was never registered")
+            return
+        f = self.ledger.files[file_id]
+        rows = rows_by_label.get(v.label, [])
+        if f.status not in FINAL:
+            self.violation(f"{v.label} ends {f.status}, not final")
+        if f.status == "LOADED":
+            mine = [r for r in rows if r["_batch_id"] == str(f.batch_id)]
+            if len(rows) != v.rows or len(mine) != v.rows:
+                self.violation(
+                    f"{v.label} LOADED: table holds {len(rows)} of its rows ({len(mine)} under its batch), "
+                    f"expected {v.rows}"
+                )
+            if f.rows != len(mine):
+                self.violation(f"{v.label}: the ledger says {f.rows} rows, the table {len(mine)}")
+        elif rows:
+            self.violation(f"{v.label} is {f.status} but the table holds {len(rows)} of its rows")
+        wrong = [r for r in rows if r["_source_file"] != source_uri(BUCKET, v.key)]
+        if wrong:
+            self.violation(f"{v.label}: rows under another file's name")
+
+    def _check_dlq(self) -> None:
+        """A dead-lettered message only ever names files that reached a final status."""
         for m in self.queue.dlq.get(QUEUE, []):
             for key, etag in self._files_of(m):
                 file_id = self.ledger.identities.get((BUCKET, key, etag))
