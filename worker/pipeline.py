@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 from uuid import UUID, uuid4
@@ -378,6 +379,7 @@ class Pipeline:
         write: asyncio.Future[WriteResult] | None = None
         opened = False
         halves_left: list[list[FileWork]] = []
+        settled: dict[int, FileResult] = {}
         try:
             blog.info("batch_claimed", files=len(claimed), offered=len(files))
             try:
@@ -428,7 +430,7 @@ class Pipeline:
             except IcefeedError as error:
                 if write is not None:  # after the append started: its own path decided already
                     raise
-                halves_left = await self._release_unwritten(table, batch_id, claimed, error, blog)
+                halves_left = await self._release_unwritten(table, batch_id, claimed, error, blog, settled)
         except Exception:
             # Unexpected (a bug, or an error the adapters did not classify): hand the batch to the
             # sweepers now; they stop its engine session before they release anything.
@@ -809,24 +811,43 @@ class Pipeline:
         files: list[FileWork],
         error: IcefeedError,
         blog: structlog.typing.FilteringBoundLogger,
+        settled: dict[int, FileResult] | None = None,
     ) -> list[list[FileWork]]:
         """Release a batch that certainly has no rows and no running append: retry, fail a lone
-        bad file, or split the batch in two to find the culprit(s) (returns the halves)."""
+        bad file, or split the batch in two to find the culprit(s) (returns the halves). Files
+        whose GET already settled them for good (GONE, SKIPPED) keep that outcome: they are not
+        claimed again."""
         blog.warning("batch_failed", error_class=error.error_class, error=str(error), files=len(files))
-        if isinstance(error, TransientError) or len(files) == 1:
+        final = {i: r for i, r in (settled or {}).items() if r.status in (GONE, SKIPPED)}
+        open_files = [f for f in files if f.file_id not in final]
+        done = list(final.values())
+        if not open_files:
+            await self._abort_counted(batch_id, error, done)
+            return []
+        if isinstance(error, TransientError) or len(open_files) == 1:
             status = FAILED if isinstance(error, DataError) else PENDING
-            results = [FileResult(f.file_id, status, None, error.error_class, error.message) for f in files]
-            won = await self.ledger.abort(batch_id, self.owner, error.error_class, error.message, results)
-            if status == FAILED:
-                self.metrics.file_outcome(FAILED, len(files) if won else 0)
-                log.warning("file_failed", bucket=files[0].bucket, key=files[0].key, error_class=error.error_class)
+            results = [FileResult(f.file_id, status, None, error.error_class, error.message) for f in open_files]
+            won = await self._abort_counted(batch_id, error, done + results)
+            if status == FAILED and won:
+                log.warning(
+                    "file_failed", bucket=open_files[0].bucket, key=open_files[0].key, error_class=error.error_class
+                )
             return []
         results = [
-            FileResult(f.file_id, PENDING, None, error.error_class, "batch split to isolate a bad file") for f in files
+            FileResult(f.file_id, PENDING, None, error.error_class, "batch split to isolate a bad file")
+            for f in open_files
         ]
-        if await self.ledger.abort(batch_id, self.owner, error.error_class, error.message, results):
-            return list(halves(files))
+        if await self._abort_counted(batch_id, error, done + results):
+            return list(halves(open_files))
         return []
+
+    async def _abort_counted(self, batch_id: UUID, error: IcefeedError, results: list[FileResult]) -> bool:
+        """Abort the batch with these per-file results; count the final ones if it was ours."""
+        won = await self.ledger.abort(batch_id, self.owner, error.error_class, error.message, results)
+        if won:
+            for status, count in Counter(r.status for r in results if r.status != PENDING).items():
+                self.metrics.file_outcome(status, count)
+        return won
 
     async def _changed(self, files: list[FileWork]) -> dict[int, FileResult]:
         """Engine-read files whose object is no longer the claimed version: the engine may have

@@ -433,7 +433,7 @@ def test_gone_object_is_recorded_at_its_first_read_and_not_retried(snap: Snapsho
     key = CASES["object_gone"].key
     f = snap.one(key)
     # A small JSON file is not HEADed at admission: the worker's GET finds it gone, once.
-    assert f["attempts"] <= 1 and (f["status"], f["rows_loaded"]) == ("GONE", None)
+    assert f["attempts"] <= 1 and (f["status"], f["rows_loaded"]) == ("GONE", None), snap.lines_about(key)
     assert snap.log("file_not_loadable", key=key, status="GONE")
     assert snap.acked(snap.sent["object_gone"])
 
@@ -495,7 +495,7 @@ def test_s3_test_event_is_ignored(snap: Snapshot) -> None:
     assert snap.log("record_ignored", message_id=mid, reason="s3:TestEvent")
     assert snap.acked(mid)
     # The TestEvent that configuring the notification sent, too.
-    assert len(snap.log("record_ignored", reason="s3:TestEvent")) == 2
+    assert len(snap.log("record_ignored", reason="s3:TestEvent")) == 2, snap.log("record_ignored")
 
 
 def test_object_removed_event_is_ignored(snap: Snapshot) -> None:

@@ -32,6 +32,7 @@ from worker.domain.errors import DataError
 from worker.domain.events import FileEvent
 from worker.pipeline import Pipeline
 from worker.ports import Inference, Registration, WriteRequest
+from worker.settings import load_settings
 
 EVENTS = "cat.db.events"
 T0 = datetime(2026, 11, 27, tzinfo=UTC)
@@ -274,3 +275,30 @@ async def test_a_batch_taken_over_before_its_finalize_is_settled_by_the_new_owne
     await world.pipeline("w2").recover(batch, EVENTS)
     assert world.ledger.batches[batch].status == COMMITTED and world.status(files[0]) == "LOADED"
     assert world.rows() == Counter({"ev/a.json": 2})
+
+
+async def test_a_released_batch_keeps_what_its_gets_settled_for_good() -> None:
+    """Seen in the bad-input suite under load: a worker-read file whose GET found it deleted (or
+    overwritten) was released PENDING with the rest of its batch when the batch could not write
+    (table busy, engine down), claimed again and only then recorded GONE. It is GONE at once."""
+    world = World()
+    gone, overwritten, kept = [await world.upload(f"ev/{name}.json", 2) for name in ("gone", "new", "kept")]
+    world.store.delete("landing", gone.key)
+    world.store.put("landing", overwritten.key, body_of(overwritten.key, "2", 3))
+    world.engine.unreachable_until = world.ledger.clock() + 3600  # every engine call is refused
+    settings = load_settings(
+        worker_id="w1",
+        sqs={"queue_urls": ["https://sqs.local/q"]},
+        spark={"dialect": "sail", "worker_read_max_bytes": 1_000_000, "detached_limit_s": 600},
+        lease={"ttl_s": 30, "orphan_grace_s": 0},
+    )
+    w1 = Pipeline(settings, ROUTES, world.ledger, world.store, world.engine, LocalDecoder.for_settings(settings.spark))
+    await w1.run_batch(EVENTS, [gone, overwritten, kept])
+    (batch,) = world.batches(ABORTED)
+    assert world.ledger.batches[batch].error_class == "SparkUnavailable"
+    assert [(world.status(f), world.ledger.files[f.file_id].error_class) for f in (gone, overwritten, kept)] == [
+        ("GONE", "ObjectGone"),
+        ("SKIPPED", "Superseded"),
+        ("PENDING", "SparkUnavailable"),
+    ]
+    assert world.engine.table(EVENTS).rows == []
