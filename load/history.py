@@ -339,6 +339,8 @@ class History:
             for n in range(1, sc.commits + 1):
                 if self.interrupted:
                     self.say(f"  interrupted after {done} commits: stopping there")
+                    if done and samples[-1]["commit"] != done:
+                        samples.append(probe.measure(done))
                     break
                 rounds_s.append(self._round(mode, n, worker, staged))
                 done = n
