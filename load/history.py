@@ -586,7 +586,8 @@ def chart(report: dict[str, Any], path: Path) -> None:
         ax.legend(fontsize=7)
     sc = report["settings"]["scenario"]
     fig.suptitle(
-        f"icefeed long history — {sc['commits']} commits × {sc['files_per_commit']} files, one table; "
+        f"icefeed long history — {max((r['commits'] for r in report['runs'].values()), default=0)} commits "
+        f"× {sc['files_per_commit']} files, one table; "
         f"{report['machine']['cpu_count']} CPUs, moto/Sail/PostgreSQL on the same machine; "
         f"code {report['code'].get('git_head', '?')[:10]}"
     )
