@@ -1,5 +1,6 @@
-"""``python -m load run [--smoke] …`` — see load/README.md. Exit status: 0 all good, 1 rows lost
-or duplicated (or the ledger disagrees with the table), 2 the run itself failed."""
+"""``python -m load run [--smoke] …`` (and ``history``, ``model``, ``profile``) — see load/README.md.
+Exit status of ``run``: 0 all good, 1 rows lost or duplicated (or the ledger disagrees with the
+table), 2 the run itself failed; ``history`` likewise (load/history.py)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from load.model import main as model_main
 
         return model_main(args)
+    if args.command == "history":
+        from load.history import main as history_main
+
+        return history_main(args)
     try:
         sc = scenario_from_args(args)
     except ValueError as error:

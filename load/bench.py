@@ -112,6 +112,31 @@ def offsets(times: list[float], start: float) -> dict[str, Any]:
     return {"start": start, "done_s": sorted(round(max(0.0, t - start), 3) for t in times)}
 
 
+def code_state() -> dict[str, Any]:
+    """Which product code was measured: HEAD plus a digest of uncommitted changes to it."""
+
+    def git(*args: str) -> str:
+        out = subprocess.run(  # noqa: S603 - fixed argv
+            ["git", *args],  # noqa: S607 - git from PATH
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        return out.stdout
+
+    try:
+        diff = git("diff", "HEAD", "--", "worker", "migrations")
+        return {
+            "git_head": git("rev-parse", "HEAD").strip(),
+            "uncommitted_product_changes": bool(diff),
+            "product_diff_sha256": hashlib.sha256(diff.encode()).hexdigest()[:16] if diff else None,
+        }
+    except (OSError, subprocess.SubprocessError) as exc:
+        return {"error": str(exc)}
+
+
 class Bench:
     def __init__(self, sc: Scenario, say: Callable[[str], None]) -> None:
         self.sc = sc
@@ -679,30 +704,6 @@ class Bench:
         except (subprocess.SubprocessError, ValueError) as exc:
             return {"error": str(exc)}
 
-    def _code_state(self) -> dict[str, Any]:
-        """Which product code was measured: HEAD plus a digest of uncommitted changes to it."""
-
-        def git(*args: str) -> str:
-            out = subprocess.run(  # noqa: S603 - fixed argv
-                ["git", *args],  # noqa: S607 - git from PATH
-                cwd=REPO_ROOT,
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            )
-            return out.stdout
-
-        try:
-            diff = git("diff", "HEAD", "--", "worker", "migrations")
-            return {
-                "git_head": git("rev-parse", "HEAD").strip(),
-                "uncommitted_product_changes": bool(diff),
-                "product_diff_sha256": hashlib.sha256(diff.encode()).hexdigest()[:16] if diff else None,
-            }
-        except (OSError, subprocess.SubprocessError) as exc:
-            return {"error": str(exc)}
-
     def assemble(self, correctness: dict[str, Any], loadavg_start: tuple[float, ...], fleet: Fleet) -> dict[str, Any]:
         p = self.phases
         ceiling = p.get("ceiling", {}).get("msgs_per_s")
@@ -772,7 +773,7 @@ class Bench:
                 "loadavg_end": [round(x, 2) for x in os.getloadavg()],
                 "pg_embedded": self.stack.pg_embedded,
             },
-            "code": self._code_state(),
+            "code": code_state(),
             "started_at": self.run_started,
             "wall_s": rnd(time.time() - self.run_started, 1),
             "timeline": self.timeline,

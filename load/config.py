@@ -177,6 +177,9 @@ def parser() -> argparse.ArgumentParser:
         "--targets", default="1000,10000,100000", help="comma-separated target files/s (default 1000,10000,100000)"
     )
     model.add_argument("--json", action="store_true", help="machine-readable output")
+    from load.history import add_parser as add_history
+
+    add_history(sub)
     return p
 
 
