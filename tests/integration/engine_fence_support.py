@@ -9,7 +9,10 @@ in that session, and reports on stdout what happened:
     followup <class>  a later request in the same session (``ok`` or the error class)
 
 The append is slow without burning CPU: a Python UDF sleeps ``delay_s`` per row, in two partitions.
-Run: python -m tests.integration.engine_fence_support URL DIALECT FORMAT SESSION TABLE ROWS DELAY_S
+With MARKER, the UDF creates that file when it computes its first row: the append is then running
+on the server (a test that stops "a running append" waits for it; "appending" only says the
+request is on its way, and a loaded engine may not have registered the operation yet).
+Run: python -m tests.integration.engine_fence_support URL DIALECT FORMAT SESSION TABLE ROWS DELAY_S [MARKER]
 """
 
 from __future__ import annotations
@@ -32,13 +35,15 @@ from worker.ports import Reader, WriteRequest
 from worker.settings import SparkSettings
 
 
-def slow_frame(spark: Any, rows: int, delay_s: float) -> Any:
+def slow_frame(spark: Any, rows: int, delay_s: float, marker: str = "") -> Any:
     from pyspark.sql import functions as F
 
     @F.udf("string")
     def slow(value: int) -> str:
         import time as clock
 
+        if marker:
+            open(marker, "a").close()
         clock.sleep(delay_s)
         return f"row-{value}"
 
@@ -75,13 +80,13 @@ def one_file_request(table: str, location: str, session_id: str, batch_id: UUID,
 
 
 def main(argv: list[str]) -> None:
-    url, dialect, table_format, session_id, table, rows, delay_s = argv
+    url, dialect, table_format, session_id, table, rows, delay_s, *rest = argv
     settings = SparkSettings(url=url, dialect=dialect, table_format=table_format)  # type: ignore[arg-type]
     sink = SparkSink(settings)
     asyncio.run(sink.open_session(session_id))
     print("opened", flush=True)
     spark = sink._write_session(session_id)  # the session open_session made, as write() uses it
-    df = slow_frame(spark, int(rows), float(delay_s))
+    df = slow_frame(spark, int(rows), float(delay_s), rest[0] if rest else "")
     print("appending", flush=True)
     try:
         sink._dialect.append(df, table)
