@@ -223,21 +223,9 @@ class Bench:
             return report
         finally:
             self.sampler.stop()
-            if fleet is not None:
-                fleet.kill_all()
-            if uploader is not None:
-                uploader.close()
-            if ledger is not None:
-                if not sc.keep:
-                    try:
-                        ledger.drop_schema()
-                    except Exception as exc:  # noqa: BLE001 - cleanup is best effort
-                        self.say(f"could not drop ledger schema {self.names.schema}: {exc}")
-                ledger.close()
-            self.say("stopping the local stack")
-            stack.stop()
-            if own_workdir and not sc.keep:
-                shutil.rmtree(workdir, ignore_errors=True)
+            tear_down(
+                self.say, self.names.schema, sc.keep, stack, fleet, uploader, ledger, workdir if own_workdir else None
+            )
 
     def _provision(self, workdir: Path) -> None:
         """One bucket → one queue (a bucket has one notification configuration). Every landing
@@ -789,3 +777,32 @@ class Bench:
         series = self.sampler.series(label)
         step = max(1, len(series) // points)
         return series[::step]
+
+
+def tear_down(
+    say: Callable[[str], None],
+    schema: str,
+    keep: bool,
+    stack: Stack,
+    fleet: Fleet | None,
+    uploader: Uploader | None,
+    ledger: LedgerReader | None,
+    own_workdir: Path | None,
+) -> None:
+    """Stop what a scenario started: workers, uploads, its ledger schema (unless ``keep``), the
+    local stack and the work directory it made (``own_workdir``, unless ``keep``)."""
+    if fleet is not None:
+        fleet.kill_all()
+    if uploader is not None:
+        uploader.close()
+    if ledger is not None:
+        if not keep:
+            try:
+                ledger.drop_schema()
+            except Exception as exc:  # noqa: BLE001 - cleanup is best effort
+                say(f"could not drop ledger schema {schema}: {exc}")
+        ledger.close()
+    say("stopping the local stack")
+    stack.stop()
+    if own_workdir is not None and not keep:
+        shutil.rmtree(own_workdir, ignore_errors=True)

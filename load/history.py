@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shutil
 import statistics
 import tempfile
 import time
@@ -43,7 +42,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from load.bench import ROUTE, Names, code_state, percentile, rnd
+from load.bench import ROUTE, Names, code_state, percentile, rnd, tear_down
 from load.data import Generator, StagedFile, Uploader
 from load.fleet import Fleet, WorkerProc
 from load.ledger import LedgerReader
@@ -290,21 +289,9 @@ class History:
                     fleet.kill_all()
             return self.assemble(loadavg_start, fleet)
         finally:
-            if fleet is not None:
-                fleet.kill_all()
-            if uploader is not None:
-                uploader.close()
-            if ledger is not None:
-                if not sc.keep:
-                    try:
-                        ledger.drop_schema()
-                    except Exception as exc:  # noqa: BLE001 - cleanup is best effort
-                        self.say(f"could not drop ledger schema {self.names.schema}: {exc}")
-                ledger.close()
-            self.say("stopping the local stack")
-            stack.stop()
-            if own_workdir and not sc.keep:
-                shutil.rmtree(workdir, ignore_errors=True)
+            tear_down(
+                self.say, self.names.schema, sc.keep, stack, fleet, uploader, ledger, workdir if own_workdir else None
+            )
 
     def _provision(self, workdir: Path) -> str:
         n = self.names
