@@ -73,6 +73,7 @@ async def run_worker(settings: Settings, redactor: Redactor) -> None:
             )
             runner = Runner(settings, pipeline, SqsSource(aws), metrics)
             side = await _operations(operations, settings, redactor, metrics, runner, pool, sink, aws, stop)
+            side += _maintenance(settings, routes, ledger, faults, metrics)
             await runner.run(stop, side)
     finally:
         await asyncio.to_thread(sink.close)
@@ -122,6 +123,30 @@ async def _operations(
         h.stats_interval_s,
     )
     return [("http", server.serve), ("gauges", refresh)]
+
+
+def _maintenance(settings: Settings, routes: Any, ledger: Any, faults: Any, metrics: Any) -> list[Any]:
+    """Table maintenance as a side task, when a table has it enabled and the catalog is known."""
+    from functools import partial
+
+    from worker.adapters.iceberg_maintenance import IcebergMaintainer
+    from worker.faults import install_tables
+    from worker.maintenance import Maintainer
+
+    tables = [t for t in routes.tables if routes.maintenance.policy(t).enabled]
+    if not tables:
+        log.info("maintenance_disabled", reason="[maintenance] enabled = false in the routes file")
+        return []
+    if not settings.iceberg.catalog:
+        log.warning(
+            "maintenance_disabled",
+            reason="ICEFEED_ICEBERG_CATALOG is not set: table maintenance needs the Iceberg catalog",
+            tables=tables,
+        )
+        return []
+    iceberg = install_tables(IcebergMaintainer(settings.iceberg), faults)
+    maintainer = Maintainer(ledger, iceberg, settings.worker_id, metrics, lease_ttl_s=settings.lease.maintenance_ttl_s)
+    return [("maintenance", partial(maintainer.loop, tables, routes.maintenance.policy))]
 
 
 async def run_migrate(settings: Settings) -> list[str]:
@@ -240,7 +265,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="machine-readable output")
     demo = sub.add_parser("demo", help="load the sample files end to end on the local stack and show the result")
     demo.add_argument("--workdir", default=".icefeed/demo")
-    operator_cli.add_commands(sub)  # status, files, file, retry, backfill, dlq, preview
+    operator_cli.add_commands(sub)  # status, files, file, retry, backfill, dlq, preview, maintain
     return parser
 
 

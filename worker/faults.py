@@ -16,13 +16,16 @@ nothing of them:
 - ``after_write_start``: 0.1 s after the engine began the append (the sink's ``on_append`` hook);
 - ``after_commit``: the sink's ``append`` returned (committed);
 - ``after_finalize``: the ledger's ``finalize`` or ``abort`` of a batch this worker claimed
-  returned (its outcome is recorded).
+  returned (its outcome is recorded);
+- ``maintain_staged``: table maintenance wrote a compacted file, not yet swapped in;
+- ``maintain_committed``: table maintenance swapped a compacted file in (committed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -30,11 +33,31 @@ from typing import Any
 from uuid import UUID
 
 from worker.domain.batching import FileWork
+from worker.domain.maintenance import MaintenancePolicy
 from worker.domain.policy import BatchPlan
-from worker.ports import Fence, Inference, Ledger, TableLock, TableSink, WriteRequest
+from worker.ports import (
+    Fence,
+    Inference,
+    Ledger,
+    Staged,
+    TableLock,
+    TableMaintenance,
+    TableSink,
+    TableState,
+    WriteRequest,
+)
 
 POINTS = frozenset(
-    {"after_claim", "after_fence", "before_append", "after_write_start", "after_commit", "after_finalize"}
+    {
+        "after_claim",
+        "after_fence",
+        "before_append",
+        "after_write_start",
+        "after_commit",
+        "after_finalize",
+        "maintain_staged",
+        "maintain_committed",
+    }
 )
 
 
@@ -67,6 +90,18 @@ class Faults:
         release = folder / f"{point}.release"
         while not release.exists():
             await asyncio.sleep(0.05)
+
+    def hit_blocking(self, point: str) -> None:
+        """:meth:`hit` for a point reached in a worker thread (table maintenance's calls)."""
+        action = self._actions.get(point)
+        if action == "exit":
+            os._exit(137)
+        if action is not None:
+            folder = Path(action.removeprefix("hold:"))
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{point}.reached").touch()
+            while not (folder / f"{point}.release").exists():
+                time.sleep(0.05)
 
     def append_started(self, batch_id: UUID) -> None:
         """The sink's ``on_append`` hook (called from its writing thread as the append starts)."""
@@ -106,6 +141,9 @@ class FaultyLock:
             self._fenced = False
             await self._faults.hit("after_fence")
         return await self._inner.held()
+
+    async def writer_busy(self, table: str) -> bool:
+        return await self._inner.writer_busy(table)
 
 
 class FaultyLedger:
@@ -180,6 +218,32 @@ class FaultySink:
             self._faults._unwatch(request.batch_id)
         await self._faults.hit("after_commit")
         return counts
+
+
+class FaultyTables:
+    """Table maintenance with ``maintain_staged`` and ``maintain_committed``."""
+
+    def __init__(self, inner: TableMaintenance, faults: Faults) -> None:
+        self._inner = inner
+        self._faults = faults
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def stage(self, state: TableState, paths: list[str], policy: MaintenancePolicy) -> Staged:
+        staged = self._inner.stage(state, paths, policy)
+        self._faults.hit_blocking("maintain_staged")
+        return staged
+
+    def replace(self, state: TableState, paths: list[str], staged: Staged) -> bool:
+        swapped = self._inner.replace(state, paths, staged)
+        if swapped:
+            self._faults.hit_blocking("maintain_committed")
+        return swapped
+
+
+def install_tables(tables: TableMaintenance, faults: Faults) -> TableMaintenance:
+    return FaultyTables(tables, faults) if faults else tables
 
 
 def install(ledger: Ledger, sink: TableSink, faults: Faults) -> tuple[Ledger, TableSink]:

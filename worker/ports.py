@@ -18,6 +18,7 @@ from uuid import UUID
 from worker.domain.batching import FileWork
 from worker.domain.errors import IcefeedError
 from worker.domain.events import FileEvent
+from worker.domain.maintenance import DataFile, MaintenancePolicy, Snapshot, StoredFile
 from worker.domain.outcomes import FileResult
 from worker.domain.outcomes import FileState as FileState  # re-exported: adapters and fakes build it here
 from worker.domain.policy import BatchPlan
@@ -73,6 +74,13 @@ class EngineWork:
 
 
 @dataclass(frozen=True, slots=True)
+class MaintenanceTurn:
+    """A table's maintenance lease, taken."""
+
+    orphans_checked_s_ago: float | None  # None: orphans were never checked
+
+
+@dataclass(frozen=True, slots=True)
 class AuditBatch:
     batch_id: UUID
     table: str
@@ -85,6 +93,7 @@ class TableLock(Protocol):
 
     async def fence(self, batch_id: UUID, owner: str, table: str, session_id: str, ttl_s: int) -> Fence: ...
     async def held(self) -> bool: ...
+    async def writer_busy(self, table: str) -> bool: ...  # a fenced append of the table may still run
 
 
 class MessageSource(Protocol):
@@ -255,3 +264,59 @@ class TableSink(Protocol):
     async def delete_replaced(self, table: str, sources: list[str], keep_batch: UUID) -> None: ...
     async def batch_counts(self, table: str, batch_id: UUID) -> dict[str, int]: ...
     async def table_schema(self, table: str) -> Struct | None: ...
+
+
+# -- table maintenance (worker/maintenance.py) ---------------------------------------------------
+
+
+@dataclass
+class TableState:
+    table: str
+    location: str
+    snapshots: list[Snapshot]
+    keep: set[int]  # current snapshot, branch and tag heads
+    files: list[DataFile]  # live data files without delete files (those are never compacted here)
+    other_files: int  # live data files that carry delete files
+    manifests: int
+    metadata_bytes: int
+    properties: dict[str, str]
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)  # path → pyiceberg DataFile
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A compacted file written next to the table's data, not yet referenced by any snapshot."""
+
+    path: str
+    records: int
+    size_bytes: int
+    data_file: Any = field(repr=False)
+
+
+class MaintenanceLedger(Protocol):
+    async def maintenance_take(self, table: str, owner: str, ttl_s: int, due_s: float) -> MaintenanceTurn | None: ...
+    async def maintenance_extend(self, table: str, owner: str, ttl_s: int) -> bool: ...
+    async def maintenance_finish(
+        self,
+        table: str,
+        owner: str,
+        outcome: str,
+        error: str | None,
+        stats: dict[str, Any] | None,
+        orphans_checked: bool,
+        steps: list[dict[str, Any]],
+    ) -> None: ...
+    def table_lock(self, table: str, timeout_s: float) -> AbstractAsyncContextManager[TableLock]: ...
+
+
+class TableMaintenance(Protocol):
+    """Blocking calls (run them in a thread); the commits are made under the table's commit lock."""
+
+    def state(self, table: str) -> TableState: ...
+    def set_properties(self, table: str, properties: dict[str, str]) -> None: ...
+    def expire(self, table: str, policy: MaintenancePolicy, now_ms: int) -> int: ...
+    def stage(self, state: TableState, paths: list[str], policy: MaintenancePolicy) -> Staged: ...
+    def replace(self, state: TableState, paths: list[str], staged: Staged) -> bool: ...
+    def listing(self, table: str) -> list[StoredFile]: ...
+    def referenced(self, table: str, cancelled: Callable[[], bool] = ...) -> set[str]: ...
+    def delete(self, table: str, paths: list[str]) -> int: ...

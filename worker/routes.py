@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -14,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from worker.domain.errors import ConfigError
 from worker.domain.keys import unsafe_key
+from worker.domain.maintenance import MaintenancePolicy
 from worker.domain.policy import reserved_name
 from worker.domain.routing import RouteRule, overlapping_pairs
 from worker.domain.schema import DataType, SchemaError, parse_type
@@ -151,12 +153,47 @@ class ParquetIngestion(_IngestionBase):
     options: ParquetOptions = ParquetOptions()
 
 
+class MaintenanceOverrides(_Model):
+    """One table's maintenance settings; a key left out takes the ``[maintenance]`` default."""
+
+    enabled: bool | None = None
+    check_interval_s: Annotated[int, Field(ge=5, le=7 * 86400)] | None = None
+    min_snapshots_to_keep: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    max_snapshot_age_s: Annotated[int, Field(ge=0)] | None = None
+    target_file_size_mb: Annotated[int, Field(ge=1, le=4096)] | None = None
+    compact_min_files: Annotated[int, Field(ge=2, le=1_000_000)] | None = None
+    # The safety age is what keeps an in-flight write's files (written before its commit refers to
+    # them) from being taken for orphans: far longer than any write can last.
+    orphan_min_age_s: Annotated[int, Field(ge=600)] | None = None
+    orphan_interval_s: Annotated[int, Field(ge=60)] | None = None
+    metadata_previous_versions: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    max_lock_wait_s: Annotated[float, Field(gt=0, le=600)] | None = None
+
+    def values(self) -> dict[str, object]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class Maintenance(MaintenanceOverrides):
+    """The ``[maintenance]`` block: defaults for every table, ``tables."c.db.t"`` overrides."""
+
+    tables: dict[str, MaintenanceOverrides] = Field(default_factory=dict)
+
+    def policy(self, table: str) -> MaintenancePolicy:
+        base = MaintenancePolicy(**self.values())  # type: ignore[arg-type]
+        extra = self.tables.get(table)
+        return replace(base, **extra.values()) if extra is not None else base  # type: ignore[arg-type]
+
+    def values(self) -> dict[str, object]:
+        return {k: v for k, v in self.model_dump(exclude={"tables"}).items() if v is not None}
+
+
 AnyIngestion = JsonIngestion | CsvIngestion | ParquetIngestion
 Ingestion = Annotated[JsonIngestion | CsvIngestion | ParquetIngestion, Field(discriminator="format")]
 
 
 class Routes(_Model):
     ingestion: list[Ingestion] = Field(min_length=1)
+    maintenance: Maintenance = Maintenance()
 
     @model_validator(mode="after")
     def _unique(self) -> Routes:
@@ -179,6 +216,12 @@ class Routes(_Model):
                 raise ValueError(
                     f"table {ing.table} is given two schema policies: {policies[ing.table]} and {ing.schema_policy}"
                 )
+        unknown = sorted(set(self.maintenance.tables) - set(spellings.values()))
+        if unknown:
+            raise ValueError(
+                f"maintenance.tables: {', '.join(unknown)} is not a table of any ingestion "
+                f"(tables: {', '.join(sorted(set(spellings.values())))})"
+            )
         clashes = overlapping_pairs([i.rule for i in self.ingestion])
         if clashes:
             a, b = clashes[0]
@@ -197,6 +240,11 @@ class Routes(_Model):
     @property
     def rules(self) -> list[RouteRule]:
         return [i.rule for i in self.ingestion]
+
+    @property
+    def tables(self) -> list[str]:
+        """Every table the routes write, once, in the order first named."""
+        return list(dict.fromkeys(i.table for i in self.ingestion))
 
 
 def _where(loc: tuple[int | str, ...], raw: dict[str, object]) -> str:

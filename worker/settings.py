@@ -264,6 +264,9 @@ class LeaseSettings(_Section):
         30, ge=0, le=86400, description="extra wait after a lease expires before its batch is probed"
     )
     lock_check_s: float = Field(5.0, gt=0, le=300, description="how often a held table lock's connection is checked")
+    maintenance_ttl_s: int = Field(
+        600, ge=10, le=86400, description="table maintenance lease: a dead maintainer's tables come back after it"
+    )
     recovery_lock_wait_s: float = Field(
         10.0, gt=0, le=3600, description="how long recovery and the audit wait for a table lock before deferring"
     )

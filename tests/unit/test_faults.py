@@ -66,6 +66,8 @@ def test_points() -> None:
         "after_write_start",
         "after_commit",
         "after_finalize",
+        "maintain_staged",
+        "maintain_committed",
     } == POINTS
 
 

@@ -31,6 +31,7 @@ COUNTERS = {
     "icefeed_commit_conflicts_total",
     "icefeed_table_locks_lost_total",
     "icefeed_batch_leases_lost_total",
+    "icefeed_maintenance_runs_total",
     "icefeed_zombie_rows_removed_total",
 }
 HISTOGRAMS = {
@@ -38,6 +39,7 @@ HISTOGRAMS = {
     "icefeed_commit_duration_seconds",
     "icefeed_upload_to_loaded_seconds",
     "icefeed_stage_duration_seconds",
+    "icefeed_maintenance_lock_hold_seconds",
 }
 GAUGES = {
     "icefeed_inflight_files",
@@ -45,6 +47,12 @@ GAUGES = {
     "icefeed_queue_oldest_message_age_seconds",
     "icefeed_quarantined_files",
     "icefeed_event_loop_lag_seconds",
+    "icefeed_table_snapshots",
+    "icefeed_table_data_files",
+    "icefeed_table_small_files",
+    "icefeed_table_data_bytes",
+    "icefeed_table_metadata_bytes",
+    "icefeed_maintenance_last_success_timestamp_seconds",
 }
 
 

@@ -33,6 +33,7 @@ from worker.ports import (
     ExpiredBatch,
     Fence,
     FileState,
+    MaintenanceTurn,
     Message,
     Quarantine,
     Registration,
@@ -141,6 +142,16 @@ class PgTableLock:
             error = timeout_error(exc)
             assert error is not None
             raise error from None
+        except CONNECTION_ERRORS as exc:
+            self.lost.set()
+            raise TransientError(f"PostgreSQL: lock connection lost: {exc}", error_class="PgConnectionLost") from None
+
+    async def writer_busy(self, table: str) -> bool:
+        """Whether the batch holding ``table``'s writer slot may still be appending (read on the
+        lock's connection, so the answer holds while the lock does)."""
+        try:
+            async with self._use:
+                return bool(await self._conn.fetchval(self._q["table_writer_busy"], table))
         except CONNECTION_ERRORS as exc:
             self.lost.set()
             raise TransientError(f"PostgreSQL: lock connection lost: {exc}", error_class="PgConnectionLost") from None
@@ -511,6 +522,48 @@ class PgLedger:
             FileWork(r["id"], r["ingestion"], r["bucket"], r["key"], r["etag"], r["size_bytes"] or 0, r["event_time"])
             for r in rows
         ]
+
+    # -- table maintenance (worker/maintenance.py) ---------------------------------------------------
+
+    async def maintenance_take(self, table: str, owner: str, ttl_s: int, due_s: float) -> MaintenanceTurn | None:
+        """The table's maintenance lease if it is free (or expired) and the table is due."""
+
+        async def op() -> MaintenanceTurn | None:
+            async with self._tx() as conn:
+                await conn.execute(self._q["maintenance_row"], table)
+                row = await conn.fetchrow(self._q["maintenance_take"], table, owner, ttl_s, due_s)
+            return None if row is None else MaintenanceTurn(_seconds(row["orphans_checked_s_ago"]))
+
+        return await self._retry(op)
+
+    async def maintenance_extend(self, table: str, owner: str, ttl_s: int) -> bool:
+        return (
+            await self._retry(lambda: self._pool.fetchval(self._q["maintenance_extend"], table, owner, ttl_s))
+            is not None
+        )
+
+    async def maintenance_finish(
+        self,
+        table: str,
+        owner: str,
+        outcome: str,
+        error: str | None,
+        stats: dict[str, Any] | None,
+        orphans_checked: bool,
+        steps: list[dict[str, Any]],
+    ) -> None:
+        await self._retry(
+            lambda: self._pool.execute(
+                self._q["maintenance_finish"],
+                table,
+                owner,
+                outcome,
+                None if error is None else self._scrub(error),
+                _json(stats),
+                orphans_checked,
+                _json([{k: (self._scrub(v) if isinstance(v, str) else v) for k, v in s.items()} for s in steps]),
+            )
+        )
 
     async def reject_message(self, message: Message, reason: str) -> None:
         await self._retry(

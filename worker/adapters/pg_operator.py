@@ -91,6 +91,7 @@ class OperatorLedger:
             "batches": await self._db.fetchrow(self._q["batch_summary"], ingestion),
             "proposals": await self._db.fetchval(self._q["open_proposals"], ingestion),
             "rejected": await self._db.fetchval(self._q["rejected_recently"]),
+            "tables": await self._db.fetch(self._q["table_health"]) if ingestion is None else [],
         }
 
     async def list_files(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from worker.observability.logging import Redactor
 
-COMMANDS = frozenset({"status", "files", "file", "retry", "backfill", "dlq", "preview"})
+COMMANDS = frozenset({"status", "files", "file", "retry", "backfill", "dlq", "preview", "maintain"})
 STATUS_HELP = "pending, claimed, loaded, failed, gone, skipped, quarantined, rejected, replaced, open; comma-separated"
 
 
@@ -67,6 +67,13 @@ def add_commands(sub: Any) -> None:
     preview.add_argument("--ingestion", help="read it as this ingestion (default: the route that matches)")
     preview.add_argument("--rows", type=int, default=10, help="sample rows, at most 10 (default 10)")
     parsers.append(preview)
+
+    maintain = sub.add_parser(
+        "maintain", help="table maintenance once, now: expire snapshots, compact small files, remove orphans"
+    )
+    maintain.add_argument("--table", help="only this table (catalog.database.table), even if its maintenance is off")
+    maintain.add_argument("--dry-run", action="store_true", help="show each table's figures and plan; change nothing")
+    parsers.append(maintain)
 
     for p in parsers:
         p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -166,6 +173,11 @@ def _dispatch(args: argparse.Namespace, settings: Any) -> tuple[dict[str, Any], 
             raise ConfigError("--rows must be between 0 and 10")
         routes = _routes(settings, required=True)
         return asyncio.run(preview(settings, routes, args.uri, args.ingestion, args.rows)), render.preview
+    if cmd == "maintain":
+        from worker.admin.maintain import maintain
+
+        routes = _routes(settings, required=True)
+        return asyncio.run(maintain(settings, routes, args.table, args.dry_run)), render.maintain
     raise ConfigError(f"unknown command {cmd!r}")
 
 

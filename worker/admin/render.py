@@ -99,6 +99,13 @@ def status(r: dict[str, Any]) -> str:
             lines.append(
                 f"  dead-letter queue {d['name']}: {d['messages']} message(s) (after {d['max_receive_count']} receives)"
             )
+    if r.get("tables"):
+        lines += ["", "tables (as their last maintenance saw them):"]
+        rows = []
+        for t in r["tables"]:
+            when = "running now" if t["running"] else f"{t['maintenance'] or '-'} {since_text(t['maintained_at'], now)}"
+            rows.append([*health_row(t["table"], t["stats"]), when])
+        lines += ["  " + line for line in table([*HEALTH_HEADERS, "last maintenance"], rows, right=(1, 2, 3, 4, 5))]
     _attention(lines, r)
     return "\n".join(lines)
 
@@ -305,5 +312,71 @@ def preview(r: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"decision: {r['decision']['text']}")
     lines.append("nothing was written (no ledger row, no table change)")
+    _attention(lines, r)
+    return "\n".join(lines)
+
+
+# -- maintain -------------------------------------------------------------------------------
+
+
+def _size(n: Any) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"  # pragma: no cover - the loop returns
+
+
+def health_row(name: str, stats: dict[str, Any] | None) -> list[Any]:
+    """snapshots, data files, small files, average file size, metadata.json size."""
+    s = stats or {}
+    files = s.get("data_files")
+    average = _size(s["data_bytes"] / files) if files else "-"
+    return [
+        name,
+        s.get("snapshots", "-"),
+        files if files is not None else "-",
+        s.get("small_files", "-"),
+        average,
+        _size(s.get("metadata_bytes")),
+    ]
+
+
+HEALTH_HEADERS = ("", "snapshots", "data files", "small files", "avg file", "metadata.json")
+
+
+def _step_text(s: dict[str, Any]) -> str:
+    skip = {"step", "outcome", "reason", "error"}
+    extras = ", ".join(f"{k} {v}" for k, v in s.items() if k not in skip)
+    why = s.get("reason") or s.get("error") or ""
+    return f"  {s['step']:<10} {s['outcome']:<8} {extras}" + (f" — {_short(why, 100)}" if why else "")
+
+
+def maintain(r: dict[str, Any]) -> str:
+    lines = [f"icefeed maintain{' --dry-run' if r['dry_run'] else ''}: {len(r['tables'])} table(s)"]
+    for t in r["tables"]:
+        lines.append("")
+        head = f"{t['table']}: {t['outcome']}"
+        if t["reason"]:
+            head += f" ({_short(t['reason'], 120)})"
+        lines.append(head)
+        rows = [health_row("before" if t.get("after") else "now", t.get("stats"))]
+        if t.get("after"):
+            rows.append(health_row("after", t["after"]))
+        if t.get("stats"):
+            lines += ["  " + line for line in table(HEALTH_HEADERS, rows, right=(1, 2, 3, 4, 5))]
+        plan = t.get("plan")
+        if r["dry_run"] and plan:
+            groups = plan["compact_groups"]
+            lines.append(
+                f"  would expire {plan['expire_snapshots']} snapshot(s), compact {sum(g['files'] for g in groups)} "
+                f"small file(s) in {len(groups)} group(s), set {len(plan['set_properties'])} table propert(ies)"
+            )
+        lines += [_step_text(s) for s in t.get("steps", [])]
+    if r.get("disabled"):
+        lines += ["", f"maintenance off for: {', '.join(r['disabled'])}"]
     _attention(lines, r)
     return "\n".join(lines)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from worker.admin.common import (
     DEFAULT_STUCK_AFTER_S,
     FINAL,
@@ -74,10 +76,22 @@ async def status(
         "batches": row(found["batches"]),
         "open_proposals": found["proposals"],
         "rejected_messages_last_day": found["rejected"],
+        "tables": [_health(t) for t in found["tables"]],
         "queues": await queue_status(settings),
     }
     result["attention"] = _status_attention(result)
     return result
+
+
+def _health(r: Any) -> dict[str, Any]:
+    return {
+        "table": r["table_name"],
+        "stats": orjson.loads(r["stats"]) if isinstance(r["stats"], str) else r["stats"],
+        "maintenance": r["outcome"],
+        "error": r["error"],
+        "maintained_at": jsonable(r["finished_at"]),
+        "running": bool(r["running"]),
+    }
 
 
 def _oldest(r: Any) -> dict[str, Any]:
@@ -130,6 +144,11 @@ def _status_attention(s: dict[str, Any]) -> list[str]:
             f"{s['stuck_pending']} PENDING file(s) without a live message (dead-lettered or silent for "
             f"{int(s['stuck_after_s'])} s): icefeed retry --failed{only}"
         )
+    for t in s.get("tables", []):
+        if t["maintenance"] == "failed":
+            out.append(
+                f"table {t['table']}: last maintenance failed: {t['error']} (icefeed maintain --table {t['table']})"
+            )
     for qs in s["queues"]:
         if "error" in qs:
             out.append(f"queue {qs['name']}: {qs['error']}")

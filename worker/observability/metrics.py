@@ -143,8 +143,43 @@ class Metrics:
         self.event_loop_lag = Gauge(
             "icefeed_event_loop_lag_seconds", "How late the last one-second timer of the event loop fired", registry=r
         )
+        # Table health: set by the worker that maintains the table (one at a time; max by table).
+        self.table_figures = {
+            name: Gauge(f"icefeed_table_{name}", text, ["table"], registry=r)
+            for name, text in (
+                ("snapshots", "Snapshots in the table's current metadata"),
+                ("data_files", "Live data files of the current snapshot"),
+                ("small_files", "Live data files below the compaction threshold (75 % of the target size)"),
+                ("data_bytes", "Bytes of live data files"),
+                ("metadata_bytes", "Size of the current metadata.json"),
+            )
+        }
+        self.maintenance_runs = Counter(
+            "icefeed_maintenance_runs_total",
+            "Table maintenance steps by outcome (done, skipped, failed)",
+            ["table", "step", "outcome"],
+            registry=r,
+        )
+        self.maintenance_lock_hold = Histogram(
+            "icefeed_maintenance_lock_hold_seconds",
+            "How long a maintenance step held the table's commit lock (the longest an append waited for it)",
+            ["step"],
+            buckets=SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.maintenance_last_success = Gauge(
+            "icefeed_maintenance_last_success_timestamp_seconds",
+            "Unix time of the table's last maintenance run without a failed step",
+            ["table"],
+            registry=r,
+        )
 
     # -- recording -----------------------------------------------------------------------------
+
+    def table_stats(self, table: str, stats: dict[str, int]) -> None:
+        for name, gauge in self.table_figures.items():
+            if name in stats:
+                gauge.labels(table).set(stats[name])
 
     def stage(self, name: str) -> Any:
         """``with metrics.stage("claim"): …`` times one stage."""

@@ -263,3 +263,36 @@ UPDATE files
 
 -- name: table_hints
 SELECT column_name, type FROM table_hints WHERE table_name = $1;
+
+-- name: maintenance_row
+INSERT INTO table_maintenance (table_name) VALUES ($1) ON CONFLICT (table_name) DO NOTHING;
+
+-- name: maintenance_take
+-- The maintenance lease of a table: taken when no live lease is held by another worker and the
+-- table is due ($4: seconds since the last start; 0 takes it whenever it is free).
+UPDATE table_maintenance
+   SET lease_owner = $2, lease_expires_at = now() + make_interval(secs => $3), started_at = now()
+ WHERE table_name = $1
+   AND (lease_owner IS NULL OR lease_owner = $2 OR lease_expires_at < now())
+   AND (started_at IS NULL OR started_at <= now() - make_interval(secs => $4))
+RETURNING extract(epoch FROM now() - orphans_checked_at) AS orphans_checked_s_ago;
+
+-- name: maintenance_extend
+UPDATE table_maintenance SET lease_expires_at = now() + make_interval(secs => $3)
+ WHERE table_name = $1 AND lease_owner = $2
+RETURNING table_name;
+
+-- name: maintenance_finish
+-- $6: the run checked for orphans.
+UPDATE table_maintenance
+   SET lease_owner = NULL, lease_expires_at = NULL, finished_at = now(), outcome = $3, error = $4,
+       stats = COALESCE($5::jsonb, stats), steps = $7::jsonb,
+       orphans_checked_at = CASE WHEN $6 THEN now() ELSE orphans_checked_at END
+ WHERE table_name = $1 AND lease_owner = $2;
+
+-- name: table_writer_busy
+-- Under the table's commit lock: is a batch that took the table's writer slot still appending
+-- (WRITING after its fence, its lock perhaps lost)? Maintenance never commits beside it.
+SELECT COALESCE(bool_or(b.status = 'WRITING' AND b.write_started_at IS NOT NULL), false)
+  FROM table_writers w JOIN batches b ON b.id = w.batch_id
+ WHERE w.table_name = $1;

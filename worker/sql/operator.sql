@@ -202,3 +202,9 @@ SELECT * FROM files ORDER BY id;
 -- name: drop_schema_statement
 -- The statement that drops a ledger schema; PostgreSQL quotes the name (%I).
 SELECT format('DROP SCHEMA IF EXISTS %I CASCADE', $1::text);
+
+-- name: table_health
+-- Per table: the figures its last maintenance run saw, when it ran and how it went.
+SELECT table_name, stats, outcome, error, finished_at, (lease_expires_at > now()) AS running
+  FROM table_maintenance
+ ORDER BY table_name;
