@@ -37,6 +37,7 @@ from worker.ports import (
     ExpiredBatch,
     FileState,
     Inference,
+    MaintenanceTurn,
     Message,
     ObjectInfo,
     Quarantine,
@@ -182,6 +183,12 @@ class FakeTableLock:
             return False
         return self.ledger.locks.get(self.table) is self
 
+    async def writer_busy(self, table: str) -> bool:
+        self._check()
+        holder = self.ledger.writers.get(table)
+        b = self.ledger.batches.get(holder) if holder is not None else None
+        return b is not None and b.status == WRITING and b.write_started_at is not None
+
 
 @dataclass
 class FakeLedger:
@@ -200,6 +207,8 @@ class FakeLedger:
     schema_versions: list[SchemaVersion] = field(default_factory=list)
     proposals: dict[str, int] = field(default_factory=dict)
     on_change: Callable[[str, Any], None] | None = None  # (what, detail): tracing hook
+    # table maintenance: table → {"owner", "expires", "started", "orphans_at", "finished": [...]}
+    maintenance: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def _note(self, what: str, detail: Any) -> None:
         if self.on_change is not None:
@@ -459,6 +468,43 @@ class FakeLedger:
                 if p.status in (LOADED, REPLACED) and newer:
                     superseded.add(i)
         return replace, superseded
+
+    # -- table maintenance's lease ----------------------------------------------------------------
+
+    async def maintenance_take(self, table: str, owner: str, ttl_s: int, due_s: float) -> MaintenanceTurn | None:
+        now = self.clock()
+        row = self.maintenance.setdefault(table, {"owner": None, "expires": 0.0, "started": None, "orphans_at": None})
+        free = row["owner"] in (None, owner) or row["expires"] < now
+        due = row["started"] is None or row["started"] <= now - due_s
+        if not (free and due):
+            return None
+        row.update(owner=owner, expires=now + ttl_s, started=now)
+        self._note("maintenance_taken", (table, owner))
+        return MaintenanceTurn(None if row["orphans_at"] is None else now - row["orphans_at"])
+
+    async def maintenance_extend(self, table: str, owner: str, ttl_s: int) -> bool:
+        row = self.maintenance.get(table)
+        if row is None or row["owner"] != owner:
+            return False
+        row["expires"] = self.clock() + ttl_s
+        return True
+
+    async def maintenance_finish(
+        self,
+        table: str,
+        owner: str,
+        outcome: str,
+        error: str | None,
+        stats: dict[str, Any] | None,
+        orphans_checked: bool,
+        steps: list[dict[str, Any]],
+    ) -> None:
+        row = self.maintenance.get(table)
+        if row is None or row["owner"] != owner:
+            return
+        row.update(owner=None, expires=0.0, outcome=outcome, error=error, stats=stats, steps=steps)
+        if orphans_checked:
+            row["orphans_at"] = self.clock()
 
     # -- the table lock and the fence -------------------------------------------------------------
 

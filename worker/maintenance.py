@@ -237,13 +237,13 @@ class Maintainer:
         step = await self._locked(
             report, "compact", policy, lease, lambda: self.tables.replace(state, paths, staged), details=details
         )
-        if step["outcome"] == "done":
-            if not step.pop("result"):
-                step["outcome"], step["reason"] = "skipped", "a source file is no longer live"
-                await asyncio.to_thread(self.tables.delete, report.table, [staged.path])  # never committed
-                return False
+        if step["outcome"] == "done" and step.pop("result"):
             step.update(files_out=1, bytes_out=staged.size_bytes)
             return True
+        if step["outcome"] == "done":
+            step["outcome"], step["reason"] = "skipped", "a source file is no longer live"
+        if step["outcome"] == "skipped":  # the swap was refused or never tried: nothing refers to the file
+            await asyncio.to_thread(self.tables.delete, report.table, [staged.path])
         return False
 
     async def _orphans(self, report: Report, policy: MaintenancePolicy, lease: _Lease) -> None:
@@ -295,6 +295,7 @@ class Maintainer:
                     elif not await lock.held():
                         step.update(outcome="skipped", reason="the table lock was lost")
                     else:
+                        step["attempted"] = True
                         step.update(outcome="done", result=await asyncio.to_thread(commit))
                 finally:
                     step["held_s"] = round(time.monotonic() - held_from, 3)
@@ -311,6 +312,7 @@ class Maintainer:
         return step
 
     def _record(self, report: Report, step: dict[str, Any]) -> None:
+        step.pop("attempted", None)
         report.steps.append(step)
         if self.metrics is not None:
             self.metrics.maintenance_runs.labels(report.table, step["step"], step["outcome"]).inc()
