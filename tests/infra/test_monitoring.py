@@ -84,6 +84,8 @@ REQUIRED_ALERTS = {
     "IcefeedNoProgress",
     "IcefeedReplicasAtMax",
     "IcefeedZombieRowsRemoved",
+    "IcefeedTableMaintenanceFailing",
+    "IcefeedSmallFilesHigh",
 }
 # Grafana's own variables; every other $variable a query uses must be defined in `templating`.
 GRAFANA_VARIABLES = {"__rate_interval", "__interval", "__range"}
@@ -260,6 +262,25 @@ def test_table_gauges_are_read_as_max_by_table(dashboard, alerts) -> None:
                 )
             seen.add(name)
     assert seen == TABLE_GAUGES, f"never queried: {TABLE_GAUGES - seen}"
+
+
+def test_maintenance_failing_alert_does_not_need_a_success_to_fire(alerts) -> None:
+    # A table that never succeeded (or not since its worker started) has no success gauge: the
+    # failures must alert on their own, with the recent success only as an `unless` exception.
+    expr = next(a["expr"] for a in alerts if a["alert"] == "IcefeedTableMaintenanceFailing")
+    parts = re.split(r"\bunless\b", expr, maxsplit=1)
+    assert len(parts) == 2, "the success gauge is an exception (unless), not a condition (and)"
+    failures, exception = parts
+    assert metric_names(failures) == {"icefeed_maintenance_runs_total"}
+    assert ("icefeed_maintenance_runs_total", "outcome", "=", "failed") in label_matchers(failures)
+    assert metric_names(exception) == {"icefeed_maintenance_last_success_timestamp_seconds"}
+
+
+def test_table_health_alerts_point_at_the_operators_tools(alerts) -> None:
+    description = {a["alert"]: a["annotations"]["description"] for a in alerts}
+    failing = description["IcefeedTableMaintenanceFailing"]
+    assert "icefeed maintain --table" in failing and "--dry-run" in failing and "maintenance_step" in failing
+    assert "[maintenance] enabled = false" in description["IcefeedSmallFilesHigh"]
 
 
 def test_dlq_alert_documents_the_cloudwatch_alternative() -> None:
