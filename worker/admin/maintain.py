@@ -9,6 +9,7 @@ from typing import Any
 from worker.adapters.iceberg_maintenance import IcebergMaintainer
 from worker.adapters.pg_operator import operator_ledger
 from worker.domain.errors import ConfigError
+from worker.faults import Faults, install_tables
 from worker.maintenance import Maintainer
 from worker.routes import Routes
 from worker.settings import Settings
@@ -20,7 +21,7 @@ async def maintain(settings: Settings, routes: Routes, table: str | None, dry_ru
     if table is not None and table not in routes.tables:
         raise ConfigError(f"--table {table}: not a table of the routes file (tables: {', '.join(routes.tables)})")
     names = [table] if table is not None else [t for t in routes.tables if routes.maintenance.policy(t).enabled]
-    tables = IcebergMaintainer(settings.iceberg)
+    tables = install_tables(IcebergMaintainer(settings.iceberg), Faults(settings.faults))
     owner = f"icefeed-maintain@{socket.gethostname()}:{os.getpid()}"
     reports = []
     async with operator_ledger(settings.pg) as db:
