@@ -190,17 +190,20 @@ class Maintainer:
         report.plan = plan.as_dict()
         changed = False
         if plan.properties:
-            step = await self._locked(
+            step, _ = await self._locked(
                 report, "properties", policy, lease, lambda: self.tables.set_properties(table, plan.properties)
             )
             changed |= step["outcome"] == "done"
         if plan.expire:
-            step = await self._locked(
-                report, "expire", policy, lease, lambda: self.tables.expire(table, policy, now_ms)
+            step, _ = await self._locked(
+                report,
+                "expire",
+                policy,
+                lease,
+                lambda: self.tables.expire(table, policy, now_ms),
+                describe=lambda n: {"expired": n},
             )
-            if step["outcome"] == "done":
-                step["expired"] = step.pop("result")
-                changed = True
+            changed |= step["outcome"] == "done"
         for group in plan.bins:
             if not lease.held:
                 break
@@ -234,14 +237,18 @@ class Maintainer:
                 },
             )
             return False
-        step = await self._locked(
-            report, "compact", policy, lease, lambda: self.tables.replace(state, paths, staged), details=details
+        swap = self.tables.replace
+
+        def outcome(swapped: object) -> dict[str, Any]:
+            if swapped:
+                return {"files_out": 1, "bytes_out": staged.size_bytes}
+            return {"outcome": "skipped", "reason": "a source file is no longer live"}
+
+        step, _ = await self._locked(
+            report, "compact", policy, lease, lambda: swap(state, paths, staged), details=details, describe=outcome
         )
-        if step["outcome"] == "done" and step.pop("result"):
-            step.update(files_out=1, bytes_out=staged.size_bytes)
-            return True
         if step["outcome"] == "done":
-            step["outcome"], step["reason"] = "skipped", "a source file is no longer live"
+            return True
         if step["outcome"] == "skipped":  # the swap was refused or never tried: nothing refers to the file
             await asyncio.to_thread(self.tables.delete, report.table, [staged.path])
         return False
@@ -279,9 +286,12 @@ class Maintainer:
         lease: _Lease,
         commit: Callable[[], object],
         details: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """One commit under the table's commit lock, skipped while a fenced append may still run."""
+        describe: Callable[[object], dict[str, Any]] | None = None,
+    ) -> tuple[dict[str, Any], object]:
+        """One commit under the table's commit lock, skipped while a fenced append may still run;
+        the step (``describe`` adds to it from the commit's result) and that result."""
         step: dict[str, Any] = {"step": name, **(details or {}), "held_s": 0.0, "lock_wait_s": 0.0}
+        result: object = None
         asked = time.monotonic()
         try:
             async with self.ledger.table_lock(report.table, policy.max_lock_wait_s) as lock:
@@ -295,8 +305,9 @@ class Maintainer:
                     elif not await lock.held():
                         step.update(outcome="skipped", reason="the table lock was lost")
                     else:
-                        step["attempted"] = True
-                        step.update(outcome="done", result=await asyncio.to_thread(commit))
+                        result = await asyncio.to_thread(commit)
+                        step["outcome"] = "done"
+                        step.update(describe(result) if describe else {})
                 finally:
                     step["held_s"] = round(time.monotonic() - held_from, 3)
                     if self.metrics is not None:
@@ -309,14 +320,13 @@ class Maintainer:
         except Exception as exc:  # noqa: BLE001 - recorded; the run goes on
             step.update(outcome="failed", error=_text(exc))
         self._record(report, step)
-        return step
+        return step, result
 
     def _record(self, report: Report, step: dict[str, Any]) -> None:
-        step.pop("attempted", None)
         report.steps.append(step)
         if self.metrics is not None:
             self.metrics.maintenance_runs.labels(report.table, step["step"], step["outcome"]).inc()
-        fields = {k: v for k, v in step.items() if k not in ("step", "result")}
+        fields = {k: v for k, v in step.items() if k != "step"}
         level = log.warning if step["outcome"] == "failed" else log.info
         level("maintenance_step", table=report.table, step=step["step"], **fields)
 

@@ -276,7 +276,7 @@ class TableState:
     snapshots: list[Snapshot]
     keep: set[int]  # current snapshot, branch and tag heads
     files: list[DataFile]  # live data files without delete files (those are never compacted here)
-    other_files: int  # live data files that carry delete files
+    other_files: int  # live data files never compacted here: with delete files, or of a partitioned table
     manifests: int
     metadata_bytes: int
     properties: dict[str, str]

@@ -57,10 +57,13 @@ class IcebergMaintainer:
         raw: dict[str, Any] = {}
         with_deletes = 0
         manifests = 0
+        # Compaction here writes one unpartitioned file per group: a partitioned table's files
+        # (tables icefeed creates are not partitioned) are counted, never compacted.
+        partitioned = not md.spec().is_unpartitioned()
         if current is not None:
             manifests = len(current.manifests(t.io))
             for task in t.scan().plan_files():
-                if task.delete_files:
+                if task.delete_files or partitioned:
                     with_deletes += 1
                     continue
                 df = task.file

@@ -373,7 +373,8 @@ def maintain(r: dict[str, Any]) -> str:
             groups = plan["compact_groups"]
             lines.append(
                 f"  would expire {plan['expire_snapshots']} snapshot(s), compact {sum(g['files'] for g in groups)} "
-                f"small file(s) in {len(groups)} group(s), set {len(plan['set_properties'])} table propert(ies)"
+                f"small file(s) in {len(groups)} group(s), set {len(plan['set_properties'])} table "
+                + ("property" if len(plan["set_properties"]) == 1 else "properties")
             )
         lines += [_step_text(s) for s in t.get("steps", [])]
     if r.get("disabled"):
