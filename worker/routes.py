@@ -157,7 +157,7 @@ class MaintenanceOverrides(_Model):
     """One table's maintenance settings; a key left out takes the ``[maintenance]`` default."""
 
     enabled: bool | None = None
-    check_interval_s: Annotated[int, Field(ge=5, le=7 * 86400)] | None = None
+    check_interval_s: Annotated[int, Field(ge=1, le=7 * 86400)] | None = None
     min_snapshots_to_keep: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
     max_snapshot_age_s: Annotated[int, Field(ge=0)] | None = None
     target_file_size_mb: Annotated[int, Field(ge=1, le=4096)] | None = None
