@@ -32,21 +32,23 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import signal
 import statistics
 import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from load.bench import ROUTE, Names, code_state, percentile, rnd, tear_down
+from load.config import Harness, add_harness_args, overrides_from_args
 from load.data import Generator, StagedFile, Uploader
 from load.fleet import Fleet, WorkerProc
 from load.ledger import LedgerReader
-from load.monitor import stack_processes
+from load.monitor import dead_server, stack_processes
 from load.verify import check, read_table
 from worker.localstack import Stack, iceberg_catalog
 from worker.routes import parse_routes
@@ -80,8 +82,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 @dataclass
-class HistoryScenario:
-    preset: str = "standard"
+class HistoryScenario(Harness):
     commits: int = 3000
     files_per_commit: int = 5
     rows_per_file: int = 20
@@ -93,13 +94,9 @@ class HistoryScenario:
     commit_timeout_s: float = 300.0
     max_seconds: float | None = None  # stop starting new commits after this long (report what was made)
     upload_threads: int = 4
-    worker_env: dict[str, str] = field(default_factory=dict)
     out: Path = Path("load/results/history.json")
     chart: Path = Path("load/results/history.png")
-    workdir: Path | None = None
-    keep: bool = False
     verify: bool = True
-    seed: int = 20261122
 
     def validate(self) -> None:
         if self.commits < 1 or self.files_per_commit < 1 or self.rows_per_file < 1:
@@ -108,9 +105,7 @@ class HistoryScenario:
             raise ValueError("--sample-every, --plan-repeats and --window must be at least 1")
         if self.maintenance not in MODES:
             raise ValueError(f"--maintenance {self.maintenance}: known modes {', '.join(MODES)}")
-        for name in self.worker_env:
-            if not name.startswith("ICEFEED_"):
-                raise ValueError(f"--worker-env {name}: only ICEFEED_* variables")
+        self.check_worker_env()
 
     def worker_settings(self) -> dict[str, str]:
         """The worker environment that makes one commit per round of F files."""
@@ -121,13 +116,6 @@ class HistoryScenario:
             "ICEFEED_SQS_WAIT_TIME_S": "2",
             **self.worker_env,
         }
-
-    def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        for key, value in out.items():
-            if isinstance(value, Path):
-                out[key] = str(value)
-        return out
 
 
 def add_parser(sub: Any) -> None:
@@ -144,20 +132,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--max-seconds", type=float, help="start no new commit after this many seconds; report the commits made"
     )
-    p.add_argument(
-        "--worker-env", action="append", default=[], metavar="ICEFEED_X=V", help="extra worker setting (repeatable)"
-    )
     p.add_argument("--no-verify", action="store_true", help="skip the final pyiceberg read of every row")
-    p.add_argument("--out", type=Path, help="JSON report (default load/results/history.json)")
-    p.add_argument("--chart", type=Path, help="PNG plot (default load/results/history.png)")
-    p.add_argument("--workdir", type=Path, help="keep the stack's files here (default: a temp dir)")
-    p.add_argument("--keep", action="store_true", help="keep the workdir and the ledger schema")
+    add_harness_args(p, HistoryScenario.out, HistoryScenario.chart)
 
 
 def scenario_from_args(args: argparse.Namespace) -> HistoryScenario:
-    sc = replace(
-        HistoryScenario(preset="smoke" if args.smoke else "standard"), **PRESETS["smoke" if args.smoke else "standard"]
-    )
+    preset = "smoke" if args.smoke else "standard"
+    sc = replace(HistoryScenario(preset=preset), **PRESETS[preset])
     simple = {
         "commits": "commits",
         "files_per_commit": "files_per_commit",
@@ -168,22 +149,8 @@ def scenario_from_args(args: argparse.Namespace) -> HistoryScenario:
         "maintenance": "maintenance",
         "commit_timeout": "commit_timeout_s",
         "max_seconds": "max_seconds",
-        "out": "out",
-        "chart": "chart",
-        "workdir": "workdir",
     }
-    overrides: dict[str, Any] = {
-        attr: getattr(args, arg) for arg, attr in simple.items() if getattr(args, arg) is not None
-    }
-    env: dict[str, str] = {}
-    for item in args.worker_env:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--worker-env {item!r}: expected NAME=VALUE")
-        env[name.strip()] = value
-    overrides["worker_env"] = env
-    if args.keep:
-        overrides["keep"] = True
+    overrides = overrides_from_args(args, simple)
     if args.no_verify:
         overrides["verify"] = False
     sc = replace(sc, **overrides)
@@ -368,15 +335,9 @@ class History:
         raise RoundFailed(f"commit {n}: its {len(files)} files were not final within {sc.commit_timeout_s:.0f} s")
 
     def _stack_alive(self) -> None:
-        import psutil
-
-        for label, pid in self.stack_pids.items():
-            try:
-                dead = psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-            except psutil.NoSuchProcess:
-                dead = True
-            if dead:
-                raise RoundFailed(f"the {label} server (pid {pid}) died; see {self.workdir / 'stack' / label}.log")
+        dead = dead_server(self.stack_pids, self.workdir / "stack")
+        if dead:
+            raise RoundFailed(dead)
 
     def _result(
         self,
@@ -583,28 +544,15 @@ def chart(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def main(args: argparse.Namespace) -> int:
-    """Exit status: 0 all good, 1 the table or the ledger disagrees (rows lost or duplicated, a
-    commit not of exactly F files), 2 the run itself failed (nothing measured)."""
-    import signal
-    import sys
-
-    from load.report import write_json
-
-    try:
-        sc = scenario_from_args(args)
-    except ValueError as error:
-        print(f"load: {error}", file=sys.stderr)
-        return 2
-    t0 = time.monotonic()
-
-    def say(message: str) -> None:
-        print(f"[{time.monotonic() - t0:7.1f}s] {message}", flush=True)
-
-    say(
+def headline(sc: HistoryScenario) -> str:
+    return (
         f"icefeed load history, preset {sc.preset}: {sc.commits} commits of {sc.files_per_commit} files, "
         f"sampled every {sc.sample_every}, maintenance {sc.maintenance}"
     )
+
+
+def execute(sc: HistoryScenario, say: Callable[[str], None]) -> dict[str, Any]:
+    """The run; SIGINT/SIGTERM finish the current round and report the commits made."""
     history = History(sc, say)
 
     def stop(_sig: int, _frame: Any) -> None:
@@ -612,20 +560,12 @@ def main(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    try:
-        report = history.run()
-    except Exception as error:  # noqa: BLE001 - the stack could not start etc.: say so, exit 2
-        say(f"run failed: {type(error).__name__}: {error}")
-        return 2
-    write_json(report, sc.out)
-    try:
-        chart(report, sc.chart)
-    except Exception as error:  # noqa: BLE001 - a chart problem must not hide the figures
-        report["errors"].append(f"chart: {type(error).__name__}: {error}")
-        report["ok"] = False
-        write_json(report, sc.out)
-    print(summary(report), flush=True)
-    say(f"report {sc.out}, chart {sc.chart}")
+    return history.run()
+
+
+def exit_status(report: dict[str, Any]) -> int:
+    """0 all good, 1 the table or the ledger disagrees (rows lost or duplicated, a commit not of
+    exactly F files), 2 the run itself failed (nothing measured)."""
     if not report["runs"]:
         return 2
     return 0 if report["ok"] else 1

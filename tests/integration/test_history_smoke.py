@@ -7,42 +7,23 @@ from __future__ import annotations
 
 import itertools
 import json
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from load.history import REPORT_KEYS, RUN_KEYS, SAMPLE_KEYS
+from tests.integration.load_support import run_load
 
 pytestmark = pytest.mark.integration
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 300
 
 
 def test_history_smoke_report_is_complete_and_sane(tmp_path: Path) -> None:
     out, plot = tmp_path / "h.json", tmp_path / "h.png"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "load", "history", "--smoke", "--out", str(out), "--chart", str(plot)],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        log, _ = proc.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGINT)  # the harness finishes the round and stops its stack
-        try:
-            log, _ = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            log, _ = proc.communicate()
-        pytest.fail(f"python -m load history --smoke did not finish within {TIMEOUT_S} s:\n{log[-4000:]}")
+    code, log = run_load(["history", "--smoke", "--out", str(out), "--chart", str(plot)], TIMEOUT_S)
 
-    assert proc.returncode == 0, log[-4000:]
+    assert code == 0, log[-4000:]
     report = json.loads(out.read_text())
     assert not [k for k in REPORT_KEYS if k not in report], report.keys()
     assert report["ok"] is True and report["errors"] == []
