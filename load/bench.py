@@ -27,14 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from load.ceiling import CeilingRun, consume
 from load.config import Scenario
 from load.data import Generator, StagedFile, Uploader
 from load.fleet import REPO_ROOT, Fleet, WorkerProc
 from load.ledger import LedgerReader
-from load.monitor import MotoLog, Sampler, SystemCpu, rss_growth_pct, stack_processes
+from load.monitor import MotoLog, Sampler, SystemCpu, dead_server, rss_growth_pct, stack_processes
 from load.naive import NaiveRun, run_naive
 from load.verify import check, read_table
 from worker.localstack import Stack
@@ -338,15 +336,9 @@ class Bench:
         raise PhaseFailed(f"{what}: {final}/{n} final after {self.sc.phase_timeout_s:.0f} s")
 
     def _stack_alive(self) -> None:
-        """moto and Sail must outlive the run: a crashed server explains every later failure."""
-        for label, pid in self.stack_pids.items():
-            try:
-                dead = psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-            except psutil.NoSuchProcess:
-                dead = True
-            if dead:
-                log = self.workdir / "stack" / f"{label}.log"
-                raise PhaseFailed(f"the {label} server (pid {pid}) died; see {log} and the kernel log (dmesg)")
+        dead = dead_server(self.stack_pids, self.workdir / "stack")
+        if dead:
+            raise PhaseFailed(dead)
 
     def _start_workers(self, phase: str, count: int, profile: bool = False) -> list[WorkerProc]:
         procs = []

@@ -33,8 +33,67 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 @dataclass
-class Scenario:
+class Harness:
+    """What every load scenario has: extra worker settings, its outputs and its work directory."""
+
     preset: str = "standard"
+    worker_env: dict[str, str] = field(default_factory=dict)
+    out: Path = Path("load/results/latest.json")
+    chart: Path = Path("load/results/latest.png")
+    workdir: Path | None = None
+    keep: bool = False
+    seed: int = 20261122
+
+    def check_worker_env(self) -> None:
+        for name in self.worker_env:
+            if not name.startswith("ICEFEED_"):
+                raise ValueError(f"--worker-env {name}: only ICEFEED_* variables")
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: paths as strings, tuples as lists."""
+        out = asdict(self)
+        for key, value in out.items():
+            if isinstance(value, Path):
+                out[key] = str(value)
+            elif isinstance(value, tuple):
+                out[key] = list(value)
+        return out
+
+
+def add_harness_args(p: argparse.ArgumentParser, out: Path, chart: Path) -> None:
+    """The options of :class:`Harness`: --worker-env, --out, --chart, --workdir, --keep."""
+    p.add_argument(
+        "--worker-env", action="append", default=[], metavar="ICEFEED_X=V", help="extra worker setting (repeatable)"
+    )
+    p.add_argument("--out", type=Path, help=f"JSON report (default {out})")
+    p.add_argument("--chart", type=Path, help=f"PNG chart (default {chart})")
+    p.add_argument("--workdir", type=Path, help="keep the stack's files here (default: a temp dir)")
+    p.add_argument("--keep", action="store_true", help="keep the workdir and the ledger schema")
+
+
+def overrides_from_args(
+    args: argparse.Namespace, simple: dict[str, str], env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The scenario fields the command line sets: each ``simple`` option given (option → field),
+    the :class:`Harness` options, and ``worker_env`` = ``env`` (a preset's) plus every --worker-env."""
+    simple = {**simple, "out": "out", "chart": "chart", "workdir": "workdir"}
+    overrides: dict[str, Any] = {
+        attr: getattr(args, arg) for arg, attr in simple.items() if getattr(args, arg) is not None
+    }
+    if args.keep:
+        overrides["keep"] = True
+    env = dict(env or {})
+    for item in args.worker_env:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--worker-env {item!r}: expected NAME=VALUE")
+        env[name.strip()] = value
+    overrides["worker_env"] = env
+    return overrides
+
+
+@dataclass
+class Scenario(Harness):
     files: int = 5000
     rows_per_file: int = 20
     format: str = "json"
@@ -64,13 +123,7 @@ class Scenario:
     phase_timeout_s: float = 1800.0
     stall_timeout_s: float = 600.0
     sample_interval_s: float = 0.5
-    worker_env: dict[str, str] = field(default_factory=dict)
-    out: Path = Path("load/results/latest.json")
-    chart: Path = Path("load/results/latest.png")
-    workdir: Path | None = None
-    keep: bool = False
     py_spy_dir: Path | None = None
-    seed: int = 20261122
 
     def validate(self) -> None:
         if self.files < 1 or self.rows_per_file < 1 or self.k < 1:
@@ -84,9 +137,7 @@ class Scenario:
             raise ValueError(f"unknown phases: {', '.join(sorted(unknown))} (known: {', '.join(PHASES)})")
         if not self.ceiling_levels or min(self.ceiling_levels) < 1:
             raise ValueError("--ceiling-levels must be positive integers")
-        for name in self.worker_env:
-            if not name.startswith("ICEFEED_"):
-                raise ValueError(f"--worker-env {name}: only ICEFEED_* variables")
+        self.check_worker_env()
 
     def shards(self) -> int:
         """Landing buckets (and queues) per loader: enough to keep each queue ≤ queue_depth."""
@@ -98,15 +149,6 @@ class Scenario:
         if phase == "soak":
             return self.soak
         return phase in self.phases
-
-    def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        for key, value in out.items():
-            if isinstance(value, Path):
-                out[key] = str(value)
-            elif isinstance(value, tuple):
-                out[key] = list(value)
-        return out
 
 
 def parser() -> argparse.ArgumentParser:
@@ -131,19 +173,13 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--soak-rate", type=float, help="files/s of the soak (default: the paced rate)")
     run.add_argument("--phases", help=f"comma-separated subset of {','.join(PHASES[:-1])}")
     run.add_argument(
-        "--worker-env", action="append", default=[], metavar="ICEFEED_X=V", help="extra worker setting (repeatable)"
-    )
-    run.add_argument(
         "--queue-depth",
         type=int,
         help="most messages per landing queue: the backlog is spread over enough buckets/queues (default 250; "
         "0 = one queue)",
     )
     run.add_argument("--phase-timeout", type=float, help="upper bound of any one phase, seconds (default 1800)")
-    run.add_argument("--out", type=Path, help="JSON report (default load/results/latest.json)")
-    run.add_argument("--chart", type=Path, help="PNG chart (default load/results/latest.png)")
-    run.add_argument("--workdir", type=Path, help="keep the stack's files here (default: a temp dir)")
-    run.add_argument("--keep", action="store_true", help="keep the workdir and the ledger schema")
+    add_harness_args(run, Scenario.out, Scenario.chart)
     run.add_argument("--py-spy-dir", type=Path, help="record the drain-1 worker with py-spy (raw stacks) here")
     prof = sub.add_parser("profile", help="summarize a py-spy raw (collapsed stacks) recording")
     prof.add_argument("raw", type=Path)
@@ -186,9 +222,8 @@ def parser() -> argparse.ArgumentParser:
 def scenario_from_args(args: argparse.Namespace) -> Scenario:
     base = Scenario(preset="smoke" if args.smoke else "standard")
     preset = dict(PRESETS[base.preset])
-    env = {**preset.pop("worker_env", {})}
+    env = preset.pop("worker_env", {})
     sc = replace(base, **preset)
-    overrides: dict[str, Any] = {}
     simple = {
         "files": "files",
         "rows_per_file": "rows_per_file",
@@ -205,29 +240,15 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
         "soak_rate": "soak_rate",
         "phase_timeout": "phase_timeout_s",
         "queue_depth": "queue_depth",
-        "out": "out",
-        "chart": "chart",
-        "workdir": "workdir",
         "py_spy_dir": "py_spy_dir",
     }
-    for arg, attr in simple.items():
-        value = getattr(args, arg)
-        if value is not None:
-            overrides[attr] = value
+    overrides = overrides_from_args(args, simple, env)
     if args.ceiling_levels:
         overrides["ceiling_levels"] = tuple(int(x) for x in args.ceiling_levels.split(",") if x.strip())
     if args.phases:
         overrides["phases"] = tuple(x.strip() for x in args.phases.split(",") if x.strip())
     if args.soak:
         overrides["soak"] = True
-    if args.keep:
-        overrides["keep"] = True
-    for item in args.worker_env:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--worker-env {item!r}: expected NAME=VALUE")
-        env[name.strip()] = value
-    overrides["worker_env"] = env
     known = {f.name for f in fields(Scenario)}
     assert set(overrides) <= known
     sc = replace(sc, **overrides)

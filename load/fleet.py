@@ -32,6 +32,8 @@ class WorkerProc:
     exit_code: int | None = None
     stopped: dict[str, Any] = field(default_factory=dict)
     commits: list[dict[str, Any]] = field(default_factory=list)  # batch_committed lines (with timings)
+    # maintenance_step lines, each with after_commit: the batch_committed lines logged before it
+    maintenance: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Fleet:
@@ -141,7 +143,12 @@ class Fleet:
             lines = list(events(proc.log_path))
             stopped = [e for e in lines if e.get("event") == "worker_stopped"]
             proc.stopped = stopped[-1] if stopped else {}
-            proc.commits = [e for e in lines if e.get("event") == "batch_committed" and "held_s" in e]
+            proc.commits, proc.maintenance = [], []
+            for e in lines:
+                if e.get("event") == "batch_committed" and "held_s" in e:
+                    proc.commits.append(e)
+                elif e.get("event") == "maintenance_step":
+                    proc.maintenance.append({**e, "after_commit": len(proc.commits)})
 
     def kill_all(self) -> None:
         for proc in self.procs:
@@ -178,11 +185,27 @@ def _python_child(popen: subprocess.Popen[bytes], timeout_s: float) -> int:
 
 def events(path: Path) -> list[dict[str, Any]]:
     """The JSON log lines of a worker log (other lines are skipped)."""
-    out: list[dict[str, Any]] = []
     try:
-        text = path.read_text(errors="replace")
+        return _json_lines(path.read_text(errors="replace"))
     except OSError:
-        return out
+        return []
+
+
+def events_from(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
+    """The JSON log lines of a growing worker log from byte ``offset`` on (whole lines only), and
+    the offset to read on from."""
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except OSError:
+        return [], offset
+    end = data.rfind(b"\n") + 1
+    return _json_lines(data[:end].decode(errors="replace")), offset + end
+
+
+def _json_lines(text: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
     for line in text.splitlines():
         line = line.strip()
         if not line.startswith("{"):

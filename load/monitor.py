@@ -106,6 +106,19 @@ def stack_processes() -> dict[str, int]:
     return found
 
 
+def dead_server(pids: dict[str, int], stack_dir: Path) -> str | None:
+    """The first of ``stack_processes`` that died, said with its log; None while all of them run.
+    moto and Sail must outlive a run: a crashed server explains every later failure."""
+    for label, pid in pids.items():
+        try:
+            dead = psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            dead = True
+        if dead:
+            return f"the {label} server (pid {pid}) died; see {stack_dir / label}.log and the kernel log (dmesg)"
+    return None
+
+
 class SystemCpu:
     """System-wide CPU busy fraction between two snapshots (all CPUs; 1.0 = every CPU busy)."""
 

@@ -5,42 +5,23 @@ This asserts correctness and the report's shape, never speed."""
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from load.report import REPORT_KEYS
+from tests.integration.load_support import run_load
 
 pytestmark = pytest.mark.integration
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 600
 
 
 def test_load_smoke_run_is_correct_and_complete(tmp_path: Path) -> None:
     out, chart = tmp_path / "r.json", tmp_path / "r.png"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "load", "run", "--smoke", "--out", str(out), "--chart", str(chart)],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        log, _ = proc.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGINT)  # the harness stops its stack and workers on the way out
-        try:
-            log, _ = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            log, _ = proc.communicate()
-        pytest.fail(f"python -m load run --smoke did not finish within {TIMEOUT_S} s:\n{log[-4000:]}")
+    code, log = run_load(["run", "--smoke", "--out", str(out), "--chart", str(chart)], TIMEOUT_S)
 
-    assert proc.returncode == 0, log[-4000:]
+    assert code == 0, log[-4000:]
     report = json.loads(out.read_text())
     missing = [key for key in REPORT_KEYS if key not in report]
     assert not missing, f"report lacks {missing}"
