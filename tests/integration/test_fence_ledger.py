@@ -168,3 +168,36 @@ async def test_the_audit_takes_each_released_appended_batch_once_and_again_after
     assert [c.batch_id for c in await led.audit_candidates(0, 10)] == [a]
     await led.mark_audited(a, 7)
     assert await led.audit_candidates(0, 10) == []
+
+
+async def test_maintenance_sees_a_fenced_append_until_its_batch_is_settled(ledger) -> None:
+    """writer_busy (what table maintenance checks under the lock) follows the writer slot."""
+    led, _, _ = ledger
+    async with led.table_lock(TABLE, 5) as lock:
+        assert not await lock.writer_busy(TABLE)  # no writer yet
+    a = await open_batch(led, [await register(led, "a.json", "e1")])
+    async with led.table_lock(TABLE, 5) as lock:
+        assert not await lock.writer_busy(TABLE)  # claimed, not fenced: no append can have started
+        assert (await lock.fence(a, "w1", TABLE, "session-a", 60)).ok
+    async with led.table_lock(TABLE, 5) as lock:
+        assert await lock.writer_busy(TABLE)  # its lock is gone, its append may still run
+        assert not await lock.writer_busy("glue.db.other")
+    await led.abort(a, "w1", "Boom", "failed", [FileResult(f.file_id, PENDING) for f in await led.batch_files(a)])
+    async with led.table_lock(TABLE, 5) as lock:
+        assert not await lock.writer_busy(TABLE)
+
+
+async def test_the_maintenance_lease_is_one_workers_until_it_lapses(ledger) -> None:
+    led, pool, _ = ledger
+    first = await led.maintenance_take(TABLE, "w1", 60, 300)
+    assert first is not None and first.orphans_checked_s_ago is None
+    assert await led.maintenance_take(TABLE, "w2", 60, 0) is None  # held by w1
+    assert await led.maintenance_extend(TABLE, "w1", 60) and not await led.maintenance_extend(TABLE, "w2", 60)
+    await led.maintenance_finish(TABLE, "w1", "done", None, {"snapshots": 3}, True, [{"step": "expire", "outcome": "done"}])
+    assert await led.maintenance_take(TABLE, "w2", 60, 300) is None  # free, but not due for 300 s
+    again = await led.maintenance_take(TABLE, "w2", 60, 0)
+    assert again is not None and again.orphans_checked_s_ago is not None and again.orphans_checked_s_ago < 60
+    await pool.execute("UPDATE table_maintenance SET lease_expires_at = now() - interval '1 s'")
+    assert await led.maintenance_take(TABLE, "w3", 60, 0) is not None  # w2 died: its lease lapsed
+    row = await pool.fetchrow("SELECT lease_owner, outcome, stats, steps FROM table_maintenance")
+    assert row["lease_owner"] == "w3" and row["outcome"] == "done" and '"snapshots": 3' in row["stats"]
