@@ -485,6 +485,7 @@ class FakeLedger:
     async def maintenance_extend(self, table: str, owner: str, ttl_s: int) -> bool:
         row = self.maintenance.get(table)
         if row is None or row["owner"] != owner:
+            self._note("maintenance_lease_lost", (table, owner))
             return False
         row["expires"] = self.clock() + ttl_s
         return True

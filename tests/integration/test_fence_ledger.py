@@ -193,7 +193,9 @@ async def test_the_maintenance_lease_is_one_workers_until_it_lapses(ledger) -> N
     assert first is not None and first.orphans_checked_s_ago is None
     assert await led.maintenance_take(TABLE, "w2", 60, 0) is None  # held by w1
     assert await led.maintenance_extend(TABLE, "w1", 60) and not await led.maintenance_extend(TABLE, "w2", 60)
-    await led.maintenance_finish(TABLE, "w1", "done", None, {"snapshots": 3}, True, [{"step": "expire", "outcome": "done"}])
+    await led.maintenance_finish(
+        TABLE, "w1", "done", None, {"snapshots": 3}, True, [{"step": "expire", "outcome": "done"}]
+    )
     assert await led.maintenance_take(TABLE, "w2", 60, 300) is None  # free, but not due for 300 s
     again = await led.maintenance_take(TABLE, "w2", 60, 0)
     assert again is not None and again.orphans_checked_s_ago is not None and again.orphans_checked_s_ago < 60

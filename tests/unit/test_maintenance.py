@@ -369,8 +369,31 @@ async def test_a_lost_lock_connection_stops_the_commit() -> None:
     ledger.table_lock = dying  # type: ignore[method-assign]
     report = await maintainer(ledger, tables).run(T, POLICY)
     compact = next(s for s in report.steps if s["step"] == "compact")
-    assert compact["outcome"] in ("skipped", "failed") and "replace" not in tables.calls
-    assert len(tables.files) == 4
+    assert compact["outcome"] == "failed" and "lock connection lost" in compact["error"]
+    assert "replace" not in tables.calls and len(tables.files) == 4
+
+
+async def test_a_lost_maintenance_lease_stops_the_run() -> None:
+    """Another worker took the table over (this one was frozen past its lease): the swap in
+    progress is skipped, and no further group is staged."""
+    seen: list[str] = []
+    ledger = FakeLedger(on_change=lambda what, _: seen.append(what))
+    tables = tables_with(n_files=8, n_snapshots=1)
+    tables.files = small(4, 300 * KB, "a") + small(4, 300 * KB, "b")  # two groups of 3 and one of 2
+    tables.hold["stage"] = threading.Event()
+    quick = Maintainer(ledger, tables, "w1", clock=lambda: NOW_MS / 1000, lease_ttl_s=1)
+    run = asyncio.create_task(quick.run(T, POLICY))
+    await asyncio.to_thread(lambda: tables.reached.setdefault("stage", threading.Event()).wait(5))
+    ledger.maintenance[T]["owner"] = "w2"
+    deadline = asyncio.get_running_loop().time() + 5
+    while "maintenance_lease_lost" not in seen:
+        assert asyncio.get_running_loop().time() < deadline, "the lease was never renewed"
+        await asyncio.sleep(0.02)
+    tables.hold["stage"].set()
+    report = await run
+    compacts = [s for s in report.steps if s["step"] == "compact"]
+    assert [(s["outcome"], s["reason"]) for s in compacts] == [("skipped", "the maintenance lease was lost")]
+    assert tables.calls.count("stage") == 1 and "replace" not in tables.calls and "listing" not in tables.calls
 
 
 async def test_a_missing_table_is_skipped_not_failed() -> None:
