@@ -426,3 +426,57 @@ def test_sigterm_during_load_then_restart(env: Env) -> None:
     assert stop_all(env) == [0, 0]
     statuses = Counter(b["status"] for b in env.sql("SELECT status FROM batches"))
     assert set(statuses) <= {"COMMITTED", "ABORTED"}, statuses
+
+
+# -- scenario 6: a maintaining worker killed mid-compaction while others load ----------------------------
+
+EAGER_MAINTENANCE = """
+[maintenance]
+check_interval_s = 2
+min_snapshots_to_keep = 3
+max_snapshot_age_s = 0
+target_file_size_mb = 1
+compact_min_files = 4
+"""
+
+
+@pytest.mark.parametrize("point", ["maintain_staged", "maintain_committed"])
+def test_maintainer_killed_mid_compaction_while_loading(env: Env, point: str) -> None:
+    rng = random.Random(f"{SEED}:maintain:{point}")
+    env.migrate()
+    exp = Expected(env.bucket)
+    eager = env.tmp / "routes-eager.toml"
+    eager.write_text(env.routes_file.read_text() + EAGER_MAINTENANCE)
+    small_commits = {"ICEFEED_BATCH_MAX_FILES": "2"}
+    for name in ("a", "b"):  # loaders: maintenance at its default interval (300 s) never comes round here
+        start(env, name, **small_commits)
+    for i in range(20):
+        exp.upload(env, f"events/maint/w1-{i:02}.json", rng.randint(1, 5))
+    poll(lambda: loaded_count(env) >= 8, 90, "small commits to compact")
+    doomed = start(
+        env,
+        "m",
+        **DOOMED,
+        **small_commits,
+        ICEFEED_ROUTES_FILE=str(eager),
+        ICEFEED_FAULTS=f"{point}=exit",
+        ICEFEED_LEASE_MAINTENANCE_TTL_S="10",
+    )
+    for i in range(20):  # appends go on while m maintains
+        exp.upload(env, f"events/maint/w2-{i:02}.json", rng.randint(1, 5))
+    assert wait_exit(doomed, 120, f"worker m to die at {point}") == 137
+    env.workers.remove(doomed)
+    # Another maintainer takes the table once m's lease lapses, while a third wave loads.
+    start(env, "m2", **small_commits, ICEFEED_ROUTES_FILE=str(eager), ICEFEED_LEASE_MAINTENANCE_TTL_S="10")
+    for i in range(20):
+        exp.upload(env, f"events/maint/w3-{i:02}.json", rng.randint(1, 5))
+    finish(env, exp, f"maintainer killed at {point} while 2 workers load")
+
+    def compactions() -> list[dict[str, Any]]:
+        lines = "\n".join(p.read_text(errors="replace") for p in env.tmp.glob("worker-m2-*.log")).splitlines()
+        steps = [json.loads(line) for line in lines if '"maintenance_step"' in line]
+        return [s for s in steps if s["step"] == "compact" and s["outcome"] == "done"]
+
+    done = poll(compactions, 90, "the next maintainer to compact", interval=0.5)
+    NOTES.append(f"{point}: worker m killed there; the next maintainer compacted {len(done)} group(s); table exact")
+    assert set(stop_all(env)) == {0}
