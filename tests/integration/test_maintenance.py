@@ -112,6 +112,11 @@ def test_compaction_keeps_rows_and_lineage_while_another_worker_appends(menv: En
     # Quiet now: one more run compacts what the appends added; another keeps exactly the minimum.
     last = maintain(env, "--table", table)
     assert len(data_files(env)) == 1 and lineage(env) == after, last
+    import pyarrow.parquet as pq
+
+    tbl = env.table("events")
+    with tbl.io.new_input(data_files(env)[0].file_path).open() as f:
+        assert pq.read_metadata(f).num_row_groups == 1  # one row group, not one per small file
     maintain(env, "--table", table)
     assert len(env.table("events").metadata.snapshots) == 3  # min_snapshots_to_keep, every one older than 0 s
 

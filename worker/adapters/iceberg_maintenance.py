@@ -20,6 +20,9 @@ from worker.domain.maintenance import DataFile, MaintenancePolicy, Snapshot, Sto
 from worker.ports import Staged, TableState
 from worker.settings import IcebergSettings
 
+#: Decoded bytes buffered before a row group is written (and the most a compaction holds).
+ROW_GROUP_BYTES = 64 * 1024 * 1024
+
 
 class IcebergMaintainer:
     def __init__(self, settings: IcebergSettings) -> None:
@@ -129,6 +132,14 @@ class IcebergMaintainer:
         path = provider.new_data_location(f"icefeed-compact-{uuid.uuid4().hex}.parquet")
         scan = ArrowScan(md, t.io, md.schema(), AlwaysTrue(), True)
         expected = 0
+        pending: list[pa.Table] = []
+
+        def flush(writer: pq.ParquetWriter) -> None:
+            if pending:
+                rows = pa.concat_tables(pending)
+                writer.write_table(rows, row_group_size=max(1, rows.num_rows))
+                pending.clear()
+
         with (
             t.io.new_output(path).create(overwrite=False) as out,
             pq.ParquetWriter(out, schema, compression="zstd") as writer,
@@ -137,7 +148,12 @@ class IcebergMaintainer:
                 df = state.raw[p]
                 expected += int(df.record_count)
                 for batch in scan.to_record_batches([FileScanTask(df)]):
-                    writer.write_table(pa.Table.from_batches([batch]).cast(schema))
+                    pending.append(pa.Table.from_batches([batch]).cast(schema))
+                    # Row groups of up to ROW_GROUP_BYTES (decoded): a few large ones, not one
+                    # per source file; the buffer bounds what a compaction holds in memory.
+                    if sum(x.nbytes for x in pending) >= ROW_GROUP_BYTES:
+                        flush(writer)
+            flush(writer)
         data_file = parquet_file_to_data_file(t.io, md, path)
         staged = Staged(path, int(data_file.record_count), int(data_file.file_size_in_bytes), data_file)
         if staged.records != expected:  # never replace files by one that holds other rows
