@@ -123,6 +123,9 @@ class Maintainer:
             await self._steps(report, policy, lease, orphans_due or force)
         except DataError as exc:  # the table does not exist yet
             report.outcome, report.reason = "skipped", str(exc)
+        except asyncio.CancelledError:  # the worker is stopping: the next run takes it from here
+            report.outcome, report.reason = "skipped", "interrupted: the worker is stopping"
+            raise
         except Exception as exc:
             report.outcome, error = "failed", f"{type(exc).__name__}: {exc}"
             report.reason = error
@@ -183,7 +186,15 @@ class Maintainer:
 
     async def _steps(self, report: Report, policy: MaintenancePolicy, lease: _Lease, orphans_due: bool) -> None:
         table = report.table
-        state = await asyncio.to_thread(self.tables.state, table)
+        try:
+            state = await asyncio.to_thread(self.tables.state, table)
+        except DataError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the catalog or storage is away: a failed run, counted
+            self._record(
+                report, {"step": "inspect", "outcome": "failed", "held_s": 0.0, "lock_wait_s": 0.0, "error": _text(exc)}
+            )
+            return
         report.stats = self._stats(state, policy)
         now_ms = int(self.clock() * 1000)
         plan = decide.plan(state.snapshots, state.keep, state.files, state.properties, policy, now_ms)

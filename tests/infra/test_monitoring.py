@@ -57,7 +57,7 @@ LABEL_VALUES = {
     ("icefeed_files_total", "outcome"): {"loaded", "failed", "quarantined", "gone", "ignored", "skipped"},
     ("icefeed_queue_messages", "kind"): {"visible", "inflight", "delayed"},
     ("icefeed_stage_duration_seconds", "stage"): {"receive", "claim", "infer+write", "finalize"},
-    ("icefeed_maintenance_runs_total", "step"): MAINTENANCE_STEPS,
+    ("icefeed_maintenance_runs_total", "step"): MAINTENANCE_STEPS | {"inspect"},  # inspect: reading the table failed
     ("icefeed_maintenance_runs_total", "outcome"): {"done", "skipped", "failed"},
     ("icefeed_maintenance_lock_hold_seconds_bucket", "step"): MAINTENANCE_STEPS,
 }

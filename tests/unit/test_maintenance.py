@@ -433,3 +433,38 @@ async def test_dry_run_changes_nothing_and_takes_no_lease() -> None:
     assert tables.calls == ["state"] and T not in ledger.maintenance
     assert report.plan is not None and report.plan["expire_snapshots"] == 3
     assert [g["files"] for g in report.plan["compact_groups"]] == [4]
+
+
+async def test_a_table_that_cannot_be_read_is_a_failed_run_and_counted() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from worker.observability.metrics import Metrics
+
+    ledger, tables = FakeLedger(), tables_with()
+
+    def away(table: str) -> TableState:
+        raise OSError("catalog unreachable")
+
+    tables.state = away  # type: ignore[method-assign]
+    metrics = Metrics(CollectorRegistry())
+    report = await Maintainer(ledger, tables, "w1", metrics, clock=lambda: NOW_MS / 1000).run(T, POLICY)
+    assert (report.outcome, [s["step"] for s in report.steps]) == ("failed", ["inspect"])
+    assert "catalog unreachable" in report.reason and ledger.maintenance[T]["outcome"] == "failed"
+    sample = metrics.registry.get_sample_value(
+        "icefeed_maintenance_runs_total", {"table": T, "step": "inspect", "outcome": "failed"}
+    )
+    assert sample == 1.0
+
+
+async def test_a_run_interrupted_by_shutdown_is_recorded_as_such() -> None:
+    ledger, tables = FakeLedger(), tables_with(n_snapshots=1)
+    tables.hold["stage"] = threading.Event()
+    run = asyncio.create_task(maintainer(ledger, tables).run(T, POLICY))
+    await asyncio.to_thread(lambda: tables.reached.setdefault("stage", threading.Event()).wait(5))
+    run.cancel()
+    tables.hold["stage"].set()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    row = ledger.maintenance[T]
+    assert (row["owner"], row["outcome"], row["error"]) == (None, "skipped", None)
+    assert "replace" not in tables.calls
