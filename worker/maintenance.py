@@ -265,7 +265,14 @@ class Maintainer:
         return False
 
     async def _orphans(self, report: Report, policy: MaintenancePolicy, lease: _Lease) -> None:
+        """Only once the table's writer slot is free: then no append that began before now can
+        still commit (a released batch's engine work was stopped, or outlived the engine's limit),
+        and every write that begins later produces files younger than the safety age."""
         table = report.table
+        quiet, _ = await self._locked(report, "orphans", policy, lease, lambda: None, record=False)
+        if quiet["outcome"] != "done":
+            self._record(report, quiet)
+            return
         started = time.monotonic()
         try:
             listed = await asyncio.to_thread(self.tables.listing, table)
@@ -278,8 +285,8 @@ class Maintainer:
             step = {
                 "step": "orphans",
                 "outcome": "done",
-                "held_s": 0.0,
-                "lock_wait_s": 0.0,
+                "held_s": quiet["held_s"],
+                "lock_wait_s": quiet["lock_wait_s"],
                 "listed": len(listed),
                 "deleted": deleted,
                 "bytes_deleted": sum(f.size_bytes for f in chosen),
@@ -298,6 +305,7 @@ class Maintainer:
         commit: Callable[[], object],
         details: dict[str, Any] | None = None,
         describe: Callable[[object], dict[str, Any]] | None = None,
+        record: bool = True,
     ) -> tuple[dict[str, Any], object]:
         """One commit under the table's commit lock, skipped while a fenced append may still run;
         the step (``describe`` adds to it from the commit's result) and that result."""
@@ -328,7 +336,8 @@ class Maintainer:
                 step.update(outcome="failed", error=_text(exc))
         except Exception as exc:  # noqa: BLE001 - recorded; the run goes on
             step.update(outcome="failed", error=_text(exc))
-        self._record(report, step)
+        if record:
+            self._record(report, step)
         return step, result
 
     def _record(self, report: Report, step: dict[str, Any]) -> None:
