@@ -329,3 +329,31 @@ async def test_readyz_healthz_and_metric_labels_are_scrubbed() -> None:
         assert secret not in body, path
         assert MASK in body, path
     assert 'stage="stage ***"' in bodies["/metrics"]
+
+
+async def test_maintenance_errors_reach_the_ledger_scrubbed() -> None:
+    """A catalog error that echoes a credential is stored masked (the worker's ledger and the one
+    ``icefeed maintain`` builds both scrub)."""
+    from worker.adapters.pg_ledger import PgLedger
+    from worker.observability.logging import Redactor
+
+    secret = canary("catalog")
+    stored: list[tuple[Any, ...]] = []
+
+    class Conn:
+        async def execute(self, query: str, *args: Any) -> str:
+            stored.append(args)
+            return "UPDATE 1"
+
+    class Pool:
+        async def acquire(self, timeout: float | None = None) -> Conn:
+            return Conn()
+
+        async def release(self, conn: Conn) -> None:
+            return None
+
+    ledger = PgLedger(Pool(), scrub=Redactor([secret]).scrub)  # type: ignore[arg-type]
+    steps = [{"step": "inspect", "outcome": "failed", "error": f"OSError: bad s3.secret-access-key {secret}"}]
+    await ledger.maintenance_finish("glue.db.t", "w1", "failed", f"inspect: {secret}", None, False, steps)
+    (args,) = stored
+    assert secret not in repr(args) and "inspect" in repr(args)

@@ -11,7 +11,7 @@ leaves this module."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -67,9 +67,10 @@ class OperatorLedger:
         async with self._pool.acquire() as conn, conn.transaction():
             yield OperatorLedger(self._pool, conn)
 
-    def worker_ledger(self) -> PgLedger:
-        """The worker's ledger on the same pool (table hints, approvals, the table lock)."""
-        return PgLedger(self._pool)
+    def worker_ledger(self, scrub: Callable[[str], str] | None = None) -> PgLedger:
+        """The worker's ledger on the same pool (table hints, approvals, the table lock,
+        maintenance); ``scrub`` masks secrets in the texts it stores."""
+        return PgLedger(self._pool) if scrub is None else PgLedger(self._pool, scrub=scrub)
 
     @asynccontextmanager
     async def table_lock(self, table: str, timeout_s: float) -> AsyncIterator[PgTableLock]:

@@ -11,6 +11,7 @@ from worker.adapters.pg_operator import operator_ledger
 from worker.domain.errors import ConfigError
 from worker.faults import Faults, install_tables
 from worker.maintenance import Maintainer
+from worker.observability.logging import Redactor, settings_secrets
 from worker.routes import Routes
 from worker.settings import Settings
 
@@ -25,7 +26,8 @@ async def maintain(settings: Settings, routes: Routes, table: str | None, dry_ru
     owner = f"icefeed-maintain@{socket.gethostname()}:{os.getpid()}"
     reports = []
     async with operator_ledger(settings.pg) as db:
-        maintainer = Maintainer(db.worker_ledger(), tables, owner, lease_ttl_s=settings.lease.maintenance_ttl_s)
+        scrub = Redactor(settings_secrets(settings)).scrub  # errors stored in the ledger: no secret
+        maintainer = Maintainer(db.worker_ledger(scrub), tables, owner, lease_ttl_s=settings.lease.maintenance_ttl_s)
         for name in names:
             report = await maintainer.run(name, routes.maintenance.policy(name), force=True, dry_run=dry_run)
             reports.append(report.as_dict())
