@@ -618,6 +618,18 @@ def test_example_maintains_the_worker_routes_tables(example: Module) -> None:
     assert from_tf == from_toml
 
 
+def test_configmap_catalog_is_the_module_output_for_the_example(
+    example: Module, maintenance_eval: MaintenanceEval
+) -> None:
+    (call,) = example.modules.values()
+    (provider,) = example.blocks["provider"]
+    region = provider["aws"]["region"]
+    _, outputs = maintenance_eval.evaluate(maintained_tables=call["maintained_tables"], glue_region=region)
+    configmaps = [d for d in yaml.safe_load_all((K8S / "configmap.yaml").read_text()) if d]
+    (config,) = [d for d in configmaps if d["metadata"]["name"] == "icefeed-config"]
+    assert json.loads(config["data"]["ICEFEED_ICEBERG_CATALOG"]) == json.loads(outputs["iceberg_catalog_properties"])
+
+
 def test_maintenance_output_points_at_the_catalog_properties(module: Module) -> None:
     value = module.outputs["iceberg_catalog_properties"]["value"]
     assert value == "${local.maintenance_enabled ? jsonencode(local.iceberg_catalog_properties) : null}"
