@@ -138,6 +138,104 @@ data "aws_iam_policy_document" "worker" {
       }
     }
   }
+
+  # --- table maintenance (maintenance.tf): only with maintained_tables --------------------------
+
+  dynamic "statement" {
+    # pyiceberg's Glue catalog reads the database when it resolves a namespace.
+    for_each = local.maintenance_enabled ? [1] : []
+
+    content {
+      sid     = "ReadMaintainedDatabases"
+      effect  = "Allow"
+      actions = ["glue:GetDatabase"]
+      resources = concat(
+        [local.maintained_glue_catalog_arn],
+        local.maintained_glue_database_arns,
+      )
+    }
+  }
+
+  dynamic "statement" {
+    # Load a table (GetTable) and commit to it (UpdateTable with the VersionId GetTable returned:
+    # the catalog's optimistic check). No CreateTable, DeleteTable or GetTables.
+    for_each = local.maintenance_enabled ? [1] : []
+
+    content {
+      sid    = "CommitMaintainedTables"
+      effect = "Allow"
+      actions = [
+        "glue:GetTable",
+        "glue:UpdateTable",
+      ]
+      resources = concat(
+        [local.maintained_glue_catalog_arn],
+        local.maintained_glue_database_arns,
+        local.maintained_glue_table_arns,
+      )
+    }
+  }
+
+  dynamic "statement" {
+    # Read metadata, manifests and data files; write compacted data files, manifests and the new
+    # metadata.json; delete orphans (only files nothing references, older than their safety age)
+    # and old metadata.json files. Only under the maintained tables' locations.
+    for_each = local.maintenance_enabled ? [1] : []
+
+    content {
+      sid    = "MaintainTableObjects"
+      effect = "Allow"
+      actions = [
+        "s3:DeleteObject",
+        "s3:GetObject",
+        "s3:PutObject",
+      ]
+      resources = local.maintained_object_arns
+    }
+  }
+
+  dynamic "statement" {
+    # One statement per warehouse bucket (Sids: an index, as for the routed buckets). Orphan
+    # removal lists <location>/data/ and <location>/metadata/; the listing is limited to the
+    # tables' locations. As for the routed buckets, without an unconditional s3:ListBucket S3
+    # answers HeadObject on a MISSING key under these locations with 403 rather than 404.
+    for_each = [for bucket in sort(keys(local.maintained_list_prefixes)) : { bucket = bucket, prefixes = local.maintained_list_prefixes[bucket] }]
+
+    content {
+      sid       = "ListMaintainedTables${statement.key}"
+      effect    = "Allow"
+      actions   = ["s3:ListBucket"]
+      resources = ["arn:${local.partition}:s3:::${statement.value.bucket}"]
+
+      condition {
+        test     = "StringLike"
+        variable = "s3:prefix"
+        values   = statement.value.prefixes
+      }
+    }
+  }
+
+  dynamic "statement" {
+    # SSE-KMS warehouse: S3 decrypts what the worker reads and asks for a data key for what it
+    # writes. Only through S3, as for the source buckets.
+    for_each = local.maintenance_enabled && length(var.warehouse_kms_key_arns) > 0 ? [var.warehouse_kms_key_arns] : []
+
+    content {
+      sid    = "UseWarehouseKeysThroughS3"
+      effect = "Allow"
+      actions = [
+        "kms:Decrypt",
+        "kms:GenerateDataKey",
+      ]
+      resources = statement.value
+
+      condition {
+        test     = "StringLike"
+        variable = "kms:ViaService"
+        values   = ["s3.*.amazonaws.com"]
+      }
+    }
+  }
 }
 
 resource "aws_iam_role_policy" "worker" {

@@ -2,9 +2,12 @@ data "aws_caller_identity" "current" {}
 
 data "aws_partition" "current" {}
 
+data "aws_region" "current" {}
+
 locals {
   account_id        = data.aws_caller_identity.current.account_id
   partition         = data.aws_partition.current.partition
+  region            = data.aws_region.current.name
   source_account_id = coalesce(var.source_account_id, local.account_id)
 
   bucket_arns = { for bucket in keys(var.routes) : bucket => "arn:${local.partition}:s3:::${bucket}" }

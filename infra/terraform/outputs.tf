@@ -52,3 +52,8 @@ output "bucket_notification_queue_configurations" {
   description = "Per bucket, the S3 queue configurations (id, queue_arn, events, filter_prefix, filter_suffix) the module applies, or that another stack must merge into the bucket's single notification configuration when create_bucket_notifications is false."
   value       = local.queue_configurations
 }
+
+output "iceberg_catalog_properties" {
+  description = "ICEFEED_ICEBERG_CATALOG for the workers (pyiceberg catalog properties as JSON: the Glue catalog of maintained_tables; no credentials, the worker role supplies them), or null when maintained_tables is empty."
+  value       = local.maintenance_enabled ? jsonencode(local.iceberg_catalog_properties) : null
+}

@@ -262,3 +262,71 @@ variable "keda_service_account" {
     error_message = "keda_service_account must be a DNS-1123 subdomain."
   }
 }
+
+################################################################################
+# Table maintenance: the Iceberg tables the workers maintain through the Glue catalog
+################################################################################
+
+variable "maintained_tables" {
+  description = "Iceberg tables the workers maintain (snapshot expiry, compaction, orphan removal) from the worker itself, through the Glue catalog with pyiceberg: a list of { database, table, location }, where location is the table's location as the catalog records it (s3://bucket/path; its metadata/ and data/ live under it). The worker role gets Glue read and UpdateTable on these tables and S3 read, write, delete and list under these locations only. Empty (the default): no maintenance permission at all."
+  type = list(object({
+    database = string
+    table    = string
+    location = string
+  }))
+  default = []
+
+  validation {
+    # Glue keeps names in lower case, and they end up in the Glue resource ARNs: a name with upper
+    # case or with '*' or '?' would match nothing, or too much.
+    condition     = alltrue([for t in var.maintained_tables : can(regex("^[a-z_][a-z0-9_]{0,127}$", t.database)) && can(regex("^[a-z_][a-z0-9_]{0,127}$", t.table))])
+    error_message = "maintained_tables: database and table must match ^[a-z_][a-z0-9_]{0,127}$ (Glue names are lower case; no wildcards)."
+  }
+
+  validation {
+    # The location becomes an object ARN (<location>/*) and an s3:prefix condition, where '*', '?'
+    # and '$' (IAM policy variables) are special: only plain key characters are accepted, so the
+    # grant is exactly the table's location. At least one path segment: a table at the bucket root would open the
+    # whole bucket.
+    condition     = alltrue([for t in var.maintained_tables : can(regex("^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9._=@-]+)+/?$", t.location))])
+    error_message = "maintained_tables: location must be s3://BUCKET/PATH (a valid bucket name and at least one path segment, no '*', '?', '$', spaces or empty segments; s3a:// and other schemes are not accepted)."
+  }
+
+  validation {
+    condition     = length(distinct([for t in var.maintained_tables : "${t.database}.${t.table}"])) == length(var.maintained_tables)
+    error_message = "maintained_tables: each database.table may be listed once."
+  }
+}
+
+variable "glue_catalog_id" {
+  description = "Account ID of the Glue Data Catalog that holds maintained_tables (pyiceberg's glue.id). Null means the account Terraform runs in."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.glue_catalog_id == null || can(regex("^[0-9]{12}$", var.glue_catalog_id))
+    error_message = "glue_catalog_id must be a 12-digit AWS account ID or null."
+  }
+}
+
+variable "glue_region" {
+  description = "Region of the Glue Data Catalog that holds maintained_tables (pyiceberg's glue.region). Null means the provider's region."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.glue_region == null || can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]$", var.glue_region))
+    error_message = "glue_region must be an AWS region name such as eu-west-1, or null."
+  }
+}
+
+variable "warehouse_kms_key_arns" {
+  description = "ARNs of the KMS keys that encrypt the maintained tables' objects (SSE-KMS on the warehouse buckets). The worker role gets kms:Decrypt and kms:GenerateDataKey on them, only through S3 (kms:ViaService), and only when maintained_tables is set. Empty when the warehouse uses SSE-S3."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for arn in var.warehouse_kms_key_arns : can(regex("^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/.+$", arn))])
+    error_message = "warehouse_kms_key_arns must hold KMS key ARNs (arn:aws:kms:REGION:ACCOUNT:key/ID)."
+  }
+}

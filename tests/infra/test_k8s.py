@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -168,6 +169,18 @@ def test_environment(by_kind) -> None:
             f"{name} must come from the Secret"
         )
     assert env["ICEFEED_ROUTES_FILE"] == "/etc/icefeed/routes.toml"
+
+
+def test_iceberg_catalog_is_plain_glue_configuration(by_kind) -> None:
+    """ICEFEED_ICEBERG_CATALOG lives in the ConfigMap: Glue in the workers' region, and nothing the
+    worker would treat as a secret (docs/secrets.md): the role supplies the credentials."""
+    env = _env(one(by_kind, "Deployment"), by_kind)
+    catalog = json.loads(env["ICEFEED_ICEBERG_CATALOG"])
+    assert isinstance(catalog, dict) and catalog["type"] == "glue"
+    assert catalog["glue.region"] == env["ICEFEED_AWS_REGION"]
+    secret_like = re.compile(r"key|secret|password|passwd|token|credential|auth|signature|^header\.")
+    assert not [name for name in catalog if secret_like.search(name)]
+    assert all(isinstance(v, str) for v in catalog.values()), "pyiceberg catalog properties are strings"
 
 
 def test_routes_file_comes_from_a_configmap_volume(by_kind) -> None:

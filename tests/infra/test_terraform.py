@@ -1,14 +1,28 @@
-"""Structure of infra/terraform, read with python-hcl2 (no terraform binary here)."""
+"""Structure of infra/terraform, read with python-hcl2. The table-maintenance part (variables,
+maintenance.tf and the worker-policy statements built from it) is also evaluated by terraform
+itself when it is on PATH (no provider needed: see conftest.MaintenanceEval)."""
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from typing import Any
 
 import pytest
 import yaml
-from conftest import EXAMPLE, K8S, TF, Module, conditions, load_hcl, squash, statements
+from conftest import (
+    EXAMPLE,
+    K8S,
+    STUB_LOCALS,
+    TF,
+    MaintenanceEval,
+    Module,
+    conditions,
+    load_hcl,
+    squash,
+    statements,
+)
 
 REQUIRED_OUTPUTS = {"queue_url", "queue_arn", "dlq_url", "dlq_arn", "kms_key_arn", "worker_role_arn"}
 
@@ -90,6 +104,10 @@ def test_variables_are_validated_where_it_matters(module: Module) -> None:
         "oidc_provider_url",
         "namespace",
         "service_account",
+        "maintained_tables",
+        "glue_catalog_id",
+        "glue_region",
+        "warehouse_kms_key_arns",
     }
     assert must <= validated, f"no validation on {sorted(must - validated)}"
 
@@ -251,6 +269,25 @@ def test_worker_role_trusts_only_its_service_account(module: Module) -> None:
     assert module.locals["oidc_issuer"] == '${trimprefix(var.oidc_provider_url, "https://")}'
 
 
+def _maintenance_locals() -> set[str]:
+    return {name for item in load_hcl(TF / "maintenance.tf").get("locals", []) for name in item}
+
+
+def _is_maintenance(statement_or_block: dict[str, Any]) -> bool:
+    """Built from maintenance.tf's locals (the table-maintenance statements)."""
+    return bool(set(re.findall(r"\blocal\.(\w+)", str(statement_or_block))) & _maintenance_locals())
+
+
+def _ingestion_statements(module: Module) -> list[dict[str, Any]]:
+    """The worker's statements other than table maintenance's (static, or dynamic on other inputs)."""
+    document = module.data("aws_iam_policy_document")["worker"]
+    found = list(document.get("statement", []))
+    for dyn in document.get("dynamic", []):
+        if "statement" in dyn and not _is_maintenance(dyn):
+            found.extend(dyn["statement"]["content"])
+    return found
+
+
 def test_worker_policy_is_least_privilege(module: Module) -> None:
     sids = _by_sid(module.data("aws_iam_policy_document")["worker"])
     consume = sids["ConsumeQueue"]
@@ -273,13 +310,15 @@ def test_worker_policy_is_least_privilege(module: Module) -> None:
     assert decrypt["actions"] == ["kms:Decrypt"] and decrypt["resources"] == ["${aws_kms_key.this.arn}"]
     every_action = {a for s in statements(module.data("aws_iam_policy_document")["worker"]) for a in s["actions"]}
     assert "s3:HeadObject" not in every_action, "not an IAM action"
-    assert not {"sqs:SendMessage", "sqs:PurgeQueue", "sqs:StartMessageMoveTask", "s3:PutObject"} & every_action
+    assert not {"sqs:SendMessage", "sqs:PurgeQueue", "sqs:StartMessageMoveTask"} & every_action
+    # Writing and deleting objects is table maintenance's alone (below), never on the routed buckets.
+    ingestion_actions = {a for s in _ingestion_statements(module) for a in s["actions"]}
+    assert not {"s3:PutObject", "s3:DeleteObject"} & ingestion_actions
+    assert not any(a.startswith("glue:") for a in ingestion_actions)
 
 
 def test_worker_may_list_only_the_routed_prefixes(module: Module) -> None:
-    listing = [
-        s for s in statements(module.data("aws_iam_policy_document")["worker"]) if s["actions"] == ["s3:ListBucket"]
-    ]
+    listing = [s for s in _ingestion_statements(module) if s["actions"] == ["s3:ListBucket"]]
     assert len(listing) == 1
     (cond,) = conditions(listing[0])
     assert cond["test"] == "StringLike" and cond["variable"] == "s3:prefix"
@@ -385,6 +424,216 @@ def test_worker_routes_file_matches_the_terraform_routes(example: Module) -> Non
         for r in routes
     }
     assert from_toml == from_tf
+
+
+# --- table maintenance: Glue catalog and warehouse ------------------------------------------------
+
+MAINTENANCE_SIDS = {
+    "ReadMaintainedDatabases",
+    "CommitMaintainedTables",
+    "MaintainTableObjects",
+    "ListMaintainedTables0",
+    "UseWarehouseKeysThroughS3",
+}
+
+
+def test_maintained_tables_is_optional_and_empty_by_default(module: Module) -> None:
+    v = module.variables
+    assert v["maintained_tables"]["default"] == []
+    assert squash(v["maintained_tables"]["type"]) == (
+        "${list(object({database = string, table = string, location = string}))}"
+    )
+    for name in ("glue_catalog_id", "glue_region"):
+        assert v[name]["default"] is None, name
+    assert v["warehouse_kms_key_arns"]["default"] == []
+
+
+def test_every_maintenance_statement_is_dynamic_on_the_maintenance_locals(module: Module) -> None:
+    """A statement that is always there cannot grant anything of maintenance's; each maintenance
+    statement exists only through a for_each on maintenance.tf's locals (empty without tables)."""
+    document = module.data("aws_iam_policy_document")["worker"]
+    assert not any(_is_maintenance(s) for s in document.get("statement", []))
+    blocks = [d["statement"] for d in document.get("dynamic", []) if "statement" in d and _is_maintenance(d)]
+    assert {b["content"][0]["sid"].replace("${statement.key}", "0") for b in blocks} == MAINTENANCE_SIDS
+    for block in blocks:
+        assert _is_maintenance({"for_each": block["for_each"]}), block["content"][0]["sid"]
+
+
+def _normalised(statements_: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Order-free where IAM is order-free (actions, resources, condition values)."""
+    return [
+        {
+            "sid": s["sid"],
+            "effect": s["effect"],
+            "actions": set(s["actions"]),
+            "resources": {s["resources"]} if isinstance(s["resources"], str) else set(s["resources"]),
+            "conditions": {(c["test"], c["variable"], frozenset(c["values"])) for c in s["conditions"]},
+        }
+        for s in statements_
+    ]
+
+
+TABLES = [
+    {"database": "sales", "table": "orders", "location": "s3://acme-lakehouse/sales/orders"},
+    {"database": "web", "table": "clicks", "location": "s3://acme-lakehouse/web/clicks/"},
+    {"database": "web", "table": "views", "location": "s3://archive.acme/w/date=2024/views"},
+]
+WAREHOUSE_KEY = "arn:aws:kms:eu-west-1:111122223333:key/0a1b2c3d-0000-4000-8000-0123456789ab"
+
+
+def test_no_maintenance_statement_without_maintained_tables(maintenance_eval: MaintenanceEval) -> None:
+    assert len(maintenance_eval.statement_outputs) == len(MAINTENANCE_SIDS), "every maintenance statement is rendered"
+    rendered, outputs = maintenance_eval.evaluate()
+    assert rendered == [] and outputs == {"iceberg_catalog_properties": None}
+    # a warehouse key alone grants nothing either
+    rendered, _ = maintenance_eval.evaluate(warehouse_kms_key_arns=[WAREHOUSE_KEY])
+    assert rendered == []
+
+
+def test_maintenance_statements_grant_exactly_this(maintenance_eval: MaintenanceEval) -> None:
+    rendered, outputs = maintenance_eval.evaluate(maintained_tables=TABLES, warehouse_kms_key_arns=[WAREHOUSE_KEY])
+    glue = f"arn:aws:glue:{STUB_LOCALS['region']}:{STUB_LOCALS['account_id']}"
+    catalog, databases = f"{glue}:catalog", {f"{glue}:database/sales", f"{glue}:database/web"}
+    tables = {f"{glue}:table/sales/orders", f"{glue}:table/web/clicks", f"{glue}:table/web/views"}
+    via_s3 = {("StringLike", "kms:ViaService", frozenset({"s3.*.amazonaws.com"}))}
+    assert _normalised(rendered) == [
+        {
+            "sid": "ReadMaintainedDatabases",
+            "effect": "Allow",
+            "actions": {"glue:GetDatabase"},
+            "resources": {catalog, *databases},
+            "conditions": set(),
+        },
+        {
+            "sid": "CommitMaintainedTables",
+            "effect": "Allow",
+            "actions": {"glue:GetTable", "glue:UpdateTable"},
+            "resources": {catalog, *databases, *tables},
+            "conditions": set(),
+        },
+        {
+            # Only under each location, and the '/' before '*' keeps sales/orders from covering
+            # sales/orders_v2; a trailing '/' in the input does not double.
+            "sid": "MaintainTableObjects",
+            "effect": "Allow",
+            "actions": {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"},
+            "resources": {
+                "arn:aws:s3:::acme-lakehouse/sales/orders/*",
+                "arn:aws:s3:::acme-lakehouse/web/clicks/*",
+                "arn:aws:s3:::archive.acme/w/date=2024/views/*",
+            },
+            "conditions": set(),
+        },
+        {
+            "sid": "ListMaintainedTables0",
+            "effect": "Allow",
+            "actions": {"s3:ListBucket"},
+            "resources": {"arn:aws:s3:::acme-lakehouse"},
+            "conditions": {("StringLike", "s3:prefix", frozenset({"sales/orders/*", "web/clicks/*"}))},
+        },
+        {
+            "sid": "ListMaintainedTables1",
+            "effect": "Allow",
+            "actions": {"s3:ListBucket"},
+            "resources": {"arn:aws:s3:::archive.acme"},
+            "conditions": {("StringLike", "s3:prefix", frozenset({"w/date=2024/views/*"}))},
+        },
+        {
+            "sid": "UseWarehouseKeysThroughS3",
+            "effect": "Allow",
+            "actions": {"kms:Decrypt", "kms:GenerateDataKey"},
+            "resources": {WAREHOUSE_KEY},
+            "conditions": via_s3,
+        },
+    ]
+    assert json.loads(outputs["iceberg_catalog_properties"]) == {"type": "glue", "glue.region": STUB_LOCALS["region"]}
+
+
+def test_maintenance_in_a_glue_catalog_of_another_account_and_region(maintenance_eval: MaintenanceEval) -> None:
+    rendered, outputs = maintenance_eval.evaluate(
+        maintained_tables=TABLES[:1], glue_catalog_id="444455556666", glue_region="us-east-2"
+    )
+    by_sid = {s["sid"]: s for s in rendered}
+    assert set(by_sid["CommitMaintainedTables"]["resources"]) == {
+        "arn:aws:glue:us-east-2:444455556666:catalog",
+        "arn:aws:glue:us-east-2:444455556666:database/sales",
+        "arn:aws:glue:us-east-2:444455556666:table/sales/orders",
+    }
+    assert "UseWarehouseKeysThroughS3" not in by_sid, "no key given: no KMS statement"
+    assert json.loads(outputs["iceberg_catalog_properties"]) == {
+        "type": "glue",
+        "glue.region": "us-east-2",
+        "glue.id": "444455556666",
+    }
+
+
+_NAMES = "maintained_tables: database and table must match"
+_LOCATION = "maintained_tables: location must be s3://BUCKET/PATH"
+_ORDERS = {"database": "sales", "table": "orders"}
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ({"maintained_tables": [{**_ORDERS, "location": "s3://acme-lakehouse/sales/*"}]}, _LOCATION),
+        ({"maintained_tables": [{**_ORDERS, "location": "s3://acme-lakehouse/sales/ord?rs"}]}, _LOCATION),
+        ({"maintained_tables": [{**_ORDERS, "location": "s3://acme-lakehouse/${aws:username}/t"}]}, _LOCATION),
+        ({"maintained_tables": [{**_ORDERS, "location": "s3://acme-lakehouse"}]}, _LOCATION),
+        ({"maintained_tables": [{**_ORDERS, "location": "s3://acme-lakehouse/"}]}, _LOCATION),
+        ({"maintained_tables": [{**_ORDERS, "location": "s3://acme-lakehouse/sales//orders"}]}, _LOCATION),
+        ({"maintained_tables": [{**_ORDERS, "location": "s3a://acme-lakehouse/sales/orders"}]}, _LOCATION),
+        ({"maintained_tables": [{**_ORDERS, "location": "acme-lakehouse/sales/orders"}]}, _LOCATION),
+        ({"maintained_tables": [{**_ORDERS, "location": "s3://Acme_Lakehouse/sales/orders"}]}, _LOCATION),
+        ({"maintained_tables": [{**_ORDERS, "location": "s3://acme-lakehouse/sales orders"}]}, _LOCATION),
+        ({"maintained_tables": [{**_ORDERS, "database": "Sales", "location": "s3://b-1/t"}]}, _NAMES),
+        ({"maintained_tables": [{**_ORDERS, "table": "ord*", "location": "s3://b-1/t"}]}, _NAMES),
+        ({"maintained_tables": [{**_ORDERS, "table": "", "location": "s3://b-1/t"}]}, _NAMES),
+        (
+            {"maintained_tables": [{**_ORDERS, "location": "s3://b-1/a"}, {**_ORDERS, "location": "s3://b-1/b"}]},
+            "maintained_tables: each database.table may be listed once.",
+        ),
+        ({"glue_catalog_id": "12345"}, "glue_catalog_id must be a 12-digit AWS account ID or null."),
+        ({"glue_region": "eu_west_1"}, "glue_region must be an AWS region name"),
+        ({"warehouse_kms_key_arns": ["alias/warehouse"]}, "warehouse_kms_key_arns must hold KMS key ARNs"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_maintenance_inputs_are_validated(
+    maintenance_eval: MaintenanceEval, inputs: dict[str, Any], message: str
+) -> None:
+    error = maintenance_eval.error(**inputs)
+    assert error.count("Invalid value for variable") == 1, error
+    assert message in error, error
+
+
+def test_example_maintains_the_worker_routes_tables(example: Module) -> None:
+    """The tables the worker role may maintain are the tables routes.toml writes, at the same
+    locations (every route's table is maintained unless [maintenance] says otherwise)."""
+    (call,) = example.modules.values()
+    configmaps = [d for d in yaml.safe_load_all((K8S / "configmap.yaml").read_text()) if d]
+    (routes_cm,) = [d for d in configmaps if "routes.toml" in d.get("data", {})]
+    ingestions = tomllib.loads(routes_cm["data"]["routes.toml"])["ingestion"]
+    from_toml = {(*i["table"].split(".")[1:], i["location"]) for i in ingestions}
+    from_tf = {(t["database"], t["table"], t["location"]) for t in call["maintained_tables"]}
+    assert from_tf == from_toml
+
+
+def test_configmap_catalog_is_the_module_output_for_the_example(
+    example: Module, maintenance_eval: MaintenanceEval
+) -> None:
+    (call,) = example.modules.values()
+    (provider,) = example.blocks["provider"]
+    region = provider["aws"]["region"]
+    _, outputs = maintenance_eval.evaluate(maintained_tables=call["maintained_tables"], glue_region=region)
+    configmaps = [d for d in yaml.safe_load_all((K8S / "configmap.yaml").read_text()) if d]
+    (config,) = [d for d in configmaps if d["metadata"]["name"] == "icefeed-config"]
+    assert json.loads(config["data"]["ICEFEED_ICEBERG_CATALOG"]) == json.loads(outputs["iceberg_catalog_properties"])
+
+
+def test_maintenance_output_points_at_the_catalog_properties(module: Module) -> None:
+    value = module.outputs["iceberg_catalog_properties"]["value"]
+    assert value == "${local.maintenance_enabled ? jsonencode(local.iceberg_catalog_properties) : null}"
+    assert module.locals["maintenance_enabled"] == "${length(var.maintained_tables) > 0}"
 
 
 # --- checkov suppressions ------------------------------------------------------------------------

@@ -44,6 +44,16 @@ module "icefeed" {
 
   kms_key_user_arns = ["arn:aws:iam::111122223333:role/icefeed-operators"]
 
+  # The Iceberg tables the workers maintain (snapshot expiry, compaction, orphan removal) through
+  # the Glue catalog of this account and region: the `table` and `location` of each [[ingestion]]
+  # in routes.toml. Leave it out and the worker role gets no Glue or warehouse permission.
+  maintained_tables = [
+    { database = "sales", table = "orders", location = "s3://acme-lakehouse/sales/orders" },
+    { database = "web", table = "clicks", location = "s3://acme-lakehouse/web/clicks" },
+  ]
+  # SSE-KMS on the warehouse bucket: its key(s) here.
+  # warehouse_kms_key_arns = ["arn:aws:kms:eu-west-1:111122223333:key/..."]
+
   tags = {
     service = "icefeed"
     env     = "example"
@@ -68,4 +78,9 @@ output "worker_role_arn" {
 output "keda_scaler_role_arn" {
   description = "Set the TriggerAuthentication spec.podIdentity.roleArn to this."
   value       = module.icefeed.keda_scaler_role_arn
+}
+
+output "iceberg_catalog_properties" {
+  description = "Set ICEFEED_ICEBERG_CATALOG (infra/k8s/configmap.yaml) to this."
+  value       = module.icefeed.iceberg_catalog_properties
 }
