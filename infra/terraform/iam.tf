@@ -196,22 +196,19 @@ data "aws_iam_policy_document" "worker" {
 
   dynamic "statement" {
     # One statement per warehouse bucket (Sids: an index, as for the routed buckets). Orphan
-    # removal lists <location>/data/ and <location>/metadata/; the listing is limited to the
-    # tables' locations. As for the routed buckets, without an unconditional s3:ListBucket S3
-    # answers HeadObject on a MISSING key under these locations with 403 rather than 404.
-    for_each = [for bucket in sort(keys(local.maintained_list_prefixes)) : { bucket = bucket, prefixes = local.maintained_list_prefixes[bucket] }]
+    # removal lists <location>/data/ and <location>/metadata/. Deliberately NOT limited by
+    # s3:prefix: pyiceberg checks that a new metadata.json's key is free (HeadObject) before it
+    # writes it, and S3 answers a HeadObject on a missing key with 404 only to a principal that
+    # may list the bucket; otherwise 403, and every maintenance commit would fail. A prefix
+    # condition most likely does not count for that check (it carries no prefix; not testable
+    # here). The grant lets the role list key names in the warehouse bucket, not read them.
+    for_each = [for bucket in local.maintained_buckets : { bucket = bucket }]
 
     content {
       sid       = "ListMaintainedTables${statement.key}"
       effect    = "Allow"
       actions   = ["s3:ListBucket"]
       resources = ["arn:${local.partition}:s3:::${statement.value.bucket}"]
-
-      condition {
-        test     = "StringLike"
-        variable = "s3:prefix"
-        values   = statement.value.prefixes
-      }
     }
   }
 

@@ -30,10 +30,7 @@ locals {
 
   # Per warehouse bucket, the s3:prefix values a worker may list: orphan removal lists
   # <location>/data/ and <location>/metadata/.
-  maintained_list_prefixes = {
-    for bucket in distinct([for t in local.maintained_tables : t.bucket]) :
-    bucket => distinct([for t in local.maintained_tables : "${t.path}/*" if t.bucket == bucket])
-  }
+  maintained_buckets = sort(distinct([for t in local.maintained_tables : t.bucket]))
 
   # ICEFEED_ICEBERG_CATALOG for the workers: no credentials, the worker role supplies them.
   iceberg_catalog_properties = merge(
