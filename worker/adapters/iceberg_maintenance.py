@@ -141,7 +141,9 @@ class IcebergMaintainer:
                 pending.clear()
 
         with (
-            t.io.new_output(path).create(overwrite=False) as out,
+            # A new, unique name: no existence check first (a HeadObject that S3 answers with 403
+            # rather than 404 to a role that may not list the bucket).
+            t.io.new_output(path).create(overwrite=True) as out,
             pq.ParquetWriter(out, schema, compression="zstd") as writer,
         ):
             for p in paths:
