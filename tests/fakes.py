@@ -871,11 +871,11 @@ class FakeEngine:
 
     # -- sessions -----------------------------------------------------------------------------------
 
-    async def open_session(self, session_id: str) -> None:
+    async def open_session(self, session_id: str, table: str = "") -> None:
         self._reach()
         self.sessions[session_id] = "open"
 
-    async def stop(self, session_id: str) -> bool:
+    async def stop(self, session_id: str, table: str = "") -> bool:
         if self.clock() < self.unreachable_until:
             return False
         running = [op for op in self.ops if op.session == session_id and not op.committed and not op.killed]

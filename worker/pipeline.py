@@ -167,7 +167,7 @@ class Pipeline:
         self.metrics = metrics or Metrics(CollectorRegistry())  # default: a registry nobody scrapes
         self.owner = settings.worker_id
         self.active_batches: set[UUID] = set()
-        self._sessions: dict[UUID, str] = {}  # batch → engine session of its append (once fenced)
+        self._sessions: dict[UUID, tuple[str, str]] = {}  # batch → (engine session, table) of its append
         self._lease_lost: set[UUID] = set()  # batches a sweeper took over while this worker wrote them
         # batch → monotonic time until which its append may start: ttl/2 after this worker last
         # confirmed its lease (the fence, then each heartbeat). A worker paused longer cannot start
@@ -400,7 +400,7 @@ class Pipeline:
                     await self.ledger.approved_signatures(table),
                 )
                 opened = True  # (a failed open may still have created it on the server)
-                await self.sink.open_session(session_id)
+                await self.sink.open_session(session_id, table)
                 waiting = time.monotonic()
                 deadline = waiting + self.settings.lease.ttl_s
                 poll_s = WRITER_POLL_S[0]
@@ -408,7 +408,7 @@ class Pipeline:
                     async with self.ledger.table_lock(table, max(0.0, deadline - time.monotonic())) as lock:
                         fence = await lock.fence(batch_id, self.owner, table, session_id, self.settings.lease.ttl_s)
                         if fence.ok:
-                            self._sessions[batch_id] = session_id
+                            self._sessions[batch_id] = (session_id, table)
                             self._vouched[batch_id] = time.monotonic() + self.settings.lease.ttl_s / 2
                             started = time.monotonic()
                             timing = {"lock_wait_s": round(started - waiting, 3)}
@@ -439,7 +439,7 @@ class Pipeline:
             raise
         finally:
             if opened and write is None:  # no append was started in it: give the engine session back
-                await self.sink.stop(session_id)
+                await self.sink.stop(session_id, table)
             self.active_batches.discard(batch_id)
             self._free(batch_id)
             self._sessions.pop(batch_id, None)
@@ -545,18 +545,18 @@ class Pipeline:
         """The heartbeat found these batches taken over by a sweeper: stop their engine work (the
         new owner decides their outcome; this worker never finalizes or releases them)."""
         for batch_id in batch_ids:
-            session = self._sessions.get(batch_id)
-            if session is None or batch_id in self._lease_lost:
+            held = self._sessions.get(batch_id)
+            if held is None or batch_id in self._lease_lost:
                 continue
             self._lease_lost.add(batch_id)
             self.metrics.batch_leases_lost.inc()
             log.warning("batch_lease_lost", batch_id=str(batch_id), action="stopping its engine session")
-            await self.sink.stop(session)
+            await self.sink.stop(*held)
 
     async def stop_all(self) -> None:
         """Shutdown past the grace: stop the engine work of every batch still writing."""
-        for session in list(self._sessions.values()):
-            await self.sink.stop(session)
+        for session, table in list(self._sessions.values()):
+            await self.sink.stop(session, table)
 
     # -- what the runner asks ----------------------------------------------------------------
 
@@ -778,11 +778,11 @@ class Pipeline:
             blog.warning("table_lock_lost", during="failed append", error=str(error))
             await self._hand_over(batch_id, blog)
             return []
-        session = self._sessions.get(batch_id, "")
+        session = self._sessions.get(batch_id, ("", table))[0]
         if batch_id in self._lease_lost:
             blog.warning("batch_failed_after_takeover", error=str(error))
             return []
-        if not await self.sink.stop(session):
+        if not await self.sink.stop(session, table):
             blog.warning("batch_stop_unconfirmed", error=str(error))
             await self._hand_over(batch_id, blog)
             return []
@@ -1078,7 +1078,7 @@ class Pipeline:
             return
         try:
             async with self.ledger.table_lock(table, self.settings.lease.recovery_lock_wait_s):
-                if not await self.sink.stop(work.session_id):
+                if not await self.sink.stop(work.session_id, table):
                     # an append starts at most ttl/2 after its writer last vouched (write_started_at)
                     limit = self.settings.spark.detached_limit_s + self.settings.lease.ttl_s / 2
                     if (work.started_s_ago or 0.0) < limit:

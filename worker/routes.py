@@ -48,6 +48,70 @@ class ParquetOptions(_Model):
     pass
 
 
+ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
+HEADER = re.compile(r"^[a-z0-9][a-z0-9\-]{0,62}$")
+#: URL parameters an engine block sets through its own keys (never in the url).
+ENGINE_OWN_PARAMS = {"token": "token_file or token_env", "user_id": "user_id", "session_id": "(icefeed's own)"}
+
+
+class Engine(_Model):
+    """A Spark Connect cluster (``[[engine]]``); routes name it with ``engine = "<name>"``. The
+    fleet's default engine is ``ICEFEED_SPARK_URL`` (name ``default``)."""
+
+    name: str
+    url: str  # sc://host:port[/;param=value…] without a token: it comes from token_file / token_env
+    token_file: Path | None = None  # re-read before every new session (a mounted, rotated secret)
+    token_env: str | None = None
+    user_id: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)  # sent as gRPC metadata (gateways)
+    dialect: Literal["spark", "sail"] | None = None  # default: ICEFEED_SPARK_DIALECT
+    max_batches_in_flight: Annotated[int, Field(ge=1, le=64)] = 2
+
+    @field_validator("name")
+    @classmethod
+    def _engine_name(cls, value: str) -> str:
+        if not NAME.match(value):
+            raise ValueError("must match [a-z][a-z0-9_]* (lower case, at most 63 characters)")
+        if value == "default":
+            raise ValueError("'default' is the engine of ICEFEED_SPARK_URL; give this one another name")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith("sc://") or not value.removeprefix("sc://").split("/", 1)[0]:
+            raise ValueError("must be a Spark Connect URL: sc://host:port[/;param=value…]")
+        params = value.partition("/;")[2]
+        for part in filter(None, params.split(";")):
+            name = part.partition("=")[0].strip().lower()
+            if name in ENGINE_OWN_PARAMS:
+                raise ValueError(f"must not set {name!r}: use the engine's {ENGINE_OWN_PARAMS[name]} key")
+        return value
+
+    @field_validator("token_env")
+    @classmethod
+    def _token_env(cls, value: str | None) -> str | None:
+        if value is not None and not ENV_NAME.match(value):
+            raise ValueError("must be an environment variable name ([A-Z_][A-Z0-9_]*)")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not HEADER.match(name) or name in ENGINE_OWN_PARAMS or name in ("authorization", "use_ssl"):
+                raise ValueError(f"{name!r}: not a header icefeed may send (lower-case letters, digits and '-')")
+            if ";" in text or "\n" in text:
+                raise ValueError(f"{name!r}: a header value cannot hold ';' or a line break")
+        return value
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> Engine:
+        if self.token_file is not None and self.token_env is not None:
+            raise ValueError("give the token in token_file or in token_env, not both")
+        return self
+
+
 class _IngestionBase(_Model):
     name: str
     bucket: str
@@ -58,6 +122,7 @@ class _IngestionBase(_Model):
     schema_policy: Literal["evolve", "rescue", "strict"] = "evolve"
     on_overwrite: Literal["append", "replace"] = "append"
     schema_hints: dict[str, str] = Field(default_factory=dict)
+    engine: str = "default"  # an [[engine]] name; "default": ICEFEED_SPARK_URL
     if TYPE_CHECKING:  # declared by each format's subclass (a Literal and that format's options)
         format: str
         options: JsonOptions | CsvOptions | ParquetOptions
@@ -193,6 +258,7 @@ Ingestion = Annotated[JsonIngestion | CsvIngestion | ParquetIngestion, Field(dis
 
 class Routes(_Model):
     ingestion: list[Ingestion] = Field(min_length=1)
+    engine: list[Engine] = Field(default_factory=list)
     maintenance: Maintenance = Maintenance()
 
     @model_validator(mode="after")
@@ -216,6 +282,7 @@ class Routes(_Model):
                 raise ValueError(
                     f"table {ing.table} is given two schema policies: {policies[ing.table]} and {ing.schema_policy}"
                 )
+        self._check_engines()
         unknown = sorted(set(self.maintenance.tables) - set(spellings.values()))
         if unknown:
             raise ValueError(
@@ -230,6 +297,32 @@ class Routes(_Model):
                 "match both prefix/suffix filters (S3 rejects overlapping notification filters)"
             )
         return self
+
+    def _check_engines(self) -> None:
+        names = [e.name for e in self.engine]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate engine names: {', '.join(dupes)}")
+        known = {"default", *names}
+        engines: dict[str, str] = {}
+        for ing in self.ingestion:
+            if ing.engine not in known:
+                raise ValueError(
+                    f"ingestion {ing.name!r}: engine {ing.engine!r} is not defined "
+                    f"(engines: {', '.join(sorted(known))}; add an [[engine]] block)"
+                )
+            if engines.setdefault(ing.table, ing.engine) != ing.engine:
+                raise ValueError(
+                    f"table {ing.table} is written by two engines: {engines[ing.table]} and {ing.engine} "
+                    "(one table, one engine: its commits are serialized on one cluster)"
+                )
+
+    def engine_of(self, table: str) -> str:
+        """The engine that writes ``table`` ("default" for ICEFEED_SPARK_URL)."""
+        for ing in self.ingestion:
+            if ing.table == table:
+                return ing.engine
+        raise KeyError(table)
 
     def by_name(self, name: str) -> AnyIngestion:
         for ing in self.ingestion:

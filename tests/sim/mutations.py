@@ -70,15 +70,15 @@ MUTATIONS = (
         "recovery stops, probes and releases without holding the table lock",
         "worker/pipeline.py",
         "            async with self.ledger.table_lock(table, self.settings.lease.recovery_lock_wait_s):\n"
-        "                if not await self.sink.stop(work.session_id):",
+        "                if not await self.sink.stop(work.session_id, table):",
         "            async with contextlib.nullcontext():\n"
-        "                if not await self.sink.stop(work.session_id):",
+        "                if not await self.sink.stop(work.session_id, table):",
     ),
     Mutation(
         "stop-before-release",
         "recovery releases a fenced batch without stopping its engine session first",
         "worker/pipeline.py",
-        "                if not await self.sink.stop(work.session_id):",
+        "                if not await self.sink.stop(work.session_id, table):",
         "                if False:",
     ),
     Mutation(
@@ -92,7 +92,7 @@ MUTATIONS = (
         "stop-after-failed-write",
         "a failed append is probed and released without stopping its session",
         "worker/pipeline.py",
-        "        if not await self.sink.stop(session):",
+        "        if not await self.sink.stop(session, table):",
         "        if False:",
     ),
     Mutation(
@@ -128,9 +128,9 @@ MUTATIONS = (
         "recovery without the table lock, and a writer that does not re-check its lease after the append",
         "worker/pipeline.py",
         "            async with self.ledger.table_lock(table, self.settings.lease.recovery_lock_wait_s):\n"
-        "                if not await self.sink.stop(work.session_id):",
+        "                if not await self.sink.stop(work.session_id, table):",
         "            async with contextlib.nullcontext():\n"
-        "                if not await self.sink.stop(work.session_id):",
+        "                if not await self.sink.stop(work.session_id, table):",
         also=(_NO_WRITER_LEASE_CHECK,),
     ),
     Mutation(

@@ -87,7 +87,7 @@ class World:
             def __getattr__(self, name: str) -> object:
                 return getattr(engine, name)
 
-            async def stop(self, session_id: str) -> bool:
+            async def stop(self, session_id: str, table: str = "") -> bool:
                 return False
 
         worker.sink = DeadClient()  # type: ignore[assignment]

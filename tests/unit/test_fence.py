@@ -60,7 +60,7 @@ class Client:
     def __getattr__(self, name: str) -> object:
         return getattr(self.engine, name)
 
-    async def stop(self, session_id: str) -> bool:
+    async def stop(self, session_id: str, table: str = "") -> bool:
         return False if self.crashed else await self.engine.stop(session_id)
 
 
@@ -266,7 +266,7 @@ async def test_rows_of_a_released_batch_that_landed_anyway_are_removed_by_the_au
     fleet.expire(batch)
     await fleet.ledger.take_expired("w2", 30, 0, 10)
 
-    async def confirms_but_lets_it_land(session_id: str) -> bool:
+    async def confirms_but_lets_it_land(session_id: str, table: str = "") -> bool:
         return True  # the commit was already under way in the driver
 
     fleet.clients["w2"].stop = confirms_but_lets_it_land  # type: ignore[method-assign]

@@ -713,7 +713,7 @@ class SparkSink:
             except Exception as exc:  # the shared session is not concerned: keep it
                 raise to_icefeed_error(exc) from exc
 
-    async def open_session(self, session_id: str) -> None:
+    async def open_session(self, session_id: str, table: str = "") -> None:
         """Open the Spark Connect session ``session_id`` (a UUID) for one write: the server knows
         it when this returns. :meth:`write` with ``request.session_id`` runs in it and releases it."""
         try:
@@ -721,7 +721,7 @@ class SparkSink:
         except Exception as exc:
             raise to_icefeed_error(exc) from exc
 
-    async def stop(self, session_id: str) -> bool:
+    async def stop(self, session_id: str, table: str = "") -> bool:
         """Stop every operation of session ``session_id`` (this worker's or another's) and release
         the session so that no later request can use it. True when the engine confirmed; False when
         it could not be reached or did not confirm (then the engine's detached-execution limit,

@@ -1,0 +1,154 @@
+"""Many engines per fleet: each route's table is written through its own Spark Connect cluster.
+
+``EngineRouter`` is a ``TableSink`` that sends every call to the sink of the table's engine, behind
+a circuit breaker per engine (worker/domain/circuit.py): an engine that is down, slow to answer
+or rejecting its token fails its own calls fast (an outage: the files wait, their messages are not
+spent) while the other engines' routes go on. ``stop`` is never refused by the breaker: recovery
+must be able to try it, and it reports "not confirmed" by itself when the engine is away."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import structlog
+
+from worker.domain.circuit import Breaker
+from worker.domain.errors import IcefeedError, TransientError, is_outage
+from worker.domain.policy import BatchPlan
+from worker.domain.schema import Struct
+from worker.ports import Inference, TableSink, WriteRequest
+
+log = structlog.get_logger("icefeed.engines")
+
+DEFAULT = "default"
+
+
+def token_source(token_file: Path | None, token_env: str | None) -> Callable[[], str | None] | None:
+    """Where an engine's token comes from, read again before every new session: a mounted
+    Kubernetes secret is rotated by rewriting its file."""
+    if token_file is not None:
+        path = token_file
+
+        def from_file() -> str | None:
+            try:
+                text = path.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise TransientError(
+                    f"engine token file {path}: cannot read it ({exc.strerror})", error_class="SparkUnauthenticated"
+                ) from None
+            return text or None
+
+        return from_file
+    if token_env is not None:
+        name = token_env
+        return lambda: os.environ.get(name) or None
+    return None
+
+
+class EngineRouter:
+    """A TableSink over several engines' sinks, chosen by the table's engine."""
+
+    def __init__(
+        self,
+        sinks: Mapping[str, TableSink],
+        engine_of: Callable[[str], str],
+        clock: Callable[[], float] = time.monotonic,
+        breaker: Callable[[], Breaker] = Breaker,
+        on_state: Callable[[str, Breaker], None] | None = None,
+    ) -> None:
+        self.sinks = dict(sinks)
+        self.engine_of = engine_of
+        self.clock = clock
+        self.breakers = {name: breaker() for name in self.sinks}
+        self.on_state = on_state
+
+    def _engine(self, table: str) -> str:
+        name = self.engine_of(table)
+        if name not in self.sinks:
+            raise KeyError(f"no engine {name!r} for table {table}")
+        return name
+
+    async def _through(self, engine: str, call: Callable[[TableSink], Any]) -> Any:
+        breaker = self.breakers[engine]
+        now = self.clock()
+        if not breaker.allow(now):
+            raise TransientError(
+                f"engine {engine} is failing ({breaker.last_error}); next try in {breaker.retry_in(now):.0f} s",
+                error_class="SparkUnavailable",
+            )
+        try:
+            result = await call(self.sinks[engine])
+        except IcefeedError as error:
+            if is_outage(error.error_class):
+                if breaker.failed(self.clock(), f"{error.error_class}: {error}"):
+                    log.warning("engine_circuit_opened", engine=engine, error_class=error.error_class, error=str(error))
+                    self._changed(engine)
+            elif breaker.succeeded():  # the engine answered (with a data error): it is up
+                self._closed(engine)
+            raise
+        except BaseException:
+            breaker.released()
+            raise
+        if breaker.succeeded():
+            self._closed(engine)
+        return result
+
+    def _closed(self, engine: str) -> None:
+        log.info("engine_circuit_closed", engine=engine)
+        self._changed(engine)
+
+    def _changed(self, engine: str) -> None:
+        if self.on_state is not None:
+            self.on_state(engine, self.breakers[engine])
+
+    # -- TableSink ---------------------------------------------------------------------------------
+
+    async def ping(self) -> str:
+        versions = []
+        for name in self.sinks:
+            try:
+                versions.append(f"{name}: {await self._through(name, lambda s: s.ping())}")
+            except IcefeedError as error:
+                versions.append(f"{name}: {error.error_class}")
+        return "; ".join(versions)
+
+    async def open_session(self, session_id: str, table: str) -> None:
+        await self._through(self._engine(table), lambda s: s.open_session(session_id, table))
+
+    async def stop(self, session_id: str, table: str) -> bool:
+        confirmed: bool = await self.sinks[self._engine(table)].stop(session_id, table)
+        return confirmed
+
+    async def infer(self, request: WriteRequest) -> Inference:
+        result: Inference = await self._through(self._engine(request.table), lambda s: s.infer(request))
+        return result
+
+    async def append(self, request: WriteRequest, plan: BatchPlan) -> dict[str, int]:
+        result: dict[str, int] = await self._through(self._engine(request.table), lambda s: s.append(request, plan))
+        return result
+
+    async def delete_batch_rows(self, table: str, batch_id: UUID, sources: list[str] | None = None) -> int:
+        result: int = await self._through(self._engine(table), lambda s: s.delete_batch_rows(table, batch_id, sources))
+        return result
+
+    async def delete_replaced(self, table: str, sources: list[str], keep_batch: UUID) -> None:
+        await self._through(self._engine(table), lambda s: s.delete_replaced(table, sources, keep_batch))
+
+    async def batch_counts(self, table: str, batch_id: UUID) -> dict[str, int]:
+        result: dict[str, int] = await self._through(self._engine(table), lambda s: s.batch_counts(table, batch_id))
+        return result
+
+    async def table_schema(self, table: str) -> Struct | None:
+        result: Struct | None = await self._through(self._engine(table), lambda s: s.table_schema(table))
+        return result
+
+    def close(self) -> None:
+        for sink in self.sinks.values():
+            close = getattr(sink, "close", None)
+            if close is not None:
+                close()
