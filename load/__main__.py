@@ -1,4 +1,4 @@
-"""``python -m load run [--smoke] …`` (and ``history``, ``model``, ``profile``) — see load/README.md.
+"""``python -m load run [--smoke] …`` (and ``history``, ``model``, ``cost-check``, ``profile``) — see load/README.md.
 Exit status of ``run``: 0 all good, 1 rows lost or duplicated (or the ledger disagrees with the
 table), 2 the run itself failed; ``history`` likewise (load/history.py)."""
 
@@ -23,6 +23,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(summarize(args.raw, args.top))
         return 0
+    if args.command == "cost-check":
+        from load.costcheck import main as cost_check_main
+
+        return cost_check_main(args)
     if args.command == "model":
         from load.model import main as model_main
 

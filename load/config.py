@@ -213,6 +213,17 @@ def parser() -> argparse.ArgumentParser:
         "--targets", default="1000,10000,100000", help="comma-separated target files/s (default 1000,10000,100000)"
     )
     model.add_argument("--json", action="store_true", help="machine-readable output")
+    check = sub.add_parser(
+        "cost-check", help="compare icefeed cost's requests per file with what a load report counted"
+    )
+    check.add_argument(
+        "--report",
+        type=Path,
+        default=Path("load/results/latest.json"),
+        help="harness JSON report (default load/results/latest.json)",
+    )
+    check.add_argument("--tolerance", type=float, default=0.10, help="relative tolerance (default 0.10)")
+    check.add_argument("--json", action="store_true", help="machine-readable output")
     from load.history import add_parser as add_history
 
     add_history(sub)

@@ -265,7 +265,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="machine-readable output")
     demo = sub.add_parser("demo", help="load the sample files end to end on the local stack and show the result")
     demo.add_argument("--workdir", default=".icefeed/demo")
-    operator_cli.add_commands(sub)  # status, files, file, retry, backfill, dlq, preview, maintain
+    operator_cli.add_commands(sub)  # status, files, file, retry, backfill, dlq, preview, maintain, cost
     return parser
 
 

@@ -289,6 +289,28 @@ class HttpSettings(_Section):
     stats_interval_s: float = Field(15.0, gt=0, le=3600, description="queue depths and quarantine count refresh")
 
 
+class CostSettings(_Section):
+    """Unit prices and per-commit request counts for ``icefeed cost`` (docs/cost.md).
+
+    Defaults: AWS list prices in us-east-1 as looked up in 2026-11 (on-demand, before free tiers);
+    the engine and worker prices are examples. Override them with your own prices."""
+
+    sqs_usd_per_million: float = Field(0.40, ge=0, description="SQS standard requests (a 64 KB chunk is one)")
+    s3_get_usd_per_1000: float = Field(0.0004, ge=0, description="S3 Standard GET, HEAD and other reads")
+    s3_put_usd_per_1000: float = Field(0.005, ge=0, description="S3 Standard PUT, COPY, POST, LIST")
+    catalog_usd_per_million: float = Field(1.00, ge=0, description="Glue Data Catalog requests")
+    # Example: three m5.xlarge on Amazon EMR, (EC2 0.192 + EMR 0.048) × 3 per hour.
+    engine_usd_per_hour: float = Field(0.72, ge=0, description="one hour of the Spark Connect cluster")
+    # db.t4g.medium RDS for PostgreSQL, Single-AZ: 0.065 × 730 h = 47.45, + 20 GB gp3 × 0.115 = 2.30.
+    pg_usd_per_month: float = Field(49.75, ge=0, description="the ledger's PostgreSQL, a month")
+    # Example: a Fargate pod of 1 vCPU (0.04048) and 1 GB (0.004445), the Deployment's limits.
+    worker_usd_per_hour: float = Field(0.044925, ge=0, description="one worker pod, an hour")
+    catalog_calls_per_commit: float = Field(3.0, ge=0, description="GetTable to plan, GetTable + UpdateTable")
+    metadata_reads_per_commit: float = Field(2.0, ge=0, description="S3 GETs of metadata.json and manifest list")
+    metadata_writes_per_commit: float = Field(3.0, ge=0, description="manifest, manifest list, metadata.json")
+    engine_reads_per_file: float = Field(3.0, ge=0, description="S3 requests the engine makes to read a file")
+
+
 def milliseconds(seconds: float) -> str:
     """Seconds as a PostgreSQL duration in whole milliseconds (0 stays 0: off; never rounded to 0)."""
     return "0" if seconds == 0 else str(max(1, round(seconds * 1000)))
@@ -316,6 +338,7 @@ class Settings(BaseSettings):
     lease: LeaseSettings = LeaseSettings()
     iceberg: IcebergSettings = IcebergSettings()
     http: HttpSettings = HttpSettings()
+    cost: CostSettings = CostSettings()
     routes_file: Path = Path("routes.toml")
     migrations_dir: Path = REPO_ROOT / "migrations"
     worker_id: str = Field(default_factory=_default_worker_id)

@@ -95,6 +95,15 @@ class OperatorLedger:
             "tables": await self._db.fetch(self._q["table_health"]) if ingestion is None else [],
         }
 
+    async def cost_figures(self, days: int, worker_read_max_bytes: int) -> dict[str, Any]:
+        """The raw pieces of ``icefeed cost --from-ledger``: files per ingestion, commits and their
+        engine time, the files table's size (last ``days`` days)."""
+        return {
+            "files": list(await self._db.fetch(self._q["cost_files"], days, worker_read_max_bytes)),
+            "batches": await self._db.fetchrow(self._q["cost_batches"], days),
+            "size": await self._db.fetchrow(self._q["cost_ledger_size"]),
+        }
+
     async def list_files(
         self,
         statuses: list[str] | None,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from worker.observability.logging import Redactor
 
-COMMANDS = frozenset({"status", "files", "file", "retry", "backfill", "dlq", "preview", "maintain"})
+COMMANDS = frozenset({"status", "files", "file", "retry", "backfill", "dlq", "preview", "maintain", "cost"})
 STATUS_HELP = "pending, claimed, loaded, failed, gone, skipped, quarantined, rejected, replaced, open; comma-separated"
 
 
@@ -74,9 +74,60 @@ def add_commands(sub: Any) -> None:
     maintain.add_argument("--table", help="only this table (catalog.database.table), even if its maintenance is off")
     maintain.add_argument("--dry-run", action="store_true", help="show each table's figures and plan; change nothing")
     parsers.append(maintain)
+    parsers.append(_cost_parser(sub))
 
     for p in parsers:
         p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _cost_parser(sub: Any) -> argparse.ArgumentParser:
+    cost: argparse.ArgumentParser = sub.add_parser(
+        "cost",
+        help="monthly cost of ingestion by component (a volume, or the ledger's), beside a per-file loop and polling",
+    )
+    volume = cost.add_argument_group("volume (or measured by --from-ledger; a flag wins over the ledger)")
+    volume.add_argument("--files-per-day", type=float, metavar="N", help="files arriving per day")
+    volume.add_argument("--avg-file-bytes", type=float, metavar="B", help="average file size, bytes")
+    volume.add_argument("--rows-per-file", type=float, metavar="R", help="average rows per file (shown)")
+    volume.add_argument("--tables", type=int, metavar="T", help="destination tables (default: the routes file's)")
+    volume.add_argument("--format", dest="file_format", choices=["json", "csv", "parquet"], help="the files' format")
+    volume.add_argument("--from-ledger", action="store_true", help="measure the volume and engine time in the ledger")
+    volume.add_argument("--days", type=int, default=7, help="with --from-ledger: the last N days (default 7)")
+    model = cost.add_argument_group("model")
+    model.add_argument("--workers", type=int, metavar="W", help="worker replicas (default 1)")
+    model.add_argument("--messages-per-receive", type=float, metavar="M", help="1 to 10 (default 1: a steady flow)")
+    model.add_argument("--files-per-commit", type=float, metavar="F", help="default: measured, or predicted")
+    model.add_argument("--engine-s-per-commit", type=float, metavar="S", help="engine seconds per commit, fixed part")
+    model.add_argument("--engine-s-per-file", type=float, metavar="S", help="engine seconds per file in a commit")
+    model.add_argument("--retry-pct", type=float, metavar="P", help="extra attempts per 100 files (default 0)")
+    model.add_argument("--backfill-files", type=float, default=0.0, metavar="N", help="objects backfilled a month")
+    model.add_argument("--poll-interval-s", type=float, default=60.0, help="polling comparison: seconds (default 60)")
+    model.add_argument("--poll-prefixes", type=int, help="polling comparison: prefixes listed (default: tables)")
+    return cost
+
+
+def cost_options(args: argparse.Namespace) -> Any:
+    """The ``icefeed cost`` flags as ``CostOptions`` (checked by ``CostOptions.check``)."""
+    from worker.admin.cost import CostOptions
+
+    return CostOptions(
+        files_per_day=args.files_per_day,
+        avg_file_bytes=args.avg_file_bytes,
+        rows_per_file=args.rows_per_file,
+        tables=args.tables,
+        from_ledger=args.from_ledger,
+        days=args.days,
+        workers=args.workers,
+        messages_per_receive=args.messages_per_receive,
+        files_per_commit=args.files_per_commit,
+        engine_s_per_commit=args.engine_s_per_commit,
+        engine_s_per_file=args.engine_s_per_file,
+        file_format=args.file_format,
+        retry_pct=args.retry_pct,
+        backfill_files=args.backfill_files,
+        poll_interval_s=args.poll_interval_s,
+        poll_prefixes=args.poll_prefixes,
+    )
 
 
 def run(args: argparse.Namespace, settings: Any, redactor: Redactor) -> int:
@@ -166,6 +217,14 @@ def _dispatch(args: argparse.Namespace, settings: Any) -> tuple[dict[str, Any], 
         if args.dlq_command == "show":
             return asyncio.run(dlq.show(settings, routes, args.max)), render.dlq_show
         return asyncio.run(dlq.redrive(settings, routes, args.max)), render.dlq_redrive
+    return _dispatch_more(args, settings)
+
+
+def _dispatch_more(args: argparse.Namespace, settings: Any) -> tuple[dict[str, Any], Any]:
+    from worker.admin import render
+    from worker.domain.errors import ConfigError
+
+    cmd = args.command
     if cmd == "preview":
         from worker.admin.preview import preview
 
@@ -178,6 +237,10 @@ def _dispatch(args: argparse.Namespace, settings: Any) -> tuple[dict[str, Any], 
 
         routes = _routes(settings, required=True)
         return asyncio.run(maintain(settings, routes, args.table, args.dry_run)), render.maintain
+    if cmd == "cost":
+        from worker.admin.cost import cost
+
+        return asyncio.run(cost(settings, _routes(settings, required=False), cost_options(args))), render.cost
     raise ConfigError(f"unknown command {cmd!r}")
 
 

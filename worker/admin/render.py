@@ -381,3 +381,76 @@ def maintain(r: dict[str, Any]) -> str:
         lines += ["", f"maintenance off for: {', '.join(r['disabled'])}"]
     _attention(lines, r)
     return "\n".join(lines)
+
+
+# -- cost -----------------------------------------------------------------------------------
+
+COST_COMPONENTS = ("SQS", "S3 reads", "S3 writes", "catalog", "engine", "PostgreSQL", "workers")
+COST_LABELS = {"S3 reads": "S3 reads (GET/HEAD)", "S3 writes": "S3 writes (PUT/LIST)"}
+PER_FILE_ROWS = (
+    ("SQS", "SQS requests"),
+    ("S3 reads", "S3 GET/HEAD"),
+    ("S3 writes", "S3 PUT/LIST"),
+    ("catalog", "catalog calls"),
+)
+
+
+def _num(x: Any) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return str(x)
+    if abs(x) < 1e-3:
+        return "0"
+    if x == int(x) and abs(x) >= 1:
+        return f"{int(x):,}"
+    if abs(x) >= 100:
+        return f"{x:,.0f}"
+    return f"{x:.4g}"
+
+
+def _usd(x: float) -> str:
+    return f"{x:,.2f}" if x >= 0.01 or x == 0 else f"{x:.4f}"
+
+
+def cost(r: dict[str, Any]) -> str:
+    scenarios = r["scenarios"]
+    names = [s["name"] for s in scenarios]
+    lines = [
+        f"icefeed cost: {_num(r['files_per_month'] / 30)} files a day, {_num(r['files_per_month'])} a month (30 days);"
+        " prices ICEFEED_COST_* (defaults: list prices, us-east-1, 2026-11; see docs/cost.md)",
+        "",
+    ]
+    rows = [[i["name"].replace("_", " "), _num(i["value"]), i["source"]] for i in r["inputs"]]
+    lines += table(["input", "value", "source"], rows, right=(1,))
+    b = r["batching"]
+    bound = "" if b["bound"] in ("measured", "input") else f"{b['bound']} bound: "
+    lines += ["", f"files per commit: {bound}{b['formula']}", ""]
+    money = [[COST_LABELS.get(c, c), *(_usd(s["components_usd"][c]) for s in scenarios)] for c in COST_COMPONENTS]
+    money.append(["total", *(_usd(s["total_usd"]) for s in scenarios)])
+    lines += table(["monthly cost, USD", *names], money, right=range(1, len(names) + 1))
+    lines.append("")
+    per_file = [[label, *(_num(s["requests_per_file"][c]) for s in scenarios)] for c, label in PER_FILE_ROWS]
+    per_file.append(["commits per 1000 files", *(_num(s["commits_per_1000_files"]) for s in scenarios)])
+    lines += table(["per file", *names], per_file, right=range(1, len(names) + 1))
+    first = scenarios[0]
+    lines += ["", f"{first['name']}, line by line:"]
+    detail = [
+        [x["component"], x["item"], f"{_num(x['quantity'])} {x['unit']}", _usd(x["cost_usd"]), x["formula"]]
+        for x in first["lines"]
+    ]
+    lines += ["  " + line for line in table(["", "", "a month", "USD", "how"], detail, right=(2, 3))]
+    notes = list(r["notes"]) + [f"{s['name']}: {n}" for s in scenarios for n in s["notes"]]
+    measured = r.get("measured") or {}
+    if measured.get("ledger_bytes_per_file"):
+        notes.append(
+            f"ledger: the files table holds {_size(measured['ledger_files_bytes'])}, about "
+            f"{_num(measured['ledger_bytes_per_file'])} bytes per file row (indexes included)"
+        )
+    if measured.get("lease_owners"):
+        notes.append(f"ledger: {measured['lease_owners']} worker id(s) committed in the window (restarts count anew)")
+    if notes:
+        lines += ["", "notes:"]
+        lines += [f"  - {n}" for n in notes]
+    _attention(lines, r)
+    return "\n".join(lines)

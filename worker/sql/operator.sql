@@ -208,3 +208,46 @@ SELECT format('DROP SCHEMA IF EXISTS %I CASCADE', $1::text);
 SELECT table_name, stats, outcome, error, finished_at, (lease_expires_at > now()) AS running
   FROM table_maintenance
  ORDER BY table_name;
+
+-- `icefeed cost --from-ledger` (worker/admin/cost.py): the last $1 days of loading.
+
+-- name: cost_files
+-- Files LOADED in the window, per ingestion: how many, their bytes and rows, how many are small
+-- enough for the worker to read itself ($2: ICEFEED_SPARK_WORKER_READ_MAX_BYTES), the extra
+-- attempts (retries), and the oldest load in the window (the window may be older than the ledger).
+SELECT ingestion,
+       count(*) AS files,
+       COALESCE(sum(size_bytes), 0)::bigint AS bytes,
+       COALESCE(sum(rows_loaded), 0)::bigint AS rows,
+       count(*) FILTER (WHERE size_bytes IS NOT NULL AND size_bytes <= $2) AS small_files,
+       COALESCE(sum(GREATEST(attempts - 1, 0)), 0)::bigint AS retries,
+       min(finished_at) AS first_finished_at,
+       now() AS now
+  FROM files
+ WHERE status = 'LOADED' AND finished_at >= now() - make_interval(days => $1::integer)
+ GROUP BY ingestion
+ ORDER BY ingestion;
+
+-- name: cost_batches
+-- Commits in the window: how many, on how many tables, by how many workers; and the engine time
+-- of each (write_started_at → finished_at: the fenced append and its finalize, under the table
+-- lock; the heartbeat moves write_started_at, so a commit longer than a heartbeat interval counts
+-- from its last renewal). The intercept and slope fit seconds = a + b × files over the commits.
+SELECT count(*) AS commits,
+       count(DISTINCT table_name) AS tables,
+       count(DISTINCT lease_owner) AS owners,
+       COALESCE(sum(files), 0)::bigint AS files,
+       count(s) AS timed,
+       avg(s) AS engine_s_mean,
+       avg(f) FILTER (WHERE s IS NOT NULL) AS timed_files_mean,
+       regr_intercept(s, f) AS engine_s_intercept,
+       regr_slope(s, f) AS engine_s_slope
+  FROM (SELECT table_name, lease_owner, files, files::double precision AS f,
+               extract(epoch FROM finished_at - write_started_at)::double precision AS s
+          FROM batches
+         WHERE status = 'COMMITTED' AND finished_at >= now() - make_interval(days => $1::integer)) b;
+
+-- name: cost_ledger_size
+-- The files table on disk (indexes and TOAST included) and its estimated rows (planner statistics).
+SELECT pg_total_relation_size('files'::regclass) AS files_bytes,
+       (SELECT reltuples FROM pg_class WHERE oid = 'files'::regclass)::bigint AS files_rows;
