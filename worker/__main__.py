@@ -30,7 +30,6 @@ async def run_worker(settings: Settings, redactor: Redactor) -> None:
     from worker.adapters.dialects import dialect_for
     from worker.adapters.local_read import LocalDecoder
     from worker.adapters.pg_ledger import PgLedger, connect_pool
-    from worker.adapters.spark_sink import SparkSink
     from worker.faults import Faults, install
     from worker.observability.metrics import Metrics
     from worker.pipeline import Pipeline
@@ -48,7 +47,7 @@ async def run_worker(settings: Settings, redactor: Redactor) -> None:
     metrics = Metrics(CollectorRegistry())
     pool = await connect_pool(settings.pg)
     on_append = faults.append_started if faults else None  # the after_write_start fault point
-    sink = SparkSink(settings.spark, on_reconnect=metrics.spark_reconnects.inc, on_append=on_append)
+    sink = _sink(settings, routes, redactor, metrics, on_append)
     try:
         async with (
             AwsClients(settings.aws, max_pool=max(50, 4 * settings.sqs.receivers)) as aws,
@@ -123,6 +122,30 @@ async def _operations(
         h.stats_interval_s,
     )
     return [("http", server.serve), ("gauges", refresh)]
+
+
+def _sink(settings: Settings, routes: Any, redactor: Redactor, metrics: Any, on_append: Any) -> Any:
+    """One SparkSink, or, with ``[[engine]]`` blocks, one per engine behind an EngineRouter."""
+    from worker.adapters.spark_sink import SparkSink
+    from worker.engines import DEFAULT, EngineRouter, engine_settings, token_source
+    from worker.observability.logging import spark_url_secrets
+
+    default = SparkSink(settings.spark, on_reconnect=metrics.spark_reconnects.inc, on_append=on_append)
+    if not routes.engine:
+        return default
+    sinks: dict[str, Any] = {DEFAULT: default}
+    for engine in routes.engine:
+        spark = engine_settings(settings.spark, engine)
+        redactor.add(*spark_url_secrets(spark.url.get_secret_value()))  # header values, if secret
+        sinks[engine.name] = SparkSink(
+            spark,
+            on_reconnect=metrics.spark_reconnects.inc,
+            on_append=on_append,
+            token=token_source(engine.token_file, engine.token_env),
+            on_secret=redactor.add,
+        )
+    log.info("engines_configured", engines=sorted(sinks), tables={t: routes.engine_of(t) for t in routes.tables})
+    return EngineRouter(sinks, routes.engine_of)
 
 
 def _maintenance(settings: Settings, routes: Any, ledger: Any, faults: Any, metrics: Any) -> list[Any]:

@@ -16,12 +16,15 @@ from typing import Any
 from uuid import UUID
 
 import structlog
+from pydantic import SecretStr
 
 from worker.domain.circuit import Breaker
-from worker.domain.errors import IcefeedError, TransientError, is_outage
+from worker.domain.errors import ConfigError, IcefeedError, TransientError, is_outage
 from worker.domain.policy import BatchPlan
 from worker.domain.schema import Struct
 from worker.ports import Inference, TableSink, WriteRequest
+from worker.routes import Engine
+from worker.settings import SparkSettings
 
 log = structlog.get_logger("icefeed.engines")
 
@@ -109,12 +112,17 @@ class EngineRouter:
     # -- TableSink ---------------------------------------------------------------------------------
 
     async def ping(self) -> str:
-        versions = []
+        """Every engine's version; raises only when no engine answers (one engine down leaves the
+        worker ready: the other engines' routes load)."""
+        versions, failures = [], []
         for name in self.sinks:
             try:
                 versions.append(f"{name}: {await self._through(name, lambda s: s.ping())}")
             except IcefeedError as error:
+                failures.append(error)
                 versions.append(f"{name}: {error.error_class}")
+        if len(failures) == len(self.sinks):
+            raise failures[0]
         return "; ".join(versions)
 
     async def open_session(self, session_id: str, table: str) -> None:
@@ -152,3 +160,20 @@ class EngineRouter:
             close = getattr(sink, "close", None)
             if close is not None:
                 close()
+
+
+def engine_settings(base: SparkSettings, engine: Engine) -> SparkSettings:
+    """The Spark settings of one ``[[engine]]``: its URL (with its user id and headers as URL
+    parameters, which the Spark Connect client sends as gRPC metadata) and its in-flight bound;
+    everything else is the fleet's."""
+    if engine.dialect is not None and engine.dialect != base.dialect:
+        raise ConfigError(
+            f"engine {engine.name}: dialect {engine.dialect!r} differs from ICEFEED_SPARK_DIALECT={base.dialect!r}; "
+            "the engines of one fleet share one dialect (run one fleet per dialect)"
+        )
+    extra = ([f"user_id={engine.user_id}"] if engine.user_id else []) + [f"{k}={v}" for k, v in engine.headers.items()]
+    url = engine.url
+    if extra:
+        base_url, _, params = url.partition("/;")
+        url = base_url.rstrip("/") + "/;" + ";".join([*filter(None, params.split(";")), *extra])
+    return base.model_copy(update={"url": SecretStr(url), "concurrency": engine.max_batches_in_flight})

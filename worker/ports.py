@@ -256,7 +256,9 @@ class FileDecoder(Protocol):
 class TableSink(Protocol):
     async def ping(self) -> str: ...  # a round trip to the engine (opens its session); its version
     async def open_session(self, session_id: str, table: str) -> None: ...  # the session of one write to table
-    async def stop(self, session_id: str, table: str) -> bool: ...  # True: the engine confirmed the session's work stopped
+    async def stop(
+        self, session_id: str, table: str
+    ) -> bool: ...  # True: the engine confirmed the session's work stopped
     # A write: infer, then the caller plans (plan_batch), then append, always (it releases the session).
     async def infer(self, request: WriteRequest) -> Inference: ...
     async def append(self, request: WriteRequest, plan: BatchPlan) -> dict[str, int]: ...  # rows per _source_file

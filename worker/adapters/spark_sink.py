@@ -261,7 +261,14 @@ class SparkSink:
         on_reconnect: Callable[[], None] | None = None,
         fail_fast: bool = False,
         on_append: Callable[[UUID], None] | None = None,
+        token: Callable[[], str | None] | None = None,
+        on_secret: Callable[[str], None] | None = None,
     ) -> None:
+        """``token``: where the bearer token comes from when it is not in the URL (an engine's
+        token file or variable), asked again before every new session; ``on_secret`` is told each
+        token read (the redactor masks it from then on)."""
+        self._token = token
+        self._on_secret = on_secret
         self._settings = settings
         self._on_reconnect = on_reconnect
         self._on_append = on_append  # called (from the writing thread) as a batch's append starts
@@ -282,7 +289,7 @@ class SparkSink:
         from pyspark.sql import SparkSession
         from pyspark.sql.connect.client.retries import DefaultPolicy
 
-        url = self._settings.url.get_secret_value()
+        url = self._url()
         if self._fail_fast:
             reachable(url)
         if session_id:
@@ -299,6 +306,17 @@ class SparkSink:
         # (the client's default retries for ~10 minutes against an unreachable server).
         session.client.set_retry_policies([DefaultPolicy(max_retries=self._settings.client_retries, max_backoff=5000)])
         return session
+
+    def _url(self) -> str:
+        url = self._settings.url.get_secret_value()
+        token = self._token() if self._token is not None else None
+        if not token:
+            return url
+        if self._on_secret is not None:
+            self._on_secret(token)
+        base, _, params = url.partition("/;")
+        parts = [p for p in params.split(";") if p]
+        return base.rstrip("/") + "/;" + ";".join([*parts, f"token={token}"])
 
     def _spark(self) -> Any:
         with self._lock:
@@ -392,6 +410,14 @@ class SparkSink:
             return await asyncio.to_thread(fn, *args)
         except Exception as exc:
             error = to_icefeed_error(exc)
+            if error.error_class == "SparkUnauthenticated" and self._token is not None:
+                # The token may have been rotated since the session was made: a new session with
+                # the token read again, once, before the error counts (a refused call did nothing).
+                await asyncio.to_thread(self._forget_session)
+                try:
+                    return await asyncio.to_thread(fn, *args)
+                except Exception as again:
+                    raise to_icefeed_error(again) from again
             if error.error_class in ("SparkUnavailable", "SparkSessionLost"):
                 # Stopping a session talks to the server (with retries): never on the event loop.
                 await asyncio.to_thread(self._forget_session)

@@ -1,0 +1,327 @@
+"""Many engines per fleet: the routes' [[engine]] blocks, the circuit breaker, the router that
+isolates one engine's outage from the other engines' routes, and token rotation."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import pytest
+
+from worker.adapters.spark_sink import SparkSink
+from worker.domain.circuit import CLOSED, HALF_OPEN, OPEN, Breaker
+from worker.domain.errors import ConfigError, DataError, TransientError
+from worker.engines import EngineRouter, engine_settings, token_source
+from worker.ports import WriteRequest
+from worker.routes import parse_routes
+from worker.settings import SparkSettings
+
+ROUTES = """
+[[engine]]
+name = "team_a"
+url = "sc://spark-a.example.com:15002/;use_ssl=true"
+token_file = "/var/run/secrets/team-a/token"
+user_id = "icefeed"
+headers = {{ x-route = "team-a" }}
+max_batches_in_flight = 3
+
+[[engine]]
+name = "team_b"
+url = "sc://spark-b.example.com:15002"
+token_env = "TEAM_B_TOKEN"
+
+[[ingestion]]
+name = "a"
+bucket = "landing"
+prefix = "a/"
+format = "json"
+table = "glue.db.a"
+location = "s3://wh/db/a"
+engine = "team_a"
+
+[[ingestion]]
+name = "b"
+bucket = "landing"
+prefix = "b/"
+format = "json"
+table = "glue.db.b"
+location = "s3://wh/db/b"
+engine = "team_b"
+
+[[ingestion]]
+name = "c"
+bucket = "landing"
+prefix = "c/"
+format = "json"
+table = "glue.db.c"
+location = "s3://wh/db/c"
+{extra}
+"""
+
+
+def routes(extra: str = "", **replace: str) -> Any:
+    text = ROUTES.format(extra=extra)
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    return parse_routes(text)
+
+
+def test_routes_name_their_engine_and_the_rest_use_the_default() -> None:
+    r = routes()
+    assert [e.name for e in r.engine] == ["team_a", "team_b"]
+    assert (r.engine_of("glue.db.a"), r.engine_of("glue.db.b"), r.engine_of("glue.db.c")) == (
+        "team_a",
+        "team_b",
+        "default",
+    )
+    assert r.engine[0].token_file == Path("/var/run/secrets/team-a/token") and r.engine[1].token_env == "TEAM_B_TOKEN"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({'engine = "team_b"': 'engine = "team_x"'}, "ingestion 'b': engine 'team_x' is not defined"),
+        ({'name = "team_b"': 'name = "team_a"'}, "duplicate engine names: team_a"),
+        ({'name = "team_b"': 'name = "default"'}, "'default' is the engine of ICEFEED_SPARK_URL"),
+        (
+            {'token_env = "TEAM_B_TOKEN"': 'token_env = "TEAM_B_TOKEN"\ntoken_file = "/t"'},
+            "token_file or in token_env, not both",
+        ),
+        ({'"sc://spark-b.example.com:15002"': '"sc://spark-b.example.com:15002/;token=abc"'}, "must not set 'token'"),
+        ({'"sc://spark-b.example.com:15002"': '"http://spark-b:15002"'}, "must be a Spark Connect URL"),
+        ({'token_env = "TEAM_B_TOKEN"': 'token_env = "team-b token"'}, "must be an environment variable name"),
+        ({"x-route": "Authorization"}, "not a header icefeed may send"),
+    ],
+)
+def test_bad_engine_blocks_name_the_field(change: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        routes(**change)
+    assert message in str(caught.value)
+
+
+def test_one_table_is_written_by_one_engine() -> None:
+    extra = '\n[[ingestion]]\nname = "c2"\nbucket = "landing"\nprefix = "c2/"\nformat = "json"\n'
+    extra += 'table = "glue.db.a"\nlocation = "s3://wh/db/a"\nengine = "team_b"\n'
+    with pytest.raises(ConfigError) as caught:
+        routes(extra)
+    assert "table glue.db.a is written by two engines: team_a and team_b" in str(caught.value)
+
+
+def test_an_engines_settings_carry_its_url_user_headers_and_bound() -> None:
+    base = SparkSettings(url="sc://default:15002/;token=t0", dialect="sail", concurrency=2)
+    a = engine_settings(base, routes().engine[0])
+    assert a.url.get_secret_value() == "sc://spark-a.example.com:15002/;use_ssl=true;user_id=icefeed;x-route=team-a"
+    assert (a.concurrency, a.dialect, a.detached_limit_s) == (3, "sail", base.detached_limit_s)
+    other = routes(**{'token_env = "TEAM_B_TOKEN"': 'token_env = "TEAM_B_TOKEN"\ndialect = "spark"'}).engine[1]
+    with pytest.raises(ConfigError, match="share one dialect"):
+        engine_settings(base, other)
+
+
+# -- tokens ---------------------------------------------------------------------------------------
+
+
+def test_a_token_file_is_read_again_after_it_is_rotated(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text("first\n")
+    read = token_source(path, None)
+    assert read is not None and read() == "first"
+    path.write_text("second")  # the kubelet swaps the mounted secret
+    assert read() == "second"
+    path.unlink()
+    with pytest.raises(TransientError) as caught:
+        read()
+    assert caught.value.error_class == "SparkUnauthenticated" and "cannot read it" in str(caught.value)
+
+
+def test_a_token_variable_and_no_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEAM_B_TOKEN", "from-env")
+    read = token_source(None, "TEAM_B_TOKEN")
+    assert read is not None and read() == "from-env"
+    assert token_source(None, None) is None
+
+
+def test_each_session_url_carries_the_token_read_now_and_the_redactor_learns_it() -> None:
+    tokens = iter(["t-1", "t-2"])
+    learned: list[str] = []
+    sink = SparkSink(
+        SparkSettings(url="sc://spark-a:15002/;use_ssl=true"), token=lambda: next(tokens), on_secret=learned.append
+    )
+    assert sink._url() == "sc://spark-a:15002/;use_ssl=true;token=t-1"
+    assert sink._url() == "sc://spark-a:15002/;use_ssl=true;token=t-2"
+    assert learned == ["t-1", "t-2"]
+
+
+async def test_a_rejected_token_is_retried_once_with_a_fresh_session() -> None:
+    sink = SparkSink(SparkSettings(url="sc://spark-a:15002"), token=lambda: "t")
+    forgotten: list[int] = []
+    sink._forget_session = lambda: forgotten.append(1)  # type: ignore[method-assign]
+    calls: list[int] = []
+
+    def call() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise TransientError("Spark Connect token rejected or expired: expired", error_class="SparkUnauthenticated")
+        return "ok"
+
+    assert await sink._call(call) == "ok" and (len(calls), forgotten) == (2, [1])
+
+    def always() -> str:
+        raise TransientError("token rejected or expired", error_class="SparkUnauthenticated")
+
+    with pytest.raises(TransientError) as caught:
+        await sink._call(always)
+    assert caught.value.error_class == "SparkUnauthenticated"
+    no_token = SparkSink(SparkSettings(url="sc://spark-a:15002/;token=inline"))
+    no_token._forget_session = lambda: forgotten.append(2)  # type: ignore[method-assign]
+    with pytest.raises(TransientError):
+        await no_token._call(always)  # a token in the URL cannot change: no retry
+    assert forgotten == [1, 1]
+
+
+# -- the breaker ----------------------------------------------------------------------------------
+
+
+def test_the_breaker_opens_after_failures_probes_half_open_and_closes() -> None:
+    b = Breaker(failures_to_open=2, cooldown_s=10, max_cooldown_s=25)
+    assert b.allow(0) and not b.failed(0, "down") and b.state == CLOSED
+    assert b.failed(1, "down") and b.state == OPEN and b.failing_since == 0
+    assert not b.allow(5) and b.retry_in(5) == 6
+    assert b.allow(11) and b.state == HALF_OPEN
+    assert not b.allow(11.5)  # one probe at a time
+    assert b.failed(12, "still down") and b.state == OPEN and b.retry_in(12) == 20  # twice as long
+    assert b.allow(32) and b.failed(32, "down") and b.retry_in(32) == 25  # capped
+    assert b.allow(57) and b.succeeded() and b.state == CLOSED and b.failing_since is None
+    assert not b.succeeded()  # already closed: nothing changed
+
+
+# -- the router -----------------------------------------------------------------------------------
+
+
+class FakeSink:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.calls: list[str] = []
+        self.down = False
+        self.data_error = False
+
+    async def _do(self, what: str) -> Any:
+        self.calls.append(what)
+        if self.down:
+            raise TransientError(f"{self.name} unavailable", error_class="SparkUnavailable")
+        if self.data_error:
+            raise DataError("bad file", error_class="CorruptFile")
+        return {"n": 1}
+
+    async def ping(self) -> str:
+        await self._do("ping")
+        return f"{self.name}-4.0"
+
+    async def open_session(self, session_id: str, table: str) -> None:
+        await self._do(f"open {table}")
+
+    async def stop(self, session_id: str, table: str) -> bool:
+        self.calls.append(f"stop {table}")
+        return not self.down
+
+    async def infer(self, request: WriteRequest) -> Any:
+        return await self._do(f"infer {request.table}")
+
+    async def append(self, request: WriteRequest, plan: Any) -> dict[str, int]:
+        result: dict[str, int] = await self._do(f"append {request.table}")
+        return result
+
+    async def batch_counts(self, table: str, batch_id: Any) -> dict[str, int]:
+        result: dict[str, int] = await self._do(f"counts {table}")
+        return result
+
+
+class Clock:
+    now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def router() -> tuple[EngineRouter, FakeSink, FakeSink, Clock]:
+    a, b, clock = FakeSink("a"), FakeSink("b"), Clock()
+    engines = {"glue.db.a": "team_a", "glue.db.b": "team_b"}
+    r = EngineRouter({"team_a": a, "team_b": b}, engines.__getitem__, clock, lambda: Breaker(3, 10, 60))  # type: ignore[dict-item]
+    return r, a, b, clock
+
+
+def request(table: str) -> WriteRequest:
+    return WriteRequest(uuid4(), table, "s3://wh/x", {}, [], 1, session_id=str(uuid4()))
+
+
+async def test_each_table_goes_to_its_engine() -> None:
+    r, a, b, _ = router()
+    await r.append(request("glue.db.a"), None)  # type: ignore[arg-type]
+    await r.batch_counts("glue.db.b", uuid4())
+    assert (a.calls, b.calls) == (["append glue.db.a"], ["counts glue.db.b"])
+
+
+async def test_a_down_engine_fails_fast_and_the_other_goes_on() -> None:
+    r, a, b, clock = router()
+    a.down = True
+    for _ in range(3):
+        with pytest.raises(TransientError):
+            await r.append(request("glue.db.a"), None)  # type: ignore[arg-type]
+    assert len(a.calls) == 3 and r.breakers["team_a"].state == OPEN
+    with pytest.raises(TransientError) as caught:
+        await r.append(request("glue.db.a"), None)  # type: ignore[arg-type]
+    assert len(a.calls) == 3  # refused without a call to the engine
+    assert caught.value.error_class == "SparkUnavailable" and "engine team_a is failing" in str(caught.value)
+    assert await r.append(request("glue.db.b"), None) == {"n": 1}  # type: ignore[arg-type]
+    assert r.breakers["team_b"].state == CLOSED and b.calls == ["append glue.db.b"]
+    assert await r.stop("s", "glue.db.a") is False and a.calls[-1] == "stop glue.db.a"  # never refused
+    clock.now += 10  # the cooldown passed: one probe goes through and closes it
+    a.down = False
+    assert await r.append(request("glue.db.a"), None) == {"n": 1}  # type: ignore[arg-type]
+    assert r.breakers["team_a"].state == CLOSED
+
+
+async def test_a_data_error_proves_the_engine_up() -> None:
+    r, a, _, _ = router()
+    a.down = True
+    for _ in range(2):
+        with pytest.raises(TransientError):
+            await r.batch_counts("glue.db.a", uuid4())
+    a.down, a.data_error = False, True
+    with pytest.raises(DataError):
+        await r.batch_counts("glue.db.a", uuid4())
+    assert r.breakers["team_a"].failures == 0 and r.breakers["team_a"].state == CLOSED
+
+
+async def test_ping_fails_only_when_no_engine_answers() -> None:
+    r, a, b, _ = router()
+    a.down = True
+    assert await r.ping() == "team_a: SparkUnavailable; team_b: b-4.0"
+    b.down = True
+    with pytest.raises(TransientError):
+        await r.ping()
+
+
+async def test_a_cancelled_probe_lets_the_next_one_through() -> None:
+    r, a, _, clock = router()
+    a.down = True
+    for _ in range(3):
+        with pytest.raises(TransientError):
+            await r.batch_counts("glue.db.a", uuid4())
+    clock.now += 10
+    gate = asyncio.Event()
+
+    async def hangs(table: str, batch_id: Any) -> dict[str, int]:
+        await gate.wait()
+        return {}
+
+    a.batch_counts = hangs  # type: ignore[method-assign]
+    probe = asyncio.create_task(r.batch_counts("glue.db.a", uuid4()))
+    await asyncio.sleep(0)
+    probe.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await probe
+    a.down = False
+    gate.set()
+    assert await r.batch_counts("glue.db.a", uuid4()) == {}
