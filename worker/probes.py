@@ -128,13 +128,15 @@ def postgres_probe(fetchval: Callable[[str], Awaitable[Any]]) -> Probe:
     return Probe("postgres", check, PG_HINT)
 
 
-def spark_probe(ping: Callable[[], Awaitable[str]]) -> Probe:
+def spark_probe(ping: Callable[[], Awaitable[str]], engine: str = "") -> Probe:
+    """The default engine (``spark``) or one ``[[engine]]`` of the routes (``spark:<name>``)."""
+
     async def check() -> str:
         started = time.monotonic()
         version = await ping()
         return f"Spark Connect answers (Spark {version}) in {_ms(started)}"
 
-    return Probe("spark", check, SPARK_HINT)
+    return Probe(f"spark:{engine}" if engine else "spark", check, SPARK_HINT)
 
 
 def sqs_probe(get_attributes: Callable[[str], Awaitable[dict[str, str]]], queue_urls: Sequence[str]) -> Probe:
@@ -283,9 +285,15 @@ async def cli_probes(settings: Settings) -> AsyncIterator[list[Probe]]:
     from worker.adapters.pg_operator import applied_migrations, fetchval_once
     from worker.adapters.spark_sink import SparkSink
     from worker.adapters.sqs_admin import SqsAdmin
+    from worker.engines import engine_settings
 
     # A check answers quickly: few client-side retries against an unreachable server.
-    sink = SparkSink(settings.spark.model_copy(update={"client_retries": min(2, settings.spark.client_retries)}))
+    quick = {"client_retries": min(2, settings.spark.client_retries)}
+    sink = SparkSink(settings.spark.model_copy(update=quick))
+    engines = [
+        (engine.name, SparkSink(engine_settings(settings.spark, engine).model_copy(update=quick), token=token))
+        for engine, token in _engines(settings)
+    ]
     try:
         async with AwsClients(settings.aws) as aws:
             sqs = SqsAdmin(aws.sqs)
@@ -294,12 +302,27 @@ async def cli_probes(settings: Settings) -> AsyncIterator[list[Probe]]:
                 postgres_probe(partial(fetchval_once, settings.pg)),
                 ledger_probe(partial(applied_migrations, settings.pg), settings),
                 spark_probe(sink.ping),
+                *(spark_probe(engine_sink.ping, name) for name, engine_sink in engines),
                 catalog_probe(settings, sink.table_status, sink.table_columns),
                 sqs_probe(sqs_attributes(sqs), settings.sqs.queue_urls),
                 notifications_probe(settings, S3Store(aws), sqs),
             ]
     finally:
-        await asyncio.to_thread(sink.close)
+        for s in [sink, *(e for _, e in engines)]:
+            await asyncio.to_thread(s.close)
+
+
+def _engines(settings: Settings) -> list[tuple[Any, Any]]:
+    """The routes' [[engine]] blocks and their token sources (none when the routes are unreadable:
+    the routes check reports that)."""
+    from worker.engines import token_source
+    from worker.routes import load_routes
+
+    try:
+        routes = load_routes(settings.routes_file)
+    except ConfigError:
+        return []
+    return [(e, token_source(e.token_file, e.token_env)) for e in routes.engine]
 
 
 async def check_once(settings: Settings, timeout_s: float, scrub: Callable[[str], str]) -> list[ProbeResult]:
