@@ -24,12 +24,15 @@ log = structlog.get_logger("icefeed")
 
 
 async def run_worker(settings: Settings, redactor: Redactor) -> None:
+    from functools import partial
+
     from prometheus_client import CollectorRegistry
 
     from worker.adapters.aws import AwsClients, S3Store, SqsSource
     from worker.adapters.dialects import dialect_for
     from worker.adapters.local_read import LocalDecoder
     from worker.adapters.pg_ledger import PgLedger, connect_pool
+    from worker.engines import EngineRouter
     from worker.faults import Faults, install
     from worker.observability.metrics import Metrics
     from worker.pipeline import Pipeline
@@ -73,6 +76,9 @@ async def run_worker(settings: Settings, redactor: Redactor) -> None:
             runner = Runner(settings, pipeline, SqsSource(aws), metrics)
             side = await _operations(operations, settings, redactor, metrics, runner, pool, sink, aws, stop)
             side += _maintenance(settings, routes, ledger, faults, metrics)
+            if isinstance(sink, EngineRouter):
+                write = partial(_engine_state, ledger, settings.worker_id)
+                side.append(("engines", partial(sink.report_loop, write)))
             await runner.run(stop, side)
     finally:
         await asyncio.to_thread(sink.close)
@@ -122,6 +128,10 @@ async def _operations(
         h.stats_interval_s,
     )
     return [("http", server.serve), ("gauges", refresh)]
+
+
+async def _engine_state(ledger: Any, worker_id: str, engine: str, state: str, failing_s: Any, error: str) -> None:
+    await ledger.engine_state(engine, worker_id, state, failing_s, error)
 
 
 def _sink(settings: Settings, routes: Any, redactor: Redactor, metrics: Any, on_append: Any) -> Any:

@@ -8,9 +8,11 @@ must be able to try it, and it reports "not confirmed" by itself when the engine
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -69,6 +71,7 @@ class EngineRouter:
         self.clock = clock
         self.breakers = {name: breaker() for name in self.sinks}
         self.on_state = on_state
+        self._dirty = asyncio.Event()
 
     def _engine(self, table: str) -> str:
         name = self.engine_of(table)
@@ -106,6 +109,7 @@ class EngineRouter:
         self._changed(engine)
 
     def _changed(self, engine: str) -> None:
+        self._dirty.set()
         if self.on_state is not None:
             self.on_state(engine, self.breakers[engine])
 
@@ -154,6 +158,26 @@ class EngineRouter:
     async def table_schema(self, table: str) -> Struct | None:
         result: Struct | None = await self._through(self._engine(table), lambda s: s.table_schema(table))
         return result
+
+    async def report_loop(
+        self, write: Callable[[str, str, float | None, str], Awaitable[None]], every_s: float = 60.0
+    ) -> None:
+        """Write every engine's breaker state now and then (``icefeed status`` reads the recent
+        ones), and at once when one changes."""
+        while True:
+            for name in self.sinks:
+                await self._report(write, name)
+            self._dirty.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), every_s)
+
+    async def _report(self, write: Callable[[str, str, float | None, str], Awaitable[None]], name: str) -> None:
+        b = self.breakers[name]
+        failing = None if b.failing_since is None else max(0.0, self.clock() - b.failing_since)
+        try:
+            await write(name, b.state, failing, b.last_error)
+        except IcefeedError as error:  # the ledger is away: the next round writes it
+            log.warning("engine_state_not_recorded", engine=name, error=str(error))
 
     def close(self) -> None:
         for sink in self.sinks.values():

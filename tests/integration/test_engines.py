@@ -99,6 +99,19 @@ def test_a_killed_engine_holds_back_only_its_own_route(stack: Stack, tmp_path: P
         outage = latencies([f for f in loaded(env, "b") if f["key"] in during])
         assert all(f["status"] in ("PENDING", "CLAIMED", "LOADED") for f in env.files() if f["key"].startswith("a/"))
         assert len(loaded(env, "a")) == 4  # nothing of team a's backlog could load
+
+        def engine_states() -> dict[str, str]:
+            result = env.cli("status", "--json")
+            return {e["engine"]: e["state"] for e in json.loads(result.stdout).get("engines", [])}
+
+        states = poll(
+            lambda: (s := engine_states()).get("team_a") in ("open", "half_open") and s,
+            60,
+            "status to show team a failing",
+        )
+        assert states.get("default") == "closed", states
+        text = env.cli("status").stdout
+        assert "engine team_a is" in text and "failing since" in text, text
         p95_before, p95_outage = max(before), statistics.quantiles(outage, n=20)[-1] if len(outage) > 1 else outage[0]
         print(f"route b upload→queryable: before max {p95_before:.2f} s, during team a's outage p95 {p95_outage:.2f} s")
         assert p95_outage <= 2 * max(p95_before, 2.0), (before, outage)

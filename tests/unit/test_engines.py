@@ -325,3 +325,28 @@ async def test_a_cancelled_probe_lets_the_next_one_through() -> None:
     a.down = False
     gate.set()
     assert await r.batch_counts("glue.db.a", uuid4()) == {}
+
+
+async def test_breaker_states_are_written_now_and_then_and_at_once_on_a_change() -> None:
+    r, a, _, clock = router()
+    written: list[tuple[str, str, float | None, str]] = []
+    wrote = asyncio.Event()
+
+    async def write(engine: str, state: str, failing_s: float | None, error: str) -> None:
+        written.append((engine, state, failing_s, error))
+        wrote.set()
+
+    loop = asyncio.create_task(r.report_loop(write, every_s=3600))
+    await asyncio.wait_for(wrote.wait(), 5)
+    assert sorted(w[:2] for w in written) == [("team_a", "closed"), ("team_b", "closed")]
+    written.clear()
+    wrote.clear()
+    a.down = True
+    for _ in range(3):
+        with pytest.raises(TransientError):
+            await r.batch_counts("glue.db.a", uuid4())
+    clock.now += 7
+    await asyncio.wait_for(wrote.wait(), 5)  # at once, not after the hour
+    loop.cancel()
+    state = {w[0]: w for w in written}["team_a"]
+    assert state[1] == "open" and state[2] == 7 and "SparkUnavailable" in state[3]

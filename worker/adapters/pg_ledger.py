@@ -565,6 +565,15 @@ class PgLedger:
             )
         )
 
+    async def engine_state(
+        self, engine: str, worker_id: str, state: str, failing_s: float | None, last_error: str
+    ) -> None:
+        await self._retry(
+            lambda: self._pool.execute(
+                self._q["engine_state"], engine, worker_id, state, failing_s, self._scrub(last_error)[:2000]
+            )
+        )
+
     async def reject_message(self, message: Message, reason: str) -> None:
         await self._retry(
             lambda: self._pool.execute(

@@ -93,6 +93,7 @@ class OperatorLedger:
             "proposals": await self._db.fetchval(self._q["open_proposals"], ingestion),
             "rejected": await self._db.fetchval(self._q["rejected_recently"]),
             "tables": await self._db.fetch(self._q["table_health"]) if ingestion is None else [],
+            "engines": await self._db.fetch(self._q["engine_health"]),
         }
 
     async def cost_figures(self, days: int, worker_read_max_bytes: int) -> dict[str, Any]:

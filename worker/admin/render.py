@@ -99,6 +99,22 @@ def status(r: dict[str, Any]) -> str:
             lines.append(
                 f"  dead-letter queue {d['name']}: {d['messages']} message(s) (after {d['max_receive_count']} receives)"
             )
+    if r.get("engines"):
+        lines += ["", "engines (as the workers' circuit breakers see them, last 5 minutes):"]
+        rows = [
+            [
+                e["engine"],
+                e["state"],
+                e["workers"],
+                since_text(e["failing_since"], now) if e["failing_since"] else "-",
+                _short(e["last_error"], 60) if e["last_error"] else "-",
+            ]
+            for e in r["engines"]
+        ]
+        lines += [
+            "  " + line
+            for line in table(("engine", "state", "workers", "failing since", "last error"), rows, right=(2,))
+        ]
     if r.get("tables"):
         lines += ["", "tables (as their last maintenance saw them):"]
         rows = []

@@ -77,6 +77,17 @@ async def status(
         "open_proposals": found["proposals"],
         "rejected_messages_last_day": found["rejected"],
         "tables": [_health(t) for t in found["tables"]],
+        "engines": [
+            {
+                "engine": e["engine"],
+                "state": e["state"],
+                "failing_since": jsonable(e["failing_since"]),
+                "last_error": e["last_error"],
+                "workers": e["workers"],
+                "updated_at": jsonable(e["updated_at"]),
+            }
+            for e in found["engines"]
+        ],
         "queues": await queue_status(settings),
     }
     result["attention"] = _status_attention(result)
@@ -144,6 +155,9 @@ def _status_attention(s: dict[str, Any]) -> list[str]:
             f"{s['stuck_pending']} PENDING file(s) without a live message (dead-lettered or silent for "
             f"{int(s['stuck_after_s'])} s): icefeed retry --failed{only}"
         )
+    for e in s.get("engines", []):
+        if e["state"] != "closed":
+            out.append(f"engine {e['engine']} is {e['state']} (failing since {e['failing_since']}): {e['last_error']}")
     for t in s.get("tables", []):
         if t["maintenance"] == "failed":
             out.append(

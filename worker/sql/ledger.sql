@@ -296,3 +296,11 @@ UPDATE table_maintenance
 SELECT COALESCE(bool_or(b.status = 'WRITING' AND b.write_started_at IS NOT NULL), false)
   FROM table_writers w JOIN batches b ON b.id = w.batch_id
  WHERE w.table_name = $1;
+
+-- name: engine_state
+-- $4: seconds since the engine started failing (NULL: it is not failing).
+INSERT INTO engine_states (engine, worker_id, state, failing_since, last_error, updated_at)
+VALUES ($1, $2, $3, now() - make_interval(secs => $4), $5, now())
+ON CONFLICT (engine, worker_id) DO UPDATE
+   SET state = EXCLUDED.state, failing_since = EXCLUDED.failing_since,
+       last_error = EXCLUDED.last_error, updated_at = now();

@@ -251,3 +251,18 @@ SELECT count(*) AS commits,
 -- The files table on disk (indexes and TOAST included) and its estimated rows (planner statistics).
 SELECT pg_total_relation_size('files'::regclass) AS files_bytes,
        (SELECT reltuples FROM pg_class WHERE oid = 'files'::regclass)::bigint AS files_rows;
+
+-- name: engine_health
+-- Per engine, what the workers that reported in the last 5 minutes saw (each writes every minute): the worst state, since when it
+-- fails, the latest error.
+SELECT engine,
+       CASE WHEN bool_or(state = 'open') THEN 'open'
+            WHEN bool_or(state = 'half_open') THEN 'half_open' ELSE 'closed' END AS state,
+       min(failing_since) AS failing_since,
+       (array_agg(last_error ORDER BY updated_at DESC) FILTER (WHERE last_error IS NOT NULL AND last_error <> ''))[1] AS last_error,
+       count(*) AS workers,
+       max(updated_at) AS updated_at
+  FROM engine_states
+ WHERE updated_at > now() - interval '5 minutes'
+ GROUP BY engine
+ ORDER BY engine;
