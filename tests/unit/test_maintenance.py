@@ -67,6 +67,17 @@ def test_bins_stay_within_the_target_and_large_files_are_left_alone() -> None:
     assert all("big" not in f.path for b in bins for f in b)
 
 
+def test_an_earlier_output_is_rewritten_only_once_as_many_new_bytes_join_it() -> None:
+    """Size-tiered: a compacted file waits until the newer small files add up to its size."""
+    policy = MaintenancePolicy(compact_min_files=5, target_file_size_mb=4)
+    earlier = DataFile("s3://w/t/data/compacted.parquet", 1000 * KB, 10_000)
+    (group,) = m.compaction_bins([earlier, *small(5, 10 * KB)], policy)
+    assert earlier not in group and len(group) == 5
+    (group,) = m.compaction_bins([earlier, *small(20, 60 * KB)], policy)  # 1200 KB of new files
+    assert earlier in group and len(group) == 21
+    assert [len(b) for b in m.compaction_bins([earlier, *small(16, 60 * KB)], policy)] == [16]  # 960 KB: not yet
+
+
 def test_a_threshold_file_is_not_small() -> None:
     policy = MaintenancePolicy(compact_min_files=2, target_file_size_mb=1)
     at = DataFile("s3://w/t/data/at.parquet", policy.small_bytes, 1)

@@ -174,6 +174,7 @@ class IcebergMaintainer:
         t = self._load(state.table)
         try:
             with t.transaction() as tx, tx.update_snapshot().overwrite() as overwrite:
+                _prune_dead_manifests(overwrite)
                 for p in paths:
                     overwrite.delete_data_file(state.raw[p])
                 overwrite.append_data_file(staged.data_file)
@@ -232,3 +233,18 @@ class IcebergMaintainer:
         for p in paths:
             io.delete(p)
         return len(paths)
+
+
+def _prune_dead_manifests(producer: Any) -> None:
+    """Leave out of the new snapshot the manifests that list no live file: those holding only
+    DELETED entries of an earlier snapshot (each compaction writes one; the engine's appends carry
+    them on). Iceberg's Java writers drop them the same way; pyiceberg 0.12 keeps them, so without
+    this every compaction would leave one more manifest for planning to read."""
+    own = producer._snapshot_id
+    keep_all = producer._process_manifests
+
+    def process(manifests: list[Any]) -> list[Any]:
+        live = [m for m in manifests if m.added_snapshot_id == own or m.has_added_files() or m.has_existing_files()]
+        return list(keep_all(live))
+
+    producer._process_manifests = process

@@ -145,9 +145,11 @@ def expirable(snapshots: Iterable[Snapshot], keep: Iterable[int], policy: Mainte
 def compaction_bins(files: Iterable[DataFile], policy: MaintenancePolicy) -> list[list[DataFile]]:
     """Groups of small files, each written back as one file of at most the target size.
 
-    Nothing is compacted until ``compact_min_files`` small files are live (then a run rewrites
-    them in groups: smallest first, each group up to the target size). A group of one file is
-    left alone: rewriting it would change nothing."""
+    Nothing is compacted until ``compact_min_files`` small files are live. Then groups are made
+    from the smallest files up, size-tiered: a file joins a group only while it is no larger than
+    the group so far, so an earlier compaction's output is rewritten only once as many bytes of
+    newer small files have come to join it (each row is rewritten about log2(table / small file)
+    times, not once per run). A group of one file is left alone: rewriting it would change nothing."""
     small = sorted((f for f in files if f.size_bytes < policy.small_bytes), key=lambda f: (f.size_bytes, f.path))
     if len(small) < policy.compact_min_files:
         return []
@@ -155,12 +157,14 @@ def compaction_bins(files: Iterable[DataFile], policy: MaintenancePolicy) -> lis
     current: list[DataFile] = []
     size = 0
     for f in small:
-        if current and size + f.size_bytes > policy.target_bytes:
+        if current and (size + f.size_bytes > policy.target_bytes or (len(current) > 1 and f.size_bytes > size)):
             bins.append(current)
+            if f.size_bytes > size and len(current) > 1:
+                break  # every later file is at least this large: it waits for more small files
             current, size = [], 0
         current.append(f)
         size += f.size_bytes
-    if current:
+    else:
         bins.append(current)
     return [b for b in bins if len(b) > 1]
 
