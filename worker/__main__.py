@@ -155,7 +155,10 @@ def _sink(settings: Settings, routes: Any, redactor: Redactor, metrics: Any, on_
             on_secret=redactor.add,
         )
     log.info("engines_configured", engines=sorted(sinks), tables={t: routes.engine_of(t) for t in routes.tables})
-    return EngineRouter(sinks, routes.engine_of)
+    router = EngineRouter(sinks, routes.engine_of, on_state=metrics.engine_state)
+    for name, breaker in router.breakers.items():
+        metrics.engine_state(name, breaker)
+    return router
 
 
 def _maintenance(settings: Settings, routes: Any, ledger: Any, faults: Any, metrics: Any) -> list[Any]:

@@ -49,6 +49,7 @@ GAUGES = {
     "icefeed_queue_oldest_message_age_seconds",
     "icefeed_quarantined_files",
     "icefeed_event_loop_lag_seconds",
+    "icefeed_engine_circuit_open",
 } | TABLE_GAUGES
 MAINTENANCE_STEPS = {"expire", "compact", "orphans", "properties"}
 # Series names a query may use: histograms are queried through their _bucket/_sum/_count series.

@@ -53,6 +53,7 @@ GAUGES = {
     "icefeed_table_data_bytes",
     "icefeed_table_metadata_bytes",
     "icefeed_maintenance_last_success_timestamp_seconds",
+    "icefeed_engine_circuit_open",
 }
 
 

@@ -167,6 +167,12 @@ class Metrics:
             buckets=SECONDS_BUCKETS,
             registry=r,
         )
+        self.engine_circuit_open = Gauge(
+            "icefeed_engine_circuit_open",
+            "1 while this worker's circuit breaker for the engine is open or half-open, else 0",
+            ["engine"],
+            registry=r,
+        )
         self.maintenance_last_success = Gauge(
             "icefeed_maintenance_last_success_timestamp_seconds",
             "Unix time of the table's last maintenance run without a failed step",
@@ -175,6 +181,9 @@ class Metrics:
         )
 
     # -- recording -----------------------------------------------------------------------------
+
+    def engine_state(self, engine: str, breaker: Any) -> None:
+        self.engine_circuit_open.labels(engine).set(0 if breaker.state == "closed" else 1)
 
     def table_stats(self, table: str, stats: dict[str, int]) -> None:
         for name, gauge in self.table_figures.items():
