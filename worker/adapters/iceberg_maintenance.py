@@ -9,13 +9,13 @@ and it is given the orphans the domain chose (older than their safety age)."""
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.domain.errors import ConfigError, DataError, TransientError
+from worker.adapters.iceberg_catalog import IcebergCatalog
+from worker.domain.errors import DataError, TransientError
 from worker.domain.maintenance import DataFile, MaintenancePolicy, Snapshot, StoredFile, expirable, normalized
 from worker.ports import Staged, TableState
 from worker.settings import IcebergSettings
@@ -26,27 +26,15 @@ ROW_GROUP_BYTES = 64 * 1024 * 1024
 
 class IcebergMaintainer:
     def __init__(self, settings: IcebergSettings) -> None:
-        if not settings.catalog:
-            raise ConfigError(
-                "ICEFEED_ICEBERG_CATALOG is not set: table maintenance needs the Iceberg catalog "
-                '(e.g. {"type": "glue", "glue.region": "eu-west-1"}); or set [maintenance] enabled = false'
-            )
-        self._props = dict(settings.catalog)
-        self._catalog: Any = None
-        self._lock = threading.Lock()
+        self._catalog = IcebergCatalog(settings, "table maintenance", "or set [maintenance] enabled = false")
 
     # -- reading ---------------------------------------------------------------------------------
 
     def _load(self, table: str) -> Any:
-        from pyiceberg.catalog import load_catalog
         from pyiceberg.exceptions import NoSuchTableError
 
-        with self._lock:
-            if self._catalog is None:
-                self._catalog = load_catalog("icefeed-maintenance", **self._props)
-            catalog = self._catalog
         try:
-            return catalog.load_table(".".join(table.split(".")[1:]))
+            return self._catalog.table(table)
         except NoSuchTableError:
             raise DataError(f"table {table} does not exist (yet)", error_class="NoSuchTable") from None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from worker.adapters.iceberg_catalog import IcebergCatalog
 from worker.domain.errors import ConfigError
 from worker.settings import IcebergSettings
 from worker.sql import queries
@@ -27,17 +28,10 @@ def _quote(name: str) -> str:
 
 class TableAdmin:
     def __init__(self, settings: IcebergSettings) -> None:
-        if not settings.catalog:
-            raise ConfigError(
-                "ICEFEED_ICEBERG_CATALOG is not set: changing a column's type needs the Iceberg catalog "
-                '(e.g. {"type": "glue", "glue.region": "eu-west-1"}); use --rescue instead'
-            )
-        self._props = dict(settings.catalog)
+        self._catalog = IcebergCatalog(settings, "changing a column's type", "use --rescue instead")
 
     def _table(self, table: str) -> Any:
-        from pyiceberg.catalog import load_catalog
-
-        return load_catalog("icefeed", **self._props).load_table(".".join(table.split(".")[1:]))
+        return self._catalog.table(table)
 
     def widen_to_string(self, table: str, column: str, run_sql: Run) -> bool:
         """Make top-level ``column`` a string column; False if it already is one."""
