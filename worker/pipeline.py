@@ -354,7 +354,7 @@ class Pipeline:
         session of its own, which whoever releases the batch stops first."""
         batch_id = uuid4()
         names = ",".join(sorted({f.ingestion for f in files}))
-        blog = log.bind(batch_id=str(batch_id), ingestion=names, table=table)
+        blog = log.bind(batch_id=str(batch_id), ingestion=names, table=table, engine=self.engine_of(table))
         offered, later = newest_per_key(files)
         if later:
             blog.info("batch_versions_deferred", files=len(later), reason="an older version waits for the newer one")
@@ -374,7 +374,7 @@ class Pipeline:
             blog.info("batch_empty", offered=len(files))
             return
         claimed = sorted(claimed, key=upload_order)
-        self.metrics.batch_files.observe(len(claimed))
+        self.metrics.batch_files.labels(self.engine_of(table)).observe(len(claimed))
         session_id = str(uuid4())
         write: asyncio.Future[WriteResult] | None = None
         opened = False
@@ -499,7 +499,7 @@ class Pipeline:
             await self._hand_over(batch_id, blog)
             return write, []
         if won:
-            self.metrics.commit_duration.observe(time.monotonic() - started)
+            self.metrics.commit_duration.labels(self.engine_of(table)).observe(time.monotonic() - started)
         return write, []
 
     async def _write(self, request: WriteRequest, schema: _SchemaRule) -> WriteResult:
@@ -567,6 +567,18 @@ class Pipeline:
 
     def table_of(self, ingestion: str) -> str:
         return self.routes.by_name(ingestion).table
+
+    def engine_of(self, table: str) -> str:
+        """The engine writing ``table`` (its label in logs and metrics); "default" for a table no
+        route names any more (a batch recovered after the routes changed)."""
+        try:
+            return self.routes.engine_of(table)
+        except KeyError:
+            return "default"
+
+    def tables(self) -> int:
+        """How many tables the routes write."""
+        return len({i.table for i in self.routes.ingestion})
 
     async def file_states(self, file_ids: list[int]) -> dict[int, FileState]:
         return {s.file_id: s for s in await self.ledger.states(file_ids)}
@@ -994,7 +1006,7 @@ class Pipeline:
         replaced = [r.file_id for r in results if r.status == LOADED and r.file_id in set(replacing or ())]
         replaced += also_replaced or []  # their older versions' rows were deleted, then their own
         if await self.ledger.finalize(batch_id, self.owner, results, quarantines, version, replaced):
-            self.metrics.files_finalized(results, files)
+            self.metrics.files_finalized(results, files, self.engine_of(table))
             if held_since is not None:  # the table lock's hold: bounds one table's commit rate
                 timing = {**(timing or {}), "held_s": round(time.monotonic() - held_since, 3)}
             blog.info(
@@ -1069,7 +1081,7 @@ class Pipeline:
         release. Fenced → under the table lock, stop its engine session (or, if the engine cannot
         confirm, wait until its detached-execution limit has passed), then ask the table: rows →
         complete it; none → release."""
-        blog = log.bind(batch_id=str(batch_id), table=table)
+        blog = log.bind(batch_id=str(batch_id), table=table, engine=self.engine_of(table))
         files = await self.ledger.batch_files(batch_id)
         work = await self.ledger.engine_work(batch_id)
         if work.session_id is None:
@@ -1109,7 +1121,7 @@ class Pipeline:
         are deleted under the table lock. Returns the rows removed."""
         removed = 0
         for batch in await self.ledger.audit_candidates(self.settings.lease.audit_delay_s, limit):
-            blog = log.bind(batch_id=str(batch.batch_id), table=batch.table)
+            blog = log.bind(batch_id=str(batch.batch_id), table=batch.table, engine=self.engine_of(batch.table))
             try:
                 async with self.ledger.table_lock(batch.table, self.settings.lease.recovery_lock_wait_s):
                     counts = await self.sink.batch_counts(batch.table, batch.batch_id)

@@ -5,6 +5,7 @@ A TOML file with one ``[[ingestion]]`` table per route; see README "Configuratio
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from dataclasses import replace
@@ -319,16 +320,18 @@ class Routes(_Model):
 
     def engine_of(self, table: str) -> str:
         """The engine that writes ``table`` ("default" for ICEFEED_SPARK_URL)."""
-        for ing in self.ingestion:
-            if ing.table == table:
-                return ing.engine
-        raise KeyError(table)
+        return self._engines[table]
 
     def by_name(self, name: str) -> AnyIngestion:
-        for ing in self.ingestion:
-            if ing.name == name:
-                return ing
-        raise KeyError(name)
+        return self._by_name[name]
+
+    @functools.cached_property
+    def _engines(self) -> dict[str, str]:
+        return {ing.table: ing.engine for ing in self.ingestion}
+
+    @functools.cached_property
+    def _by_name(self) -> dict[str, AnyIngestion]:
+        return {ing.name: ing for ing in self.ingestion}
 
     @property
     def rules(self) -> list[RouteRule]:

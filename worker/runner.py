@@ -18,7 +18,8 @@ import structlog
 
 from worker.domain.batching import BatchBuffer, BatchLimits, FileWork
 from worker.domain.errors import IcefeedError
-from worker.domain.outcomes import Ack, Outcome, combine, outcome_for, retry
+from worker.domain.fairness import LaneKey, defer, queue_share
+from worker.domain.outcomes import Ack, Outcome, Retry, combine, outcome_for, retry
 from worker.observability.metrics import Metrics
 from worker.pipeline import Pipeline, retry_policy
 from worker.ports import Message, MessageSource
@@ -45,8 +46,10 @@ class TableLane:
     """Files waiting for one destination table, and the committer that drains them."""
 
     table: str
+    engine: str
     buffer: BatchBuffer
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    held: set[int] = field(default_factory=set)  # files admitted to this lane, not settled yet
     running: int = 0  # batches of this lane in flight (their commits still take the table lock in turn)
     settling: int = 0  # finished batches whose messages are still being acked or requeued
 
@@ -71,7 +74,12 @@ class Runner:
         self._tracked: dict[tuple[str, str], Tracked] = {}  # by (queue, receipt handle): one entry per delivery
         self._waiters: dict[int, list[Tracked]] = {}
         self._lanes: dict[str, TableLane] = {}
+        self._lane_of: dict[int, TableLane] = {}  # file id -> the lane holding it
         self._room = asyncio.Condition()
+        self._waiting_room: dict[str, int] = {}  # queue -> its receivers waiting for room
+        # Room kept free for receivers to find other tables' files behind one table's flood
+        # (only where the routes write more than one table).
+        self._lane_reserve = settings.sqs.max_messages * settings.sqs.receivers if pipeline.tables() > 1 else 0
         self._draining = False
         self._idle = asyncio.Event()
         self._committer_tasks: list[asyncio.Task[None]] = []
@@ -80,11 +88,31 @@ class Runner:
 
     # -- capacity (backpressure) ---------------------------------------------------------------
 
-    async def _wait_for_room(self, stop: asyncio.Event) -> None:
+    def _has_room(self, queue_url: str) -> bool:
+        """Room for one more receive on ``queue_url``: in the window, and within the queue's
+        share of it (docs/engines.md, "Fairness")."""
+        sqs = self.s.sqs
+        if len(self._tracked) + sqs.max_messages > sqs.max_in_flight:
+            return False
+        if len(sqs.queue_urls) == 1:
+            return True
+        held: dict[str, int] = {}
+        for t in self._tracked.values():
+            held[t.message.queue_url] = held.get(t.message.queue_url, 0) + 1
+        waiting = [q for q, n in self._waiting_room.items() if n > 0]
+        share = queue_share(sqs.max_in_flight, held, waiting, queue_url)
+        return held.get(queue_url, 0) + sqs.max_messages <= max(share, sqs.max_messages)
+
+    async def _wait_for_room(self, queue_url: str, stop: asyncio.Event) -> None:
         async with self._room:
-            await self._room.wait_for(
-                lambda: stop.is_set() or len(self._tracked) + self.s.sqs.max_messages <= self.s.sqs.max_in_flight
-            )
+            if stop.is_set() or self._has_room(queue_url):
+                return
+            self._waiting_room[queue_url] = self._waiting_room.get(queue_url, 0) + 1
+            self._room.notify_all()  # the other queues' shares just shrank
+            try:
+                await self._room.wait_for(lambda: stop.is_set() or self._has_room(queue_url))
+            finally:
+                self._waiting_room[queue_url] -= 1
 
     async def _notify_room(self) -> None:
         async with self._room:
@@ -98,7 +126,7 @@ class Runner:
         stop_wait = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
-                await self._wait_for_room(stop)
+                await self._wait_for_room(queue_url, stop)
                 if stop.is_set():
                     break
                 polled = time.monotonic()
@@ -125,11 +153,16 @@ class Runner:
                 if stop.is_set():
                     await self._release(messages)
                     break
-                await self._admit(messages)
+                if await self._admit(messages) == len(messages):
+                    # Every file of this receive waits for its lane's share: give the lanes time
+                    # to settle a batch before polling again (no receive/defer churn).
+                    await _wait(stop, max(1.0, self.s.batch.max_wait_s))
         finally:
             stop_wait.cancel()
 
-    async def _admit(self, messages: list[Message]) -> None:
+    async def _admit(self, messages: list[Message]) -> int:
+        """Admit received messages: their files join their tables' lanes. Returns how many
+        messages were deferred whole (every file's lane holding its share)."""
         now = time.monotonic()
         for m in messages:
             self._tracked[_key(m)] = Tracked(m, now, now + self.s.sqs.visibility_timeout_s)
@@ -140,31 +173,63 @@ class Runner:
             await self._finish(
                 [(self._tracked[_key(m)], [retry(self.retries, m.receive_count, str(error), error)]) for m in messages]
             )
-            return
+            return 0
         ready: list[tuple[Tracked, list[Outcome]]] = []
+        deferred = 0
         for adm in admissions:
             tracked = self._tracked[_key(adm.message)]
             tracked.outcomes.extend(adm.outcomes)
-            if not adm.waiting:
-                ready.append((tracked, []))
-                continue
-            tracked.waiting.update(adm.waiting)
-            tracked.files.update(adm.waiting)
+            admitted = 0
             for file_id, work in adm.waiting.items():
+                lane = self._lane(work)
+                if file_id not in lane.held and self._over_share(lane):
+                    tracked.outcomes.append(self._deferral(lane))
+                    continue
+                admitted += 1
+                tracked.waiting.add(file_id)
+                tracked.files.add(file_id)
                 self._waiters.setdefault(file_id, []).append(tracked)
-                self._enqueue(work)
+                self._enqueue(lane, file_id, work)
+            if not admitted:
+                ready.append((tracked, []))
+                deferred += bool(adm.waiting)
         await self._finish(ready)
+        return deferred
+
+    # -- fairness --------------------------------------------------------------------------------
+
+    def _over_share(self, lane: TableLane) -> bool:
+        held: dict[LaneKey, int] = {(x.engine, x.table): len(x.held) for x in self._lanes.values()}
+        window = self.s.sqs.max_in_flight
+        return defer(window, self._lane_reserve, self.s.sqs.max_messages, held, (lane.engine, lane.table))
+
+    def _deferral(self, lane: TableLane) -> Retry:
+        """A file whose lane holds its share comes back later; the wait is not the file's
+        fault, so its message is not spent on it."""
+        self.metrics.messages_deferred.labels(lane.engine).inc()
+        log.debug("file_deferred", table=lane.table, engine=lane.engine, held=len(lane.held))
+        return Retry(
+            max(1, self.s.sqs.backoff_base_s),
+            f"deferred: table {lane.table} holds its share of the worker's in-flight files",
+            in_flight=True,
+        )
 
     # -- batching ------------------------------------------------------------------------------
 
-    def _enqueue(self, work: FileWork) -> None:
+    def _lane(self, work: FileWork) -> TableLane:
         table = self.pipeline.table_of(work.ingestion)
         lane = self._lanes.get(table)
         if lane is None:
             b = self.s.batch
-            lane = TableLane(table, BatchBuffer(BatchLimits(b.max_files, b.max_bytes, b.max_wait_s)))
+            limits = BatchLimits(b.max_files, b.max_bytes, b.max_wait_s)
+            lane = TableLane(table, self.pipeline.engine_of(table), BatchBuffer(limits))
             self._lanes[table] = lane
             self._committer_tasks.append(self._committers.create_task(self._committer(lane)))
+        return lane
+
+    def _enqueue(self, lane: TableLane, file_id: int, work: FileWork) -> None:
+        lane.held.add(file_id)
+        self._lane_of[file_id] = lane
         lane.buffer.add(work, time.monotonic())
         self._idle.clear()
         lane.wake.set()
@@ -216,6 +281,9 @@ class Runner:
     async def _settle_files(self, file_ids: list[int]) -> None:
         affected: dict[int, Tracked] = {}
         for file_id in file_ids:
+            lane = self._lane_of.pop(file_id, None)
+            if lane is not None:
+                lane.held.discard(file_id)
             for tracked in self._waiters.pop(file_id, []):
                 affected[id(tracked)] = tracked
         if not affected:

@@ -19,6 +19,7 @@ COUNTERS = {
     "icefeed_bytes_loaded_total",
     "icefeed_messages_dead_lettered_total",
     "icefeed_messages_rejected_total",
+    "icefeed_messages_deferred_total",
     "icefeed_commit_conflicts_total",
     "icefeed_spark_reconnects_total",
     "icefeed_table_locks_lost_total",

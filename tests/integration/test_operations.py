@@ -85,13 +85,13 @@ def test_metrics_agree_with_the_ledger_and_the_table(env: Env) -> None:
     assert rows == 2 + sum(range(1, 6)) == len(env.table_rows("events"))
     assert value(m, "icefeed_rows_loaded_total") == rows
     assert value(m, "icefeed_bytes_loaded_total") == sum(f["size_bytes"] for f in loaded)
-    assert value(m, "icefeed_upload_to_loaded_seconds_count") == len(loaded)
+    assert value(m, "icefeed_upload_to_loaded_seconds_count", engine="default") == len(loaded)
 
     batches = env.sql("SELECT status, files FROM batches")
-    assert value(m, "icefeed_batch_files_count") == len(batches)
-    assert value(m, "icefeed_batch_files_sum") == sum(b["files"] for b in batches)
+    assert value(m, "icefeed_batch_files_count", engine="default") == len(batches)
+    assert value(m, "icefeed_batch_files_sum", engine="default") == sum(b["files"] for b in batches)
     committed = [b for b in batches if b["status"] == "COMMITTED"]
-    assert value(m, "icefeed_commit_duration_seconds_count") == len(committed) > 0
+    assert value(m, "icefeed_commit_duration_seconds_count", engine="default") == len(committed) > 0
     for stage in ("receive", "claim", "infer+write", "finalize"):
         assert value(m, "icefeed_stage_duration_seconds_count", stage=stage) >= 1, stage
 
@@ -405,11 +405,11 @@ def test_a_fleet_of_three_loads_every_file_once_and_its_counters_add_up(env: Env
 
     scrapes = poll(summed, 60, "the fleet's counters to add up to the ledger")
     assert sum(value(s, "icefeed_bytes_loaded_total") for s in scrapes) == total_bytes
-    assert sum(value(s, "icefeed_upload_to_loaded_seconds_count") for s in scrapes) == 150
+    assert sum(value(s, "icefeed_upload_to_loaded_seconds_count", engine="default") for s in scrapes) == 150
     for outcome in ("failed", "quarantined", "gone", "skipped"):
         assert sum(value(s, "icefeed_files_total", outcome=outcome) for s in scrapes) == 0, outcome
     assert sum(value(s, "icefeed_messages_acked_total") for s in scrapes) >= 151  # + the s3:TestEvent
-    assert sum(value(s, "icefeed_batch_files_sum") for s in scrapes) >= 150
+    assert sum(value(s, "icefeed_batch_files_sum", engine="default") for s in scrapes) >= 150
     busy = [s for s in scrapes if value(s, "icefeed_messages_received_total") > 0]
     assert len(busy) >= 2, "the queue's messages were shared by the fleet"
     assert env.stop_workers() == [0, 0, 0]

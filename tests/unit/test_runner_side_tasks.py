@@ -70,6 +70,9 @@ class FakePipeline:
     async def stop_all(self) -> None:
         return None
 
+    def tables(self) -> int:
+        return 1
+
     def leases_renewed(self, batch_ids: set[Any], at: float) -> None:
         return None
 
@@ -180,6 +183,9 @@ async def test_a_table_lane_runs_up_to_in_flight_batches_at_once(monkeypatch: py
         def table_of(self, ingestion: str) -> str:
             return "glue.db.events"
 
+        def engine_of(self, table: str) -> str:
+            return "default"
+
         async def run_batch(self, table: str, files: list[FileWork]) -> None:
             nonlocal peak
             running.append(files[0].file_id)
@@ -196,7 +202,8 @@ async def test_a_table_lane_runs_up_to_in_flight_batches_at_once(monkeypatch: py
     async with asyncio.TaskGroup() as group:
         runner._committers = group
         for i in range(5):
-            runner._enqueue(FileWork(i, "events", "b", f"k{i}.json", "e", 1))
+            work = FileWork(i, "events", "b", f"k{i}.json", "e", 1)
+            runner._enqueue(runner._lane(work), i, work)
         await asyncio.wait_for(two_running.wait(), 5)
         for _ in range(50):  # let the committer try to start more while two are held
             await asyncio.sleep(0)

@@ -69,6 +69,12 @@ class Metrics:
             "SQS messages requeued at their last receive: the redrive policy moves them to the DLQ",
             registry=r,
         )
+        self.messages_deferred = Counter(
+            "icefeed_messages_deferred_total",
+            "Files whose message was handed back because their table held its fair share of the worker",
+            ["engine"],
+            registry=r,
+        )
         self.messages_rejected = Counter(
             "icefeed_messages_rejected_total",
             "SQS messages whose body is not a known event (kept in the ledger's rejected_messages)",
@@ -84,18 +90,21 @@ class Metrics:
         self.batch_files = Histogram(
             "icefeed_batch_files",
             "Files per claimed batch (one Iceberg commit)",
+            ["engine"],
             buckets=BATCH_FILES_BUCKETS,
             registry=r,
         )
         self.commit_duration = Histogram(
             "icefeed_commit_duration_seconds",
             "Committed batches: from the start of the Spark write to the ledger finalize",
+            ["engine"],
             buckets=COMMIT_BUCKETS,
             registry=r,
         )
         self.upload_to_loaded = Histogram(
             "icefeed_upload_to_loaded_seconds",
             "Loaded files: from the S3 event time to the ledger finalize",
+            ["engine"],
             buckets=FRESHNESS_BUCKETS,
             registry=r,
         )
@@ -200,9 +209,10 @@ class Metrics:
         if count > 0 and outcome in OUTCOMES:
             self.files.labels(outcome).inc(count)
 
-    def files_finalized(self, results: Iterable[Any], files: Iterable[Any]) -> None:
+    def files_finalized(self, results: Iterable[Any], files: Iterable[Any], engine: str = "default") -> None:
         """A batch's finalize won: count each file's outcome, and rows, bytes and freshness of
-        the loaded ones. ``results`` are FileResults, ``files`` the batch's FileWork."""
+        the loaded ones. ``results`` are FileResults, ``files`` the batch's FileWork, ``engine``
+        the engine that wrote them."""
         by_id = {f.file_id: f for f in files}
         now = self._clock()
         for result in results:
@@ -216,7 +226,7 @@ class Metrics:
             self.bytes_loaded.inc(work.size or 0)
             event_time: datetime | None = getattr(work, "event_time", None)
             if event_time is not None:
-                self.upload_to_loaded.observe(max(0.0, now - event_time.timestamp()))
+                self.upload_to_loaded.labels(engine).observe(max(0.0, now - event_time.timestamp()))
 
     def received(self, queue_url: str, sent: Sequence[datetime | None]) -> None:
         """Messages received from ``queue_url`` (their SentTimestamps)."""
