@@ -78,7 +78,8 @@ async def run_worker(settings: Settings, redactor: Redactor) -> None:
             side += _maintenance(settings, routes, ledger, faults, metrics)
             if isinstance(sink, EngineRouter):
                 write = partial(_engine_state, ledger, settings.worker_id)
-                side.append(("engines", partial(sink.report_loop, write)))
+                loop = partial(sink.report_loop, write, idle_close_s=settings.spark.idle_close_s)
+                side.append(("engines", loop))
             await runner.run(stop, side)
     finally:
         await asyncio.to_thread(sink.close)

@@ -160,16 +160,33 @@ class EngineRouter:
         return result
 
     async def report_loop(
-        self, write: Callable[[str, str, float | None, str], Awaitable[None]], every_s: float = 60.0
+        self,
+        write: Callable[[str, str, float | None, str], Awaitable[None]],
+        every_s: float = 60.0,
+        idle_close_s: float = 0.0,
     ) -> None:
         """Write every engine's breaker state now and then (``icefeed status`` reads the recent
-        ones), and at once when one changes."""
+        ones), and at once when one changes; close the sessions of engines idle for
+        ``idle_close_s`` (0: never)."""
+        tick = min(every_s, idle_close_s / 2) if idle_close_s > 0 else every_s
         while True:
             for name in self.sinks:
                 await self._report(write, name)
+            if idle_close_s > 0:
+                await self.close_idle(idle_close_s)
             self._dirty.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), every_s)
+                await asyncio.wait_for(self._dirty.wait(), tick)
+
+    async def close_idle(self, idle_s: float) -> list[str]:
+        """Close the shared session of every engine unused for ``idle_s`` seconds; their names."""
+        closed = []
+        for name, sink in self.sinks.items():
+            close = getattr(sink, "close_idle", None)
+            if close is not None and await asyncio.to_thread(close, idle_s):
+                log.info("engine_session_closed_idle", engine=name, idle_s=idle_s)
+                closed.append(name)
+        return closed
 
     async def _report(self, write: Callable[[str, str, float | None, str], Awaitable[None]], name: str) -> None:
         b = self.breakers[name]

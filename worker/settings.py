@@ -93,6 +93,9 @@ class SparkSettings(_Section):
     concurrency: int = Field(2, ge=1, le=64, description="Spark jobs in flight per worker")
     session_timezone: str = "UTC"
     client_retries: int = Field(6, ge=0, le=30, description="gRPC retries before a call fails")
+    # With [[engine]] blocks: an engine's shared session unused this long is closed (the next
+    # call opens one). 0: never.
+    idle_close_s: float = Field(600, ge=0, le=86400)
     # What the engine can do: "spark" (Apache Spark) or "sail". Sail's JSON reader knows only JSON
     # lines, so whole-file JSON (multiline = true) is parsed by the worker for it, up to
     # local_parse_max_bytes per file.

@@ -198,3 +198,53 @@ async def test_stop_is_confirmed_only_by_the_engine_refusing_the_session(
     client = FakeClient(answers)
     assert await fake_sink(monkeypatch, client).stop(SID) is confirmed
     assert client.calls == calls  # the channel is closed whatever happened
+
+
+class CountingSession:
+    """A shared session as the sink sees it: ``conf.set`` works; ``stop`` is counted."""
+
+    def __init__(self, made: list[CountingSession]) -> None:
+        made.append(self)
+        self.stopped = False
+        self.conf = type("Conf", (), {"set": lambda *_: None})()
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def test_an_idle_engine_session_is_closed_and_the_next_call_opens_another(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[CountingSession] = []
+    reconnects: list[int] = []
+    sink = SparkSink(SparkSettings(), on_reconnect=lambda: reconnects.append(1))
+    monkeypatch.setattr(sink, "_connect", lambda session_id="": CountingSession(made))
+    first = sink._spark()
+    used = sink._last_used
+    assert not sink.close_idle(600, now=used + 599)  # not idle long enough
+    with sink._using():  # a call under way: never closed under it, however old the last use
+        assert not sink.close_idle(600, now=used + 10_000)
+    sink._writes["w"] = object()  # a write session open: its engine is not idle
+    assert not sink.close_idle(600, now=sink._last_used + 10_000)
+    del sink._writes["w"]
+    assert sink.close_idle(600, now=sink._last_used + 600)
+    assert first.stopped and sink._session is None
+    assert not sink.close_idle(600, now=sink._last_used + 10_000)  # nothing left to close
+    second = sink._spark()
+    assert second is not first and len(made) == 2
+    assert reconnects == []  # reopening after an idle close is not a reconnect
+
+
+async def test_the_engine_router_closes_only_idle_engines() -> None:
+    from worker.engines import EngineRouter
+
+    class Idle:
+        def __init__(self, idle: bool) -> None:
+            self.idle, self.asked = idle, 0.0
+
+        def close_idle(self, idle_s: float) -> bool:
+            self.asked = idle_s
+            return self.idle
+
+    a, b = Idle(True), Idle(False)
+    router = EngineRouter({"a": a, "b": b}, lambda t: "a")  # type: ignore[dict-item]
+    assert await router.close_idle(300) == ["a"]
+    assert a.asked == b.asked == 300

@@ -19,8 +19,9 @@ import asyncio
 import contextlib
 import socket
 import threading
+import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -279,6 +280,8 @@ class SparkSink:
         self._session: Any = None
         self._writes: dict[str, Any] = {}  # session id -> the session of one fenced write
         self._limit = asyncio.Semaphore(settings.concurrency)
+        self._busy = 0  # calls under way (the shared session is not idle while one runs)
+        self._last_used = time.monotonic()
         self._sql = queries("spark.sql")
         self._dialect = dialect_for(settings)  # Sail / Apache Spark, Iceberg / Parquet differences
 
@@ -335,6 +338,31 @@ class SparkSink:
         if session is not None:
             with contextlib.suppress(Exception):  # the server may already be gone
                 session.stop()
+
+    @contextlib.contextmanager
+    def _using(self) -> Iterator[None]:
+        with self._lock:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy -= 1
+                self._last_used = time.monotonic()
+
+    def close_idle(self, idle_s: float, now: float | None = None) -> bool:
+        """Close the shared session when nothing has used this engine for ``idle_s`` seconds and
+        no write is open; the next call opens a new one (not counted as a reconnect). True when
+        a session was closed."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            if self._session is None or self._busy or self._writes or self._reads or now - self._last_used < idle_s:
+                return False
+            session, self._session = self._session, None
+            self._sessions = 0
+        with contextlib.suppress(Exception):  # the server may already be gone
+            session.stop()
+        return True
 
     def close(self) -> None:
         with self._lock:
@@ -403,7 +431,8 @@ class SparkSink:
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         async with self._limit:
-            return await self._call(fn, *args)
+            with self._using():
+                return await self._call(fn, *args)
 
     async def _call(self, fn: Any, *args: Any) -> Any:
         try:
@@ -734,16 +763,18 @@ class SparkSink:
 
     async def _in_write_session(self, fn: Any, *args: Any) -> Any:
         async with self._limit:
-            try:
-                return await asyncio.to_thread(fn, *args)
-            except Exception as exc:  # the shared session is not concerned: keep it
-                raise to_icefeed_error(exc) from exc
+            with self._using():
+                try:
+                    return await asyncio.to_thread(fn, *args)
+                except Exception as exc:  # the shared session is not concerned: keep it
+                    raise to_icefeed_error(exc) from exc
 
     async def open_session(self, session_id: str, table: str = "") -> None:
         """Open the Spark Connect session ``session_id`` (a UUID) for one write: the server knows
         it when this returns. :meth:`write` with ``request.session_id`` runs in it and releases it."""
         try:
-            await asyncio.to_thread(self._open_session, session_id)
+            with self._using():
+                await asyncio.to_thread(self._open_session, session_id)
         except Exception as exc:
             raise to_icefeed_error(exc) from exc
 
