@@ -78,8 +78,8 @@ async def run_worker(settings: Settings, redactor: Redactor) -> None:
             side += _maintenance(settings, routes, ledger, faults, metrics)
             if isinstance(sink, EngineRouter):
                 write = partial(_engine_state, ledger, settings.worker_id)
-                loop = partial(sink.report_loop, write, idle_close_s=settings.spark.idle_close_s)
-                side.append(("engines", loop))
+                reports = partial(sink.report_loop, write, idle_close_s=settings.spark.idle_close_s)
+                side.append(("engines", reports))
             await runner.run(stop, side)
     finally:
         await asyncio.to_thread(sink.close)
@@ -135,26 +135,29 @@ async def _engine_state(ledger: Any, worker_id: str, engine: str, state: str, fa
     await ledger.engine_state(engine, worker_id, state, failing_s, error)
 
 
+def _engine_secrets(settings: Settings) -> list[str]:
+    """The routes' engines' tokens and secret headers, for the redactor (none when the routes
+    file cannot be read: the command reports that itself)."""
+    from worker.engines import engine_secrets
+    from worker.routes import load_routes
+
+    try:
+        return engine_secrets(load_routes(settings.routes_file))
+    except ConfigError:
+        return []
+
+
 def _sink(settings: Settings, routes: Any, redactor: Redactor, metrics: Any, on_append: Any) -> Any:
     """One SparkSink, or, with ``[[engine]]`` blocks, one per engine behind an EngineRouter."""
-    from worker.adapters.spark_sink import SparkSink
-    from worker.engines import DEFAULT, EngineRouter, engine_settings, token_source
-    from worker.observability.logging import spark_url_secrets
+    from worker.engines import DEFAULT, EngineRouter, engine_sink
 
-    default = SparkSink(settings.spark, on_reconnect=metrics.spark_reconnects.inc, on_append=on_append)
+    hooks = {"on_reconnect": metrics.spark_reconnects.inc, "on_append": on_append}
+    default = engine_sink(settings.spark, None, **hooks)
     if not routes.engine:
         return default
     sinks: dict[str, Any] = {DEFAULT: default}
     for engine in routes.engine:
-        spark = engine_settings(settings.spark, engine)
-        redactor.add(*spark_url_secrets(spark.url.get_secret_value()))  # header values, if secret
-        sinks[engine.name] = SparkSink(
-            spark,
-            on_reconnect=metrics.spark_reconnects.inc,
-            on_append=on_append,
-            token=token_source(engine.token_file, engine.token_env),
-            on_secret=redactor.add,
-        )
+        sinks[engine.name] = engine_sink(settings.spark, engine, on_secret=redactor.add, **hooks)
     log.info("engines_configured", engines=sorted(sinks), tables={t: routes.engine_of(t) for t in routes.tables})
     router = EngineRouter(sinks, routes.engine_of, on_state=metrics.engine_state)
     for name, breaker in router.breakers.items():
@@ -248,7 +251,7 @@ def cmd_check(args: argparse.Namespace, settings: Settings, redactor: Redactor) 
 
     from worker.probes import check_once, render, summary
 
-    results = asyncio.run(check_once(settings, args.timeout, redactor.scrub))
+    results = asyncio.run(check_once(settings, args.timeout, redactor.scrub, redactor.add))
     if args.json:
         document = {"ok": all(r.ok for r in results), "checks": [r.as_dict() for r in results]}
         print(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
@@ -315,6 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     # Every secret is registered here, once; the same redactor masks logs, output and the ledger.
     redactor = configure(settings.log_format, settings.log_level, settings_secrets(settings))
+    redactor.add(*_engine_secrets(settings))
     try:
         if args.command == "run":
             asyncio.run(run_worker(settings, redactor))

@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import structlog
@@ -25,8 +25,11 @@ from worker.domain.errors import ConfigError, IcefeedError, TransientError, is_o
 from worker.domain.policy import BatchPlan
 from worker.domain.schema import Struct
 from worker.ports import Inference, TableSink, WriteRequest
-from worker.routes import Engine
+from worker.routes import Engine, Routes
 from worker.settings import SparkSettings
+
+if TYPE_CHECKING:
+    from worker.adapters.spark_sink import SparkSink
 
 log = structlog.get_logger("icefeed.engines")
 
@@ -203,6 +206,57 @@ class EngineRouter:
                 close()
 
 
+def engine_of_table(routes: Routes | None, table: str) -> Engine | None:
+    """The ``[[engine]]`` block writing ``table``; None for the default engine (ICEFEED_SPARK_URL),
+    also when no routes are given or no route names the table."""
+    if routes is None:
+        return None
+    try:
+        name = routes.engine_of(table)
+    except KeyError:
+        return None
+    return next((e for e in routes.engine if e.name == name), None)
+
+
+def engine_sink(
+    spark: SparkSettings, engine: Engine | None, on_secret: Callable[[str], None] | None = None, **kwargs: Any
+) -> SparkSink:
+    """A SparkSink for ``engine`` (None: the default engine), with its token source; ``kwargs``
+    go to SparkSink (``fail_fast``, ``on_reconnect``, ``on_append``)."""
+    from worker.adapters.spark_sink import SparkSink  # the wiring's choice of adapter
+
+    if engine is None:
+        return SparkSink(spark, **kwargs)
+    token = token_source(engine.token_file, engine.token_env)
+    return SparkSink(engine_settings(spark, engine), token=token, on_secret=on_secret, **kwargs)
+
+
+def engine_secrets(routes: Routes) -> list[str]:
+    """The engines' tokens as they read now and their header values: registered with a
+    command's redactor at start (a token read later is registered as it is read)."""
+    from worker.observability.logging import spark_url_secrets
+
+    found: list[str] = []
+    for engine in routes.engine:
+        read = token_source(engine.token_file, engine.token_env)
+        with contextlib.suppress(IcefeedError):
+            token = read() if read is not None else None
+            if token:
+                found.append(token)
+        found += spark_url_secrets(engine_settings_url(engine))
+    return found
+
+
+def engine_settings_url(engine: Engine) -> str:
+    """An engine's URL with its user id and headers as parameters (no token)."""
+    extra = ([f"user_id={engine.user_id}"] if engine.user_id else []) + [f"{k}={v}" for k, v in engine.headers.items()]
+    url = engine.url
+    if extra:
+        base_url, _, params = url.partition("/;")
+        url = base_url.rstrip("/") + "/;" + ";".join([*filter(None, params.split(";")), *extra])
+    return url
+
+
 def engine_settings(base: SparkSettings, engine: Engine) -> SparkSettings:
     """The Spark settings of one ``[[engine]]``: its URL (with its user id and headers as URL
     parameters, which the Spark Connect client sends as gRPC metadata) and its in-flight bound;
@@ -212,9 +266,5 @@ def engine_settings(base: SparkSettings, engine: Engine) -> SparkSettings:
             f"engine {engine.name}: dialect {engine.dialect!r} differs from ICEFEED_SPARK_DIALECT={base.dialect!r}; "
             "the engines of one fleet share one dialect (run one fleet per dialect)"
         )
-    extra = ([f"user_id={engine.user_id}"] if engine.user_id else []) + [f"{k}={v}" for k, v in engine.headers.items()]
-    url = engine.url
-    if extra:
-        base_url, _, params = url.partition("/;")
-        url = base_url.rstrip("/") + "/;" + ";".join([*filter(None, params.split(";")), *extra])
+    url = engine_settings_url(engine)
     return base.model_copy(update={"url": SecretStr(url), "concurrency": engine.max_batches_in_flight})

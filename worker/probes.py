@@ -279,21 +279,19 @@ def _covers(config: dict[str, Any], arns: set[str], prefix: str, suffix: str) ->
 
 
 @contextlib.asynccontextmanager
-async def cli_probes(settings: Settings) -> AsyncIterator[list[Probe]]:
-    """Every check ``icefeed check`` runs, on connections of its own, closed on exit."""
+async def cli_probes(settings: Settings, on_secret: Callable[[str], None] | None = None) -> AsyncIterator[list[Probe]]:
+    """Every check ``icefeed check`` runs, on connections of its own, closed on exit;
+    ``on_secret`` is told every engine token read (the command's redactor)."""
     from worker.adapters.aws import AwsClients, S3Store
     from worker.adapters.pg_operator import applied_migrations, fetchval_once
     from worker.adapters.spark_sink import SparkSink
     from worker.adapters.sqs_admin import SqsAdmin
-    from worker.engines import engine_settings
+    from worker.engines import engine_sink
 
     # A check answers quickly: few client-side retries against an unreachable server.
-    quick = {"client_retries": min(2, settings.spark.client_retries)}
-    sink = SparkSink(settings.spark.model_copy(update=quick))
-    engines = [
-        (engine.name, SparkSink(engine_settings(settings.spark, engine).model_copy(update=quick), token=token))
-        for engine, token in _engines(settings)
-    ]
+    quick = settings.spark.model_copy(update={"client_retries": min(2, settings.spark.client_retries)})
+    sink = SparkSink(quick)
+    engines = [(engine.name, engine_sink(quick, engine, on_secret=on_secret)) for engine in _engines(settings)]
     try:
         async with AwsClients(settings.aws) as aws:
             sqs = SqsAdmin(aws.sqs)
@@ -302,7 +300,7 @@ async def cli_probes(settings: Settings) -> AsyncIterator[list[Probe]]:
                 postgres_probe(partial(fetchval_once, settings.pg)),
                 ledger_probe(partial(applied_migrations, settings.pg), settings),
                 spark_probe(sink.ping),
-                *(spark_probe(engine_sink.ping, name) for name, engine_sink in engines),
+                *(spark_probe(other.ping, name) for name, other in engines),
                 catalog_probe(settings, sink.table_status, sink.table_columns),
                 sqs_probe(sqs_attributes(sqs), settings.sqs.queue_urls),
                 notifications_probe(settings, S3Store(aws), sqs),
@@ -312,21 +310,25 @@ async def cli_probes(settings: Settings) -> AsyncIterator[list[Probe]]:
             await asyncio.to_thread(s.close)
 
 
-def _engines(settings: Settings) -> list[tuple[Any, Any]]:
-    """The routes' [[engine]] blocks and their token sources (none when the routes are unreadable:
-    the routes check reports that)."""
-    from worker.engines import token_source
+def _engines(settings: Settings) -> list[Any]:
+    """The routes' [[engine]] blocks (none when the routes are unreadable: the routes check
+    reports that)."""
     from worker.routes import load_routes
 
     try:
         routes = load_routes(settings.routes_file)
     except ConfigError:
         return []
-    return [(e, token_source(e.token_file, e.token_env)) for e in routes.engine]
+    return list(routes.engine)
 
 
-async def check_once(settings: Settings, timeout_s: float, scrub: Callable[[str], str]) -> list[ProbeResult]:
-    async with cli_probes(settings) as probes:
+async def check_once(
+    settings: Settings,
+    timeout_s: float,
+    scrub: Callable[[str], str],
+    on_secret: Callable[[str], None] | None = None,
+) -> list[ProbeResult]:
+    async with cli_probes(settings, on_secret) as probes:
         runner = ProbeRunner(probes, timeout_s, scrub=scrub)
         try:
             return await runner.run()

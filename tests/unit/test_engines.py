@@ -350,3 +350,38 @@ async def test_breaker_states_are_written_now_and_then_and_at_once_on_a_change()
     loop.cancel()
     state = {w[0]: w for w in written}["team_a"]
     assert state[1] == "open" and state[2] == 7 and "SparkUnavailable" in state[3]
+
+
+# -- operator commands and the CLI's redactor --------------------------------------------------
+
+
+def test_operator_commands_write_through_the_tables_own_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.engines import engine_of_table, engine_sink
+
+    r = routes()
+    assert engine_of_table(r, "glue.db.a").name == "team_a"  # type: ignore[union-attr]
+    assert engine_of_table(r, "glue.db.c") is None  # the default engine
+    assert engine_of_table(r, "glue.db.unknown") is None and engine_of_table(None, "glue.db.a") is None
+    monkeypatch.setenv("TEAM_B_TOKEN", "canary-b-7731")
+    seen: list[str] = []
+    base = SparkSettings(url="sc://default:15002")
+    sink = engine_sink(base, engine_of_table(r, "glue.db.b"), on_secret=seen.append, fail_fast=True)
+    assert sink._url() == "sc://spark-b.example.com:15002/;token=canary-b-7731" and seen == ["canary-b-7731"]
+    assert engine_sink(base, None)._url() == "sc://default:15002"
+
+
+def test_every_engine_token_is_known_to_the_redactor_before_a_command_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.engines import engine_secrets
+
+    token = tmp_path / "token"
+    token.write_text("canary-a-5521\n")
+    monkeypatch.setenv("TEAM_B_TOKEN", "canary-b-9032")
+    r = routes(**{"/var/run/secrets/team-a/token": str(token), 'x-route = "team-a"': 'x-api-key = "canary-h-118"'})
+    found = engine_secrets(r)
+    assert {"canary-a-5521", "canary-b-9032", "canary-h-118"} <= set(found)
+    assert "icefeed" not in found  # a user id is no secret
+    token.unlink()  # an unreadable token file: nothing to register, and no error here
+    monkeypatch.delenv("TEAM_B_TOKEN")
+    assert "canary-a-5521" not in engine_secrets(r)

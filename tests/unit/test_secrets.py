@@ -357,3 +357,31 @@ async def test_maintenance_errors_reach_the_ledger_scrubbed() -> None:
     await ledger.maintenance_finish("glue.db.t", "w1", "failed", f"inspect: {secret}", None, False, steps)
     (args,) = stored
     assert secret not in repr(args) and "inspect" in repr(args)
+
+
+def test_an_engine_token_quoted_by_a_command_is_masked(
+    clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    """The routes' engine tokens are registered when a command starts, before any engine is
+    called: an error quoting one (here from ``icefeed migrate``) prints it masked."""
+    import worker.__main__ as cli
+
+    token = canary("engine-token")
+    (tmp_path / "token").write_text(token)
+    routes = tmp_path / "routes.toml"
+    routes.write_text(
+        f'[[engine]]\nname = "team_a"\nurl = "sc://spark-a:15002"\ntoken_file = "{tmp_path / "token"}"\n\n'
+        '[[ingestion]]\nname = "a"\nbucket = "landing"\nprefix = "a/"\nformat = "json"\n'
+        'table = "glue.db.a"\nlocation = "s3://wh/db/a"\nengine = "team_a"\n'
+    )
+    clean_env.setenv("ICEFEED_ROUTES_FILE", str(routes))
+    clean_env.setenv("ICEFEED_LOG_FORMAT", "json")
+
+    async def failing(_settings: Any) -> list[str]:
+        raise TransientError(f"the engine refused {token}: expired")  # bare, no token= to recognise
+
+    clean_env.setattr(cli, "run_migrate", failing)
+    assert cli.main(["migrate"]) == 1
+    out = capsys.readouterr()
+    assert token not in out.out + out.err
+    assert MASK in out.err

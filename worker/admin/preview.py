@@ -22,6 +22,7 @@ from worker.domain.policy import RESCUED_COLUMN, Policy, data_columns, drop_void
 from worker.domain.reading import FILE_TOO_LARGE, parses_locally, too_large, worker_reads
 from worker.domain.routing import match_route
 from worker.domain.schema import Struct, diff, parse_type, type_string
+from worker.engines import engine_of_table, engine_sink
 from worker.ports import Reader, WriteRequest, change_json
 from worker.routes import AnyIngestion, Routes
 from worker.settings import Settings
@@ -126,7 +127,7 @@ async def preview(
         request = WriteRequest(uuid4(), ing.table, ing.location, {ing.name: reader}, [work], output_files=1)
         # Read-only, on a session that fails fast when the cluster is unreachable: an operator
         # waits seconds for "cluster unreachable", not the client's default ten minutes of retries.
-        sink = SparkSink(settings.spark, fail_fast=True)
+        sink = engine_sink(settings.spark, engine_of_table(routes, ing.table), fail_fast=True)
         try:
             schema, sample, table = await _look(sink, request, payload, rows)
         except DataError as error:

@@ -14,13 +14,13 @@ import orjson
 
 from worker.adapters.aws_errors import NotFound
 from worker.adapters.pg_operator import OperatorLedger
-from worker.adapters.spark_sink import SparkSink
 from worker.adapters.table_admin import TableAdmin
 from worker.admin.common import aws, ledger, row, send_marked
 from worker.domain import events
 from worker.domain.errors import ConfigError
 from worker.domain.schema import to_spark_json
-from worker.routes import Routes
+from worker.engines import engine_of_table, engine_sink
+from worker.routes import Routes, load_routes
 from worker.settings import Settings
 
 RESOLUTIONS = ("merge", "rescue", "as_string")
@@ -150,6 +150,14 @@ async def approve(settings: Settings, proposal_id: int, resolution: str) -> dict
     return await _resolve(settings, proposal_id, "APPROVED", resolution)
 
 
+def _routes_or_none(settings: Settings) -> Routes | None:
+    """The routes, to find a table's engine; None when they cannot be read (the default engine)."""
+    try:
+        return load_routes(settings.routes_file)
+    except ConfigError:
+        return None
+
+
 async def _approve_as_string(settings: Settings, proposal_id: int) -> dict[str, Any]:
     """Turn the conflicting top-level columns into string columns (in place, see TableAdmin),
     pin them as string for every later file, then approve and re-queue like any approval."""
@@ -165,7 +173,7 @@ async def _approve_as_string(settings: Settings, proposal_id: int) -> dict[str, 
             raise ConfigError(f"--as string handles top-level columns only, not {', '.join(nested)}; use --rescue")
         admin = TableAdmin(settings.iceberg)
         table = proposal["table_name"]
-        sink = SparkSink(settings.spark)
+        sink = engine_sink(settings.spark, engine_of_table(_routes_or_none(settings), table))
         try:
             async with db.table_lock(table, timeout_s=600):
                 for column in columns:
