@@ -26,7 +26,7 @@ from worker.domain.policy import BatchPlan
 from worker.domain.schema import Struct
 from worker.ports import Inference, TableSink, WriteRequest
 from worker.routes import Engine, Routes
-from worker.settings import SparkSettings
+from worker.settings import SparkSettings, detached_limit_for
 
 if TYPE_CHECKING:
     from worker.adapters.spark_sink import SparkSink
@@ -261,10 +261,15 @@ def engine_settings(base: SparkSettings, engine: Engine) -> SparkSettings:
     """The Spark settings of one ``[[engine]]``: its URL (with its user id and headers as URL
     parameters, which the Spark Connect client sends as gRPC metadata) and its in-flight bound;
     everything else is the fleet's."""
+    update: dict[str, Any] = {
+        "url": SecretStr(engine_settings_url(engine)),
+        "concurrency": engine.max_batches_in_flight,
+    }
     if engine.dialect is not None and engine.dialect != base.dialect:
-        raise ConfigError(
-            f"engine {engine.name}: dialect {engine.dialect!r} differs from ICEFEED_SPARK_DIALECT={base.dialect!r}; "
-            "the engines of one fleet share one dialect (run one fleet per dialect)"
-        )
-    url = engine_settings_url(engine)
-    return base.model_copy(update={"url": SecretStr(url), "concurrency": engine.max_batches_in_flight})
+        if base.table_format == "parquet" and engine.dialect != "spark":
+            raise ConfigError(
+                f"engine {engine.name}: dialect {engine.dialect!r} cannot write "
+                "ICEFEED_SPARK_TABLE_FORMAT=parquet tables (Sail writes Iceberg)"
+            )
+        update |= {"dialect": engine.dialect, "detached_limit_s": detached_limit_for(base, engine.dialect)}
+    return base.model_copy(update=update)

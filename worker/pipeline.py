@@ -69,7 +69,7 @@ from worker.ports import (
     change_json,
 )
 from worker.routes import AnyIngestion, Routes
-from worker.settings import Settings
+from worker.settings import Settings, detached_limit_for
 
 log = structlog.get_logger("icefeed.pipeline")
 #: A batch waiting for the table's previous writer to be settled checks again after this (doubling,
@@ -632,13 +632,26 @@ class Pipeline:
         """Open the engine's session (a round trip) before the first batch needs it."""
         await self.sink.ping()
 
+    def _dialect(self, ingestion: AnyIngestion) -> str:
+        """The dialect of the engine writing the ingestion's table."""
+        return self.routes.dialect_of(ingestion.table, self.settings.spark.dialect)
+
+    def detached_limit_s(self, table: str | None = None) -> int:
+        """How long ``table``'s engine may keep a detached write running (``None``: the longest of
+        the routes' engines)."""
+        spark = self.settings.spark
+        if table is None:
+            return max(detached_limit_for(spark, d) for d in self.routes.dialects(spark.dialect) | {spark.dialect})
+        return detached_limit_for(spark, self.routes.dialect_of(table, spark.dialect))
+
     def parses_locally(self, ingestion: str) -> bool:
         """Whole-file JSON on an engine whose reader knows only JSON lines (Sail)."""
-        return _parses_locally(self.settings.spark.dialect, self.routes.by_name(ingestion).whole_file_json)
+        ing = self.routes.by_name(ingestion)
+        return _parses_locally(self._dialect(ing), ing.whole_file_json)
 
     def worker_reads(self, ingestion: str, size: int | None) -> bool:
         ing, spark = self.routes.by_name(ingestion), self.settings.spark
-        return _worker_reads(spark.dialect, ing.format, ing.whole_file_json, size, spark.worker_read_max_bytes)
+        return _worker_reads(self._dialect(ing), ing.format, ing.whole_file_json, size, spark.worker_read_max_bytes)
 
     def too_large(self, ingestion: str, size: int | None) -> str | None:
         """Why a file is refused before it is claimed (FileTooLarge), or None."""
@@ -1092,7 +1105,7 @@ class Pipeline:
             async with self.ledger.table_lock(table, self.settings.lease.recovery_lock_wait_s):
                 if not await self.sink.stop(work.session_id, table):
                     # an append starts at most ttl/2 after its writer last vouched (write_started_at)
-                    limit = self.settings.spark.detached_limit_s + self.settings.lease.ttl_s / 2
+                    limit = self.detached_limit_s(table) + self.settings.lease.ttl_s / 2
                     if (work.started_s_ago or 0.0) < limit:
                         blog.warning(
                             "batch_recovery_deferred",

@@ -325,6 +325,20 @@ class Routes(_Model):
     def by_name(self, name: str) -> AnyIngestion:
         return self._by_name[name]
 
+    def dialect_of(self, table: str, default: str) -> str:
+        """The dialect of the engine writing ``table``: its block's ``dialect``, else ``default``
+        (ICEFEED_SPARK_DIALECT); ``default`` for a table no route names."""
+        block = self._engine_blocks.get(self._engines.get(table, ""))
+        return block.dialect if block is not None and block.dialect is not None else default
+
+    def dialects(self, default: str) -> set[str]:
+        """Every dialect the routes' tables are written with."""
+        return {self.dialect_of(t, default) for t in self._engines}
+
+    @functools.cached_property
+    def _engine_blocks(self) -> dict[str, Engine]:
+        return {e.name: e for e in self.engine}
+
     @functools.cached_property
     def _engines(self) -> dict[str, str]:
         return {ing.table: ing.engine for ing in self.ingestion}

@@ -407,7 +407,7 @@ class Runner:
         """How long an unsettled batch can take to be settled by a sweeper: its lease, the orphan
         grace, a wait for the engine's detached limit, and two sweeps."""
         lease = self.s.lease
-        return int(self.s.spark.detached_limit_s + lease.ttl_s + lease.orphan_grace_s + 2 * lease.sweep_interval_s)
+        return int(self.pipeline.detached_limit_s() + lease.ttl_s + lease.orphan_grace_s + 2 * lease.sweep_interval_s)
 
     @property
     def heartbeat_interval(self) -> float:

@@ -75,6 +75,15 @@ class SqsSettings(_Section):
 DETACHED_LIMIT_S = {"spark": 3900, "sail": 3600}
 
 
+def detached_limit_for(spark: SparkSettings, dialect: str) -> int:
+    """The detached-execution limit of an engine of ``dialect`` in a fleet whose
+    ICEFEED_SPARK_* settings are ``spark``: that setting, or, for an engine of another dialect, the
+    longer of it and that dialect's default (waiting longer is safe; shorter is not)."""
+    if dialect == spark.dialect:
+        return spark.detached_limit_s
+    return max(spark.detached_limit_s, DETACHED_LIMIT_S.get(dialect, DETACHED_LIMIT_S["spark"]))
+
+
 def spark_url_params(url: str) -> dict[str, str]:
     """The ``;key=value`` parameters of a Spark Connect URL (``sc://host:port/;k=v;…``), read the
     way the pyspark client reads them."""

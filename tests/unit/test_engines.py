@@ -114,9 +114,22 @@ def test_an_engines_settings_carry_its_url_user_headers_and_bound() -> None:
     a = engine_settings(base, routes().engine[0])
     assert a.url.get_secret_value() == "sc://spark-a.example.com:15002/;use_ssl=true;user_id=icefeed;x-route=team-a"
     assert (a.concurrency, a.dialect, a.detached_limit_s) == (3, "sail", base.detached_limit_s)
-    other = routes(**{'token_env = "TEAM_B_TOKEN"': 'token_env = "TEAM_B_TOKEN"\ndialect = "spark"'}).engine[1]
-    with pytest.raises(ConfigError, match="share one dialect"):
-        engine_settings(base, other)
+
+
+def test_an_engine_of_another_dialect_gets_that_dialects_reading_and_the_longer_detached_limit() -> None:
+    r = routes(**{'token_env = "TEAM_B_TOKEN"': 'token_env = "TEAM_B_TOKEN"\ndialect = "spark"'})
+    base = SparkSettings(url="sc://default:15002", dialect="sail", detached_limit_s=600)
+    b = engine_settings(base, r.engine[1])
+    assert (b.dialect, b.detached_limit_s) == ("spark", 3900)  # Apache Spark's measured default
+    a = engine_settings(base, r.engine[0])  # no dialect of its own: the fleet's
+    assert (a.dialect, a.detached_limit_s) == ("sail", 600)
+    assert r.dialect_of("glue.db.b", "sail") == "spark" and r.dialect_of("glue.db.a", "sail") == "sail"
+    assert r.dialect_of("glue.db.unknown", "sail") == "sail" and r.dialects("sail") == {"sail", "spark"}
+    # Sail writes Iceberg only: a Sail engine in a fleet of Parquet tables is refused at start.
+    parquet = SparkSettings(url="sc://default:15002", dialect="spark", table_format="parquet")
+    sail = routes(**{'token_env = "TEAM_B_TOKEN"': 'token_env = "TEAM_B_TOKEN"\ndialect = "sail"'}).engine[1]
+    with pytest.raises(ConfigError, match="cannot write ICEFEED_SPARK_TABLE_FORMAT=parquet"):
+        engine_settings(parquet, sail)
 
 
 # -- tokens ---------------------------------------------------------------------------------------
@@ -385,3 +398,23 @@ def test_every_engine_token_is_known_to_the_redactor_before_a_command_runs(
     token.unlink()  # an unreadable token file: nothing to register, and no error here
     monkeypatch.delenv("TEAM_B_TOKEN")
     assert "canary-a-5521" not in engine_secrets(r)
+
+
+def test_the_pipeline_reads_and_waits_by_the_dialect_of_each_tables_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whole-file JSON is parsed by the worker for a Sail engine only (Sail's reader knows JSON
+    lines); recovery waits out each engine's own detached limit, the runner the longest."""
+    from worker.pipeline import Pipeline
+    from worker.settings import load_settings
+
+    for name in ("ICEFEED_SPARK_DIALECT", "ICEFEED_SPARK_DETACHED_LIMIT_S"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ICEFEED_SPARK_DIALECT", "spark")
+    text = ROUTES.format(extra="").replace('token_env = "TEAM_B_TOKEN"', 'token_env = "TEAM_B_TOKEN"\ndialect = "sail"')
+    r = parse_routes(text.replace('format = "json"', 'format = "json"\noptions = { multiline = true }'))
+    p = Pipeline(load_settings(), r, None, None, None, None)  # type: ignore[arg-type]
+    assert p.parses_locally("b") and not p.parses_locally("a") and not p.parses_locally("c")
+    assert p.worker_reads("b", 10**9) and not p.worker_reads("a", 10**9)
+    assert (p.detached_limit_s("glue.db.b"), p.detached_limit_s("glue.db.a")) == (3900, 3900)
+    monkeypatch.setenv("ICEFEED_SPARK_DIALECT", "sail")  # now the fleet is Sail, team b's engine too
+    p = Pipeline(load_settings(), r, None, None, None, None)  # type: ignore[arg-type]
+    assert p.parses_locally("a") and (p.detached_limit_s("glue.db.a"), p.detached_limit_s()) == (3600, 3600)

@@ -103,13 +103,14 @@ async def preview(
                 result["attention"] = [f"{uri}: no such object in S3"]
                 return result
             spark = settings.spark
+            dialect = routes.dialect_of(ing.table, spark.dialect)  # the table's engine's
             too_big = too_large(
                 head.size,
-                parses_locally(spark.dialect, ing.whole_file_json),
+                parses_locally(dialect, ing.whole_file_json),
                 spark.local_parse_max_bytes,
                 settings.batch.max_file_bytes,
             )
-            local = worker_reads(spark.dialect, ing.format, ing.whole_file_json, head.size, spark.worker_read_max_bytes)
+            local = worker_reads(dialect, ing.format, ing.whole_file_json, head.size, spark.worker_read_max_bytes)
             if too_big:
                 result.update(file_schema=None, sample=[], table_schema=None, diff=[])
                 result["decision"] = {
