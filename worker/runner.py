@@ -353,7 +353,7 @@ class Runner:
                     else:
                         log.debug("message_acked", message_id=m.message_id)
             if delays:
-                await self.source.change_visibility(delays)
+                _requeue_failed(await self.source.change_visibility(delays))
                 self.stats["requeued"] += len(delays)
                 self.metrics.messages_requeued.inc(len(delays))
         except IcefeedError as error:
@@ -550,6 +550,11 @@ class Runner:
         for lane in self._lanes.values():
             lane.buffer.drain()
         await self._release([t.message for t in list(self._tracked.values())])
+
+
+def _requeue_failed(unchanged: list[Message]) -> None:
+    for m in unchanged:  # it comes back when the visibility of its receive runs out
+        log.warning("message_requeue_failed", message_id=m.message_id, hint="back after its visibility timeout")
 
 
 def _key(message: Message) -> tuple[str, str]:

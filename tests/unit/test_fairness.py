@@ -47,6 +47,9 @@ def test_a_lane_is_deferred_only_at_its_share_and_never_below_the_floor() -> Non
     # Alone, a lane may use the window less the reserve.
     assert not defer(400, 20, 10, {("a", "t1"): 379}, ("a", "t1"))
     assert defer(400, 20, 10, {("a", "t1"): 380}, ("a", "t1"))
+    # With one table in the routes (no reserve) a lone lane is never deferred, even when the
+    # receivers overshoot the window (each checks for room before its poll).
+    assert not defer(400, 0, 10, {("a", "t1"): 470}, ("a", "t1"))
     # Contended: the share.
     held = {("a", "t1"): 200, ("b", "t2"): 1}
     assert defer(400, 20, 10, held, ("a", "t1"))

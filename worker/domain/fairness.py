@@ -45,5 +45,6 @@ def defer(window: int, reserve: int, floor: int, held: Mapping[LaneKey, int], la
     mine = held.get(lane, 0)
     contended = any(n > 0 for k, n in held.items() if k != lane)
     if not contended:
-        return mine >= max(floor, window - reserve)
+        # Nobody to be fair to: without a reserve to keep, the receive window alone bounds it.
+        return reserve > 0 and mine >= max(floor, window - reserve)
     return mine >= max(floor, lane_share(window, held, lane))
