@@ -371,9 +371,12 @@ class Bench:
             "lock_wait_s_p50": rnd(percentile(waits, 50)),
             "exit_codes": [p.exit_code for p in procs],
             "worker_stopped": [
-                {k: p.stopped.get(k) for k in ("received", "acked", "requeued", "sqs_calls")} for p in procs
+                {k: p.stopped.get(k) for k in ("received", "acked", "requeued", "empty_receives", "sqs_calls")}
+                for p in procs
             ],
             "sqs_calls": calls,
+            # Long polls that returned nothing (part of ReceiveMessage): a drain's tail, mostly.
+            "empty_receives": sum(int(p.stopped.get("empty_receives") or 0) for p in procs),
         }
 
     def _batch_stats(self, prefix: str, files: int) -> dict[str, Any]:

@@ -84,7 +84,7 @@ class Runner:
         self._idle = asyncio.Event()
         self._committer_tasks: list[asyncio.Task[None]] = []
         self._max_receives: dict[str, int | None] = {}
-        self.stats = {"received": 0, "acked": 0, "requeued": 0}
+        self.stats = {"received": 0, "acked": 0, "requeued": 0, "empty_receives": 0}
 
     # -- capacity (backpressure) ---------------------------------------------------------------
 
@@ -147,6 +147,7 @@ class Runner:
                     await _wait(stop, delay)
                     continue
                 if not messages:
+                    self.stats["empty_receives"] += 1
                     continue
                 self.stats["received"] += len(messages)
                 self.metrics.received(queue_url, [m.sent_at for m in messages])

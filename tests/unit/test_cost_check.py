@@ -35,6 +35,7 @@ SKELETON: dict[str, Any] = {
             "batch_seconds_max": 6.0,
             "commit_hold_s_p50": 0.5,
             "sqs_calls": {},
+            "empty_receives": 0,
             "moto_requests_per_file": {},
         }
     },
@@ -51,12 +52,14 @@ def report_scaled(factor: float, **only: float) -> dict[str, Any]:
         return p[key] * only.get(key, factor if not only else 1.0)
 
     phase = report["phases"]["drain1"]
+    receives = f("receive_full_per_file") + p["receive_empty_per_file"]
     phase["sqs_calls"] = {
-        "ReceiveMessage": f("receive_per_file") * FILES,
+        "ReceiveMessage": receives * FILES,
         "DeleteMessageBatch": f("delete_per_file") * FILES,
         "ChangeMessageVisibilityBatch": 0,
     }
-    sqs = f("receive_per_file") + f("delete_per_file")
+    phase["empty_receives"] = p["receive_empty_per_file"] * FILES
+    sqs = receives + f("delete_per_file")
     phase["moto_requests_per_file"] = {
         "S3 GET landing": f("landing_reads_per_file"),
         "S3 PUT warehouse": f("warehouse_writes_per_file"),
@@ -71,6 +74,7 @@ def test_the_model_for_a_drain_counts_receives_deletes_and_commits() -> None:
     # Receives of 10: 0.1 per file, plus the tail: 1 worker × 20 queues × 2 receivers = 40 pollers,
     # each polling in vain once, plus 6 s of the longest batch ÷ 20 s: 40 × 1.3 / 5000.
     assert p["receive_per_file"] == pytest.approx(0.1 + 40 * 1.3 / FILES)
+    assert (p["receive_full_per_file"], p["receive_empty_per_file"]) == pytest.approx((0.1, 40 * 1.3 / FILES))
     # 32 commits of 5000 / 32 = 156.25 files; deletes are at least a tenth of the messages.
     assert p["delete_per_file"] >= 0.1
     assert p["commits_per_1000_files"] == pytest.approx(32 / FILES * 1000)
@@ -84,17 +88,55 @@ def test_counts_within_the_tolerance_pass() -> None:
     checks = compare(report_scaled(1.05))
     assert all(c.ok for c in checks if c.gating)
     assert {c.figure for c in checks if not c.gating} == {
+        "SQS calls per file (all)",
+        "empty long polls per file",
+        "S3 PUT per file, warehouse (ICEFEED_COST_*)",
+        "S3 GET+HEAD per file, warehouse (ICEFEED_COST_*)",
         "catalog calls per file",
         "commits per 1000 files (settings alone)",
     }
 
 
-@pytest.mark.parametrize("key", ["receive_per_file", "delete_per_file", "warehouse_writes_per_file"])
+def test_the_empty_polls_of_a_drains_tail_are_shown_not_judged() -> None:
+    report = report_scaled(1.0)
+    phase = report["phases"]["drain1"]
+    phase["empty_receives"] *= 3  # the tail lasted longer than the longest batch
+    phase["sqs_calls"]["ReceiveMessage"] += 2 * phase["empty_receives"] / 3
+    checks = {c.figure: c for c in compare(report)}
+    assert checks["ReceiveMessage with messages per file"].ok
+    assert checks["empty long polls per file"].ok is None and checks["empty long polls per file"].deviation == 2
+
+
+def test_the_engines_warehouse_requests_per_commit_are_checked_across_drains() -> None:
+    """Measured on one drain, predicted for the other from its commits: the same engine gives
+    the same requests per commit whatever the fleet; the ICEFEED_COST_* figure is shown."""
+    report = report_scaled(1.0, warehouse_writes_per_file=1.5)  # an engine writing 6 per commit, not 4
+    drain_k = copy.deepcopy(report["phases"]["drain1"])
+    drain_k.update(workers=3, committed_batches=64)  # twice the commits ...
+    drain_k["moto_requests_per_file"]["S3 PUT warehouse"] *= 2  # ... twice the PUTs
+    report["phases"]["drain_k"] = drain_k
+    checks = {(c.phase, c.figure): c for c in compare(report)}
+    assert checks[("drain_k", "S3 PUT per file, warehouse")].ok
+    assert checks[("drain1", "S3 PUT per file, warehouse")].ok
+    assert checks[("drain1", "S3 PUT per file, warehouse (ICEFEED_COST_*)")].deviation == pytest.approx(0.5)
+    drain_k["moto_requests_per_file"]["S3 PUT warehouse"] *= 1.3  # not so many per commit here
+    checks = {(c.phase, c.figure): c for c in compare(report)}
+    assert checks[("drain_k", "S3 PUT per file, warehouse")].ok is False
+
+
+@pytest.mark.parametrize("key", ["receive_full_per_file", "delete_per_file", "warehouse_writes_per_file"])
 def test_a_count_off_by_more_than_the_tolerance_fails(key: str) -> None:
     checks = compare(report_scaled(1.0, **{key: 1.25}))
     failed = {c.figure for c in checks if c.ok is False}
     assert failed and all(c.gating for c in checks if c.ok is False)
     assert len(failed) <= 2  # the figure itself (and the SQS total it is part of)
+
+
+def test_a_report_without_the_empty_receive_count_is_refused() -> None:
+    report = report_scaled(1.0)
+    del report["phases"]["drain1"]["empty_receives"]
+    with pytest.raises(CheckError, match="empty_receives"):
+        compare(report)
 
 
 def test_calibration_recovers_the_per_commit_counts() -> None:
