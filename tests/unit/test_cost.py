@@ -182,6 +182,11 @@ def test_delete_calls_per_batch() -> None:
     # Two queues, one message per receive: g = 2, a queue holds 0, 1 or 2 messages: each
     # non-empty share is one call; E = 2 × (1/2 × 1 + 1/4 × 1) = 1.5.
     assert cost.delete_calls_per_batch(2, 2, 1) == pytest.approx(1.5)
+    # A batch that is not a whole number of receives: 25 messages in receives of 10 from two
+    # queues are 2 full receives and one of 5. A queue holds 0, 1 or 2 full ones (P 1/4, 1/2,
+    # 1/4) and the 5 with P 1/2: ⌈0⌉,⌈5⌉ → 0,1; ⌈10⌉,⌈15⌉ → 1,2; ⌈20⌉,⌈25⌉ → 2,3; per queue
+    # E = 1/4 × 1/2 + 1/2 × 3/2 + 1/4 × 5/2 = 1.5, so 3 in all (not 2 receives of 12.5 each).
+    assert cost.delete_calls_per_batch(25, 2, 10) == pytest.approx(3)
 
 
 def test_batching_bounds() -> None:

@@ -258,16 +258,22 @@ def delete_calls_per_batch(files: float, queues: int, messages_per_receive: floa
 
     After a commit the runner deletes the batch's messages in chunks of 10 per queue: ⌈n/10⌉
     calls for a queue holding n of them. With one queue that is ⌈files/10⌉. With Q queues the
-    messages came in receive groups of m (``messages_per_receive``), each from one queue: g =
-    files/m groups, K ~ Binomial(g, 1/Q) of them from a given queue, and the expected calls are
-    Q × E[⌈K·m/10⌉]."""
+    messages came in receives of m (``messages_per_receive``), each from one queue: g = ⌊files/m⌋
+    full receives and one of the r = files − g·m left over (if any); K ~ Binomial(g, 1/Q) of the
+    full ones and, with probability 1/Q, the last one are from a given queue, and the expected
+    calls are Q × E[⌈(K·m + R·r)/10⌉]."""
     if queues <= 1:
         return float(math.ceil(files / SQS_BATCH - 1e-9))
-    groups = max(1, round(files / messages_per_receive))
-    size = files / groups
+    m = max(1.0, messages_per_receive)
+    groups = int(files / m + 1e-9)
+    rest = max(0.0, files - groups * m)
     p = 1.0 / queues
+
+    def calls(k: int, extra: float) -> float:
+        return float(math.ceil((k * m + extra) / SQS_BATCH - 1e-9))
+
     expected = 0.0
-    for k in range(1, groups + 1):
+    for k in range(0, groups + 1):
         log_pmf = (
             math.lgamma(groups + 1)
             - math.lgamma(k + 1)
@@ -275,7 +281,9 @@ def delete_calls_per_batch(files: float, queues: int, messages_per_receive: floa
             + k * math.log(p)
             + (groups - k) * math.log1p(-p)
         )
-        expected += math.exp(log_pmf) * math.ceil(k * size / SQS_BATCH - 1e-9)
+        without = calls(k, 0.0)
+        with_rest = calls(k, rest) if rest > 1e-9 else without
+        expected += math.exp(log_pmf) * ((1 - p) * without + p * with_rest)
     return queues * expected
 
 
