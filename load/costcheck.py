@@ -182,6 +182,8 @@ def measured(report: dict[str, Any], name: str) -> dict[str, float]:
     }
 
 
+CROSS = "per commit as the other drain measured it, × this drain's commits"
+JAVA = "the per-commit settings describe Iceberg's Java library; set them to your engine's (below)"
 FIGURES = (
     ("sqs_working_per_file", "SQS calls per file (besides empty polls)", True, ""),
     ("receive_full_per_file", "ReceiveMessage with messages per file", True, "receives of 10"),
@@ -196,30 +198,10 @@ FIGURES = (
     ("visibility_per_file", "ChangeMessageVisibilityBatch per file", True, "none without retries"),
     ("landing_reads_per_file", "S3 GET+HEAD per file, landing", True, "one GET per worker-read file"),
     ("landing_heads_per_file", "S3 HEAD per file, landing", True, "none for worker-read files (JSON)"),
-    (
-        "warehouse_writes_per_file",
-        "S3 PUT per file, warehouse",
-        True,
-        "per commit as the other drain measured it, × this drain's commits",
-    ),
-    (
-        "warehouse_reads_per_file",
-        "S3 GET+HEAD per file, warehouse",
-        True,
-        "per commit as the other drain measured it, × this drain's commits",
-    ),
-    (
-        "warehouse_writes_per_file_defaults",
-        "S3 PUT per file, warehouse (ICEFEED_COST_*)",
-        False,
-        "the per-commit settings describe Iceberg's Java library; set them to your engine's (below)",
-    ),
-    (
-        "warehouse_reads_per_file_defaults",
-        "S3 GET+HEAD per file, warehouse (ICEFEED_COST_*)",
-        False,
-        "the per-commit settings describe Iceberg's Java library; set them to your engine's (below)",
-    ),
+    ("warehouse_writes_per_file", "S3 PUT per file, warehouse", True, CROSS),
+    ("warehouse_reads_per_file", "S3 GET+HEAD per file, warehouse", True, CROSS),
+    ("warehouse_writes_per_file_defaults", "S3 PUT per file, warehouse (ICEFEED_COST_*)", False, JAVA),
+    ("warehouse_reads_per_file_defaults", "S3 GET+HEAD per file, warehouse (ICEFEED_COST_*)", False, JAVA),
     ("commits_per_1000_files", "commits per 1000 files (ledger)", True, "as --from-ledger takes it"),
     ("catalog_per_file", "catalog calls per file", False, "moto POST / minus the workers' SQS calls: approximate"),
     (
@@ -244,8 +226,6 @@ def compare(report: dict[str, Any], tolerance: float = DEFAULT_TOLERANCE) -> lis
     out = []
     for name in names:
         p, m = predicted(report, name), measured(report, name)
-        p["warehouse_writes_per_file_defaults"] = m["warehouse_writes_per_file_defaults"] = 0.0
-        p["warehouse_reads_per_file_defaults"] = m["warehouse_reads_per_file_defaults"] = 0.0
         for key in ("warehouse_writes_per_file", "warehouse_reads_per_file"):
             p[f"{key}_defaults"], m[f"{key}_defaults"] = p[key], m[key]
             p[key] = _cross(report, name, key, p[key])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -26,3 +27,13 @@ def restore_logging() -> Iterator[None]:
     root.setLevel(level)
     logging.setLogRecordFactory(factory)
     sys.excepthook, threading.excepthook = hooks
+
+
+def icefeed_env(monkeypatch: pytest.MonkeyPatch, **values: str) -> None:
+    """Only these ICEFEED_* settings (``sqs_max_in_flight="40"`` sets ICEFEED_SQS_MAX_IN_FLIGHT):
+    every other ICEFEED_* variable of the environment is removed for the test."""
+    for name in list(os.environ):
+        if name.upper().startswith("ICEFEED_"):
+            monkeypatch.delenv(name)
+    for key, value in values.items():
+        monkeypatch.setenv(f"ICEFEED_{key.upper()}", value)

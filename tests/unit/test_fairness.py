@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -15,6 +14,7 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client import CollectorRegistry
 
+from tests.unit.conftest import icefeed_env
 from tests.unit.test_runner_side_tasks import FakePipeline
 from worker.domain.batching import FileWork
 from worker.domain.fairness import defer, lane_share, queue_share
@@ -180,15 +180,15 @@ class TwoEnginePipeline(FakePipeline):
 
 @pytest.fixture
 def fair_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith("ICEFEED_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("ICEFEED_SQS_QUEUE_URLS", "https://sqs.local/1/q")
-    monkeypatch.setenv("ICEFEED_SQS_MAX_IN_FLIGHT", "40")
-    monkeypatch.setenv("ICEFEED_SQS_RECEIVERS", "1")
-    monkeypatch.setenv("ICEFEED_BATCH_MAX_FILES", "10")
-    monkeypatch.setenv("ICEFEED_BATCH_MAX_WAIT_S", "0")
-    monkeypatch.setenv("ICEFEED_BATCH_IN_FLIGHT", "1")
+    icefeed_env(
+        monkeypatch,
+        sqs_queue_urls="https://sqs.local/1/q",
+        sqs_max_in_flight="40",
+        sqs_receivers="1",
+        batch_max_files="10",
+        batch_max_wait_s="0",
+        batch_in_flight="1",
+    )
 
 
 async def _until(event: asyncio.Event, what: str, timeout_s: float = 20) -> None:
@@ -274,11 +274,9 @@ async def test_a_lone_table_is_never_deferred_below_its_window() -> None:
 def test_a_queue_holding_its_share_waits_while_another_queue_waits_for_room(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith("ICEFEED_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("ICEFEED_SQS_QUEUE_URLS", '["https://sqs.local/1/q1", "https://sqs.local/1/q2"]')
-    monkeypatch.setenv("ICEFEED_SQS_MAX_IN_FLIGHT", "40")
+    icefeed_env(
+        monkeypatch, sqs_queue_urls='["https://sqs.local/1/q1", "https://sqs.local/1/q2"]', sqs_max_in_flight="40"
+    )
     runner = Runner(load_settings(), TwoEnginePipeline(), ListSource())  # type: ignore[arg-type]
     q1, q2 = "https://sqs.local/1/q1", "https://sqs.local/1/q2"
     for n in range(25):
