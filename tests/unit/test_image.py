@@ -42,3 +42,14 @@ def test_version_flag_prints_the_installed_version(capsys: pytest.CaptureFixture
         main(["--version"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.strip() == f"icefeed {version('icefeed')}"
+
+
+def test_dockerignore_lets_in_exactly_what_the_dockerfile_copies() -> None:
+    sources = set()
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["COPY"] and not any(w.startswith("--from") for w in words):
+            sources.update(w.rstrip("/") for w in words[1:-1] if not w.startswith("--"))
+    rules = [r.strip() for r in (ROOT / ".dockerignore").read_text().splitlines() if r.strip() and r[0] != "#"]
+    assert rules[0] == "*", "an allow-list: everything else stays out of the build context"
+    assert {r[1:] for r in rules if r.startswith("!")} == sources
