@@ -31,10 +31,18 @@ case "$BUILDER" in
     source "$REPO/infra/image/env.sh"
     command -v buildah >/dev/null 2>&1 \
       || { echo "image: no Docker daemon and no buildah (apt-get install buildah debootstrap)" >&2; exit 1; }
+    # One build at a time per cache: a second one (CI starts one early, the tests another) waits,
+    # then finds every layer built.
+    cache="${ICEFEED_IMAGE_CACHE:-$REPO/build/image}"
+    mkdir -p "$cache"
+    exec 9>"$cache/build.lock"
+    flock 9
+    echo "image: waited $((SECONDS - started)) s for the build lock"
+    base_started=$SECONDS
     bash "$REPO/infra/image/stand-in-base.sh"
     base_done=$SECONDS
     buildah bud --layers --pull=never --format docker --tag "$TAG" "$REPO"
-    echo "image: stand-in base $((base_done - started)) s, buildah bud $((SECONDS - base_done)) s"
+    echo "image: stand-in base $((base_done - base_started)) s, buildah bud $((SECONDS - base_done)) s"
     ;;
   *)
     echo "image: ICEFEED_IMAGE_BUILDER must be docker or buildah, not '$BUILDER'" >&2
