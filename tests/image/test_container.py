@@ -5,6 +5,7 @@ the demo files against the local stack and stops cleanly on SIGTERM."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import time
@@ -181,6 +182,11 @@ def _http_status(url: str) -> int:
 def test_a_containerised_worker_loads_the_demo_files_and_drains_on_sigterm(
     image: Image, rootfs: Path, stack: Stack, tmp_path: Path
 ) -> None:
+    if stack.pg_embedded:  # pgserver listens on a socket in a private directory of this user
+        reason = "the containerised worker needs PostgreSQL over TCP (127.0.0.1:5432 or ICEFEED_PG_DSN)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
     (tmp_path / "env").mkdir()
     env = make_env(stack, tmp_path / "env", uuid.uuid4().hex[:10], routes=_sample_routes())
     try:
