@@ -6,14 +6,13 @@ CI=true it fails instead. Run it alone with ``make image-test``; leave it out wi
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.image.support import BUILDAH_ENV, FIGURES, ROOT, Image
+from tests.image.support import BUILDAH_ENV, FIGURES, ROOT, Image, tool
 
 #: The image built for the tests; a user's `make image` builds icefeed:dev.
 TAG = "localhost/icefeed:test"
@@ -27,7 +26,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def _missing() -> str | None:
     if os.geteuid() != 0:
         return "the image tier needs root (buildah with root storage, debootstrap, runc)"
-    absent = [tool for tool in TOOLS if shutil.which(tool, path=os.environ["PATH"] + ":/usr/sbin:/sbin") is None]
+    absent = [name for name in TOOLS if tool(name) is None]
     if absent:
         return f"not installed: {', '.join(absent)} (apt-get install buildah debootstrap runc)"
     return None

@@ -36,6 +36,15 @@ BUILDAH_ENV = {"BUILDAH_ISOLATION": "chroot"}
 FIGURES: dict[str, str] = {}
 
 
+def tool(name: str) -> str | None:
+    """Where ``name`` is installed; Debian puts runc and debootstrap in sbin, which PATH may lack."""
+    return shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/local/sbin:/usr/sbin:/sbin")
+
+
+def runc(*args: str) -> list[str]:
+    return [tool("runc") or "runc", *args]
+
+
 def buildah(*args: str, timeout: float = 120) -> str:
     result = subprocess.run(
         ["buildah", *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **BUILDAH_ENV}
@@ -200,7 +209,7 @@ class Pod:
         """The OCI runtime configuration: runc's defaults, then what the Deployment says."""
         bundle = self.workdir / f"spec-{uuid.uuid4().hex[:8]}"
         bundle.mkdir(parents=True)
-        subprocess.run(["runc", "spec", "--bundle", str(bundle)], check=True, timeout=30)
+        subprocess.run(runc("spec", "--bundle", str(bundle)), check=True, timeout=30)
         spec: dict[str, Any] = json.loads((bundle / "config.json").read_text())
         shutil.rmtree(bundle)
         sec = security(self.dep)
@@ -236,7 +245,7 @@ class Pod:
         log_path = self.workdir / f"{log_name}.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                ["runc", "--root", str(state), "run", "--bundle", str(bundle), ident],
+                runc("--root", str(state), "run", "--bundle", str(bundle), ident),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -248,7 +257,7 @@ class Pod:
             if proc.poll() is None:
                 ctr.signal(signal.SIGKILL)
                 proc.wait(timeout=30)
-            subprocess.run(["runc", "--root", str(state), "delete", "--force", ident], capture_output=True, timeout=30)
+            subprocess.run(runc("--root", str(state), "delete", "--force", ident), capture_output=True, timeout=30)
 
     def run(self, args: list[str], timeout: float = 60) -> tuple[int, str]:
         """Run ``args`` in a container configured like the worker's; return (exit status, output)."""
@@ -267,7 +276,7 @@ class Container:
     def signal(self, sig: signal.Signals) -> None:
         """Send ``sig`` to the container's first process (what the kubelet does to stop a pod)."""
         subprocess.run(
-            ["runc", "--root", str(self.state), "kill", self.ident, sig.name.removeprefix("SIG")],
+            runc("--root", str(self.state), "kill", self.ident, sig.name.removeprefix("SIG")),
             check=True,
             capture_output=True,
             timeout=30,
