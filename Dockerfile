@@ -5,8 +5,11 @@ FROM python:3.11.14-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY requirements-image.txt requirements.lock ./
+# Third-party test suites (pandas, numpy, pyarrow: ~70 MB) are not part of a runtime.
 RUN python -m venv /opt/icefeed \
- && /opt/icefeed/bin/pip install --no-cache-dir -r requirements-image.txt -c requirements.lock
+ && /opt/icefeed/bin/pip install --no-cache-dir -r requirements-image.txt -c requirements.lock \
+ && find /opt/icefeed/lib -depth -path '*/site-packages/*' \
+      \( -type d -name tests -exec rm -rf {} + -o -type f -name conftest.py -exec rm -f {} + \)
 COPY pyproject.toml README.md ./
 COPY worker ./worker
 RUN /opt/icefeed/bin/pip install --no-cache-dir --no-deps .

@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint format unit integration chaos bench infra-check stack clean sim sim-long
+.PHONY: install demo test lint format unit integration chaos bench infra-check stack clean sim sim-long image image-test
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,15 @@ bench: install
 
 infra-check:
 	bash infra/check.sh
+
+## make image: build the worker image from the Dockerfile (docker with a daemon; otherwise buildah,
+## from a stand-in base image made locally with debootstrap; docs/image.md)
+image:
+	bash infra/image/build.sh
+
+## make image-test: build the image and check it from outside (tests/image, also part of `make test`)
+image-test: install
+	$(PY) -m pytest -q -p no:cacheprovider tests/image
 
 ## make stack: the local stack in the foreground (Ctrl-C stops it)
 stack: install

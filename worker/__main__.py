@@ -10,6 +10,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -263,8 +264,17 @@ def cmd_check(args: argparse.Namespace, settings: Settings, redactor: Redactor) 
     return 1
 
 
+def _version() -> str:
+    """The installed distribution's version (what the image and pip report)."""
+    try:
+        return version("icefeed")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="icefeed", description="S3 files into Iceberg tables, exactly once.")
+    parser.add_argument("--version", action="version", version=f"icefeed {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run a worker (configured by ICEFEED_* variables)")
     sub.add_parser("migrate", help="apply pending ledger migrations (idempotent, safe to run concurrently)")

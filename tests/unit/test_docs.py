@@ -27,9 +27,14 @@ DOCS = sorted([ROOT / "README.md", ROOT / "CONTRIBUTING.md", ROOT / "CHANGELOG.m
 CONFIGURATION = ROOT / "docs" / "configuration.md"
 
 #: ICEFEED_* variables the docs name that are not worker settings: read by the test harness only.
-TEST_HARNESS_VARIABLES = {
+TEST_HARNESS_VARIABLES = {  # and the image scripts' variables (docs/image.md)
     "ICEFEED_SIM_SEEDS": "tests/sim/test_sim.py",
     "ICEFEED_SPARK4_MEASURE_DETACHED": "tests/spark4/test_engine_fence.py",
+    "ICEFEED_IMAGE": "infra/image/build.sh",
+    "ICEFEED_IMAGE_BUILDER": "infra/image/build.sh",
+    "ICEFEED_IMAGE_CACHE": "infra/image/stand-in-base.sh",
+    "ICEFEED_DEBIAN_MIRROR": "infra/image/stand-in-base.sh",
+    "ICEFEED_CA_BUNDLE": "infra/image/stand-in-base.sh",
 }
 
 FENCE = re.compile(r"^(```|~~~)[^\n]*\n(.*?)^\1[ \t]*$", re.MULTILINE | re.DOTALL)
