@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import warnings
@@ -100,6 +101,7 @@ class Stack:
     pg_embedded: bool = False
     _procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     _pgserver: Any = None
+    _pgdata_parent: Path | None = None
     _logs: list[Any] = field(default_factory=list)
 
     # -- start / stop ----------------------------------------------------------------------
@@ -171,7 +173,10 @@ class Stack:
             from pgserver._commands import POSTGRES_BIN_PATH
             from pgserver.postgres_server import get_server  # embedded PostgreSQL for machines without a server
 
-            pgdata = self.workdir / "pgdata"
+            # Not under workdir: the embedded server runs as its own user, which needs access to every
+            # parent directory, and a concurrent pytest session resets its basetemp to mode 0700.
+            self._pgdata_parent = Path(tempfile.mkdtemp(prefix="icefeed-pg-"))
+            pgdata = self._pgdata_parent / "pgdata"
             self._pgserver = get_server(str(pgdata), cleanup_mode="stop")
         self.pg_embedded = True
         # pgserver listens on a unix socket only; restart it on a TCP port of 127.0.0.1 as well, so
@@ -211,6 +216,9 @@ class Stack:
         if self._pgserver is not None:
             self._pgserver.cleanup()
             self._pgserver = None
+        if self._pgdata_parent is not None:
+            shutil.rmtree(self._pgdata_parent, ignore_errors=True)
+            self._pgdata_parent = None
 
     def __enter__(self) -> Stack:
         return self
