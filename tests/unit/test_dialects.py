@@ -115,7 +115,11 @@ def test_a_parquet_table_refuses_changes_it_cannot_make() -> None:
     with pytest.raises(DataError, match="only gain new top-level columns") as info:
         SPARK_PARQUET.evolution_statements("`c`.`d`.`t`", plan)
     assert info.value.error_class == "UnsupportedSchemaChange"
-    assert SPARK_ICEBERG.evolution_statements("`c`.`d`.`t`", plan)  # Iceberg merges nested fields
+    # Iceberg merges nested fields on append (mergeSchema) once the table accepts any schema.
+    assert SPARK_ICEBERG.evolution_statements("`c`.`d`.`t`", plan) == [
+        "ALTER TABLE `c`.`d`.`t` SET TBLPROPERTIES ('write.spark.accept-any-schema' = 'true')"
+    ]
+    assert SAIL.evolution_statements("`c`.`d`.`t`", plan) == []  # Sail: mergeSchema alone
 
 
 def test_replace_routes_are_refused_on_parquet_at_start() -> None:

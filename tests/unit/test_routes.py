@@ -334,7 +334,10 @@ def test_one_table_two_locations() -> None:
 
 
 def test_one_table_two_locations_differing_in_case() -> None:
-    invalid(ing(), ing(name="orders2", prefix="other/", table="glue.sales.Orders", location="s3://wh/elsewhere"))
+    message = invalid(
+        ing(), ing(name="orders2", prefix="other/", table="glue.sales.Orders", location="s3://wh/elsewhere")
+    )
+    assert "tables glue.sales.orders and glue.sales.Orders differ only in case" in message
 
 
 def test_overlapping_routes_on_one_bucket() -> None:
