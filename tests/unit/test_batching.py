@@ -114,6 +114,14 @@ def test_take_respects_max_bytes() -> None:
     assert ids(buf.take(0.0)) == [3, 4]
 
 
+def test_a_batch_may_fill_max_bytes_exactly() -> None:
+    buf = buffer(max_files=100, max_bytes=100)
+    for i, size in enumerate([60, 40, 1], start=1):
+        buf.add(fw(i, size=size), now=0.0)
+    assert ids(buf.take(0.0)) == [1, 2]  # 60 + 40 == max_bytes: the second file still fits
+    assert ids(buf.take(0.0)) == [3]
+
+
 def test_take_stops_at_the_first_file_that_does_not_fit() -> None:
     """Oldest first: a small file behind a big one does not jump the queue."""
     buf = buffer(max_files=100, max_bytes=100)
