@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated mutant names")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds per mutant")
+    parser.add_argument("--verbose", action="store_true", help="show the failing test of each killed mutant")
     args = parser.parse_args(argv)
     names = [n for n in args.only.split(",") if n]
     unknown = set(names) - {m.name for m in MUTANTS}
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             verdicts.append(v)
             mark = {"killed": "killed", "survived": "SURVIVED", "error": "ERROR"}[v.status]
             print(f"{v.mutant.name:<28} {mark:<8} {v.seconds:5.1f} s  {v.mutant.what}", flush=True)
-            if v.status != "killed" or os.environ.get("ICEFEED_MUTANTS_VERBOSE"):
+            if v.status != "killed" or args.verbose:
                 print("    " + v.detail.replace("\n", "\n    "), flush=True)
     killed = sum(v.status == "killed" for v in verdicts)
     elapsed = time.monotonic() - started
