@@ -363,3 +363,22 @@ def test_cost_command_prints_the_model_in_json_and_text(tmp_path: Path) -> None:
 def test_cost_without_a_volume_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(parse(), Settings(routes_file=tmp_path / "none.toml"), Redactor()) == 2
     assert "--files-per-day" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the whole report
+
+
+def test_every_line_of_the_report_matches_its_snapshot() -> None:
+    """Labels, units, formulas, notes and figures of three fleets (tests/unit/cost_snapshot.py);
+    after a deliberate change: ``python -m tests.unit.cost_snapshot``."""
+    from tests.unit.cost_snapshot import SNAPSHOT, snapshot
+
+    expected = json.loads(SNAPSHOT.read_text(encoding="utf-8"))
+    actual = json.loads(json.dumps(snapshot(), ensure_ascii=False))
+    for case in expected:
+        for want, got in zip(expected[case]["scenarios"], actual[case]["scenarios"], strict=True):
+            for want_line, got_line in zip(want["lines"], got["lines"], strict=True):
+                assert got_line == want_line, f"{case} / {want['name']}"
+            assert got == want, f"{case} / {want['name']}"
+        assert actual[case] == expected[case], case
+    assert actual == expected

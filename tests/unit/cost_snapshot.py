@@ -1,0 +1,97 @@
+"""Every line of ``icefeed cost``'s model as an operator reads it — component, item, quantity,
+unit, price and formula — for three fleets, kept in tests/unit/snapshots/cost.json. The figures
+themselves are worked out by hand in test_cost.py; this pins the rest of the report (labels,
+units, formulas, notes, which bound set the batch size), so a change there is deliberate.
+
+    python -m tests.unit.cost_snapshot     # rewrite the snapshot after a deliberate change
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from worker.domain import cost
+from worker.domain.maintenance import MaintenancePolicy
+
+SNAPSHOT = Path(__file__).resolve().parent / "snapshots" / "cost.json"
+
+PRICES = cost.Prices(
+    sqs_usd_per_million=0.40,
+    s3_get_usd_per_1000=0.0004,
+    s3_put_usd_per_1000=0.005,
+    catalog_usd_per_million=1.00,
+    engine_usd_per_hour=0.72,
+    pg_usd_per_month=50.0,
+    worker_usd_per_hour=0.05,
+)
+MECH = cost.Mechanics(
+    catalog_calls_per_commit=3, metadata_reads_per_commit=2, metadata_writes_per_commit=3, engine_reads_per_file=3
+)
+SMALL = cost.Fleet(1, 1, 1, 20.0, 10, 200, 1.0, 1)
+BUSY = cost.Fleet(4, 2, 3, 20.0, 10, 500, 5.0, 2, MaintenancePolicy())
+
+
+def cases() -> dict[str, cost.Estimate]:
+    quiet = cost.Workload(3000, 1, 2.0, 0.1, 2, poll_interval_s=60.0)
+    busy = cost.Workload(
+        2_000_000,
+        3,
+        1.5,
+        0.02,
+        8,
+        avg_file_bytes=40_000,
+        rows_per_file=120,
+        engine_read_fraction=0.25,
+        retry_fraction=0.01,
+        backfill_files_per_month=50_000,
+        poll_interval_s=30.0,
+        poll_prefixes=4,
+    )
+    measured = dataclasses.replace(busy, files_per_commit=400.0)
+    return {
+        "quiet, one worker": cost.estimate(quiet, SMALL, MECH, PRICES),
+        "busy, maintained fleet": cost.estimate(busy, BUSY, MECH, PRICES),
+        "busy, measured batches": cost.estimate(measured, BUSY, MECH, PRICES, measured_batches=True),
+    }
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def snapshot() -> dict[str, Any]:
+    out = {}
+    for name, est in cases().items():
+        out[name] = _rounded(
+            {
+                "batching": dataclasses.asdict(est.batching),
+                "engine_s_per_commit_total": est.engine_s_per_commit_total,
+                "notes": est.notes,
+                "scenarios": [
+                    {
+                        "name": s.name,
+                        "files_per_month": s.files_per_month,
+                        "commits_per_month": s.commits_per_month,
+                        "total_usd": s.total_usd,
+                        "notes": s.notes,
+                        "lines": [dataclasses.asdict(line) for line in s.lines],
+                    }
+                    for s in est.scenarios
+                ],
+            }
+        )
+    return out
+
+
+if __name__ == "__main__":
+    SNAPSHOT.write_text(json.dumps(snapshot(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"wrote {SNAPSHOT}")
