@@ -855,3 +855,18 @@ def test_never_raises_on_event_shaped_json(document: dict[str, Any]) -> None:
     records = document.get("Records")
     if isinstance(records, list) and records:
         assert len(results) == len(records)  # one result per S3 record
+
+
+# --------------------------------------------------------------------------- every result, in full
+
+
+def test_every_fixture_and_crafted_body_matches_its_snapshot() -> None:
+    """Each result of tests/unit/events_snapshot.py's bodies, reasons included; after a
+    deliberate change: ``python -m tests.unit.events_snapshot``."""
+    from tests.unit.events_snapshot import SNAPSHOT, snapshot
+
+    expected = json.loads(SNAPSHOT.read_text(encoding="utf-8"))
+    actual = snapshot()
+    for name in expected:
+        assert actual.get(name) == expected[name], name
+    assert actual == expected
