@@ -407,3 +407,14 @@ def test_data_rules_are_tried_in_their_order() -> None:
     """A schema conflict reported about a file that is also unparsable is a schema conflict."""
     err = classify_engine_error("AnalysisException", "value cannot be cast to INT (json error at line 3)")
     assert type(err) is DataError and err.error_class == "SchemaConflict"
+
+
+def test_each_rule_keeps_the_engine_message_in_its_error() -> None:
+    too_large = classify_engine_error("X", "Sent message larger than max (5 vs. 4)")
+    assert str(too_large) == "Spark Connect message over the size limit: Sent message larger than max (5 vs. 4)"
+    path = classify_engine_error("SparkRuntimeException", "invalid path: a//b")
+    assert str(path) == "SparkRuntimeException: invalid path: a//b"
+    lost = classify_engine_error("SparkConnectGrpcException", "[INVALID_HANDLE.SESSION_CLOSED] gone")
+    assert str(lost) == "SparkConnectGrpcException: [INVALID_HANDLE.SESSION_CLOSED] gone"
+    denied = classify_engine_error("X", "<_InactiveRpcError status = StatusCode.PERMISSION_DENIED details = x>")
+    assert type(denied) is TransientError and denied.error_class == "SparkUnauthenticated"

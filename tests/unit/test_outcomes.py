@@ -161,6 +161,24 @@ def test_a_file_in_a_batch_in_flight_comes_back_once_a_sweeper_could_settle_it()
     assert blocked.reason == "another version of the object is being loaded by a batch in flight"
 
 
+def test_a_message_waits_without_spending_itself_when_any_of_its_files_does() -> None:
+    waiting, plain = Retry(5, "a", in_flight=True), Retry(9, "b", in_flight=False)
+    assert combine([plain, waiting, Ack("c")]) == Retry(9, "a; b", in_flight=True)
+    assert combine([plain, Ack("c")]) == Retry(9, "b", in_flight=False)
+
+
+def test_a_claimed_file_without_a_known_lease_waits_grace_and_sweep() -> None:
+    claimed = outcome_for(POLICY, 1, state(CLAIMED, lease_left_s=None))
+    assert claimed.delay_s == 10 and claimed.in_flight  # 0 + 5 + 2 s, under the 10 s backoff
+    slow = RetryPolicy(backoff_base_s=1, backoff_max_s=900, outage_max_attempts=3, orphan_grace_s=5, sweep_interval_s=2)
+    assert outcome_for(slow, 1, state(CLAIMED, lease_left_s=None)).delay_s == 8  # int(7) + 1
+
+
+def test_an_outage_wait_names_the_error_class_when_there_is_no_message() -> None:
+    waiting = outcome_for(POLICY, 1, state(PENDING, error_class="PgUnavailable", attempts=1))
+    assert waiting.reason == "waiting out an outage: PgUnavailable"
+
+
 def test_retry_waits_without_spending_the_message_only_for_an_outage() -> None:
     assert retry(POLICY, 1, "r", TransientError("down", error_class="PgUnavailable")).in_flight
     assert not retry(POLICY, 1, "r", DataError("bad")).in_flight
