@@ -179,3 +179,18 @@ def test_evolve_needs_no_approval_for_compatible_changes_even_when_one_is_listed
     sig = strict_quarantine(ADDED)  # the same changes under strict
     plan = plan_batch(Policy.EVOLVE, TABLE, [(1, ADDED)], {sig: "rescue"})
     assert decision(plan) == (True, (), "") and plan.target == ADDED
+
+
+def test_every_decision_of_mixed_batches_matches_its_snapshot() -> None:
+    """Each policy, an existing or a new table, with and without approvals, over one batch of
+    seven files (tests/unit/policy_snapshot.py); after a deliberate change:
+    ``python -m tests.unit.policy_snapshot``."""
+    import json
+
+    from tests.unit.policy_snapshot import SNAPSHOT, snapshot
+
+    expected = json.loads(SNAPSHOT.read_text(encoding="utf-8"))
+    actual = snapshot()
+    for case in expected:
+        assert actual.get(case) == expected[case], case
+    assert actual == expected
