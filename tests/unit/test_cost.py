@@ -11,6 +11,7 @@ from contextlib import redirect_stdout
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -382,3 +383,79 @@ def test_every_line_of_the_report_matches_its_snapshot() -> None:
             assert got == want, f"{case} / {want['name']}"
         assert actual[case] == expected[case], case
     assert actual == expected
+
+
+# --------------------------------------------------------------------------- refusals and edges
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"files_per_day": 0}, "files per day must be positive, got 0"),
+        ({"tables": 0}, "tables and poll prefixes must be at least 1"),
+        ({"poll_prefixes": 0}, "tables and poll prefixes must be at least 1"),
+        ({"messages_per_receive": 11}, "messages per receive must be between 1 and 10, got 11"),
+        ({"messages_per_receive": 0.5}, "messages per receive must be between 1 and 10, got 0.5"),
+        ({"engine_read_fraction": 1.5}, "engine read fraction must be between 0 and 1, got 1.5"),
+        ({"files_per_commit": 0.5}, "files per commit must be at least 1, got 0.5"),
+        ({"engine_s_per_file": -1}, "engine_s_per_file must be 0 or more, got -1"),
+        ({"poll_interval_s": 0}, "poll interval must be positive, got 0"),
+    ],
+)
+def test_a_bad_workload_is_refused_by_name(change: dict[str, float], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        replace(WORK, **change)
+    assert str(info.value) == message
+
+
+def test_the_edges_of_a_workload_and_a_fleet_are_accepted() -> None:
+    edges = {"files_per_day": 0.5, "messages_per_receive": 1, "engine_read_fraction": 1, "files_per_commit": 1}
+    edges |= {"engine_s_per_commit": 0, "retry_fraction": 0, "poll_interval_s": 0.5, "tables": 1}
+    assert replace(WORK, **edges).files_per_day == 0.5
+    assert replace(FLEET, wait_time_s=0, batch_max_wait_s=0, workers=1).pollers == 1
+    assert cost.Prices(*([0.0] * 7)).pg_usd_per_month == 0.0
+    assert cost.Mechanics(0, 0, 0, 0).engine_reads_per_file == 0
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: replace(FLEET, queues=0), "queues must be at least 1, got 0"),
+        (lambda: replace(FLEET, wait_time_s=-1), "wait times must be 0 or more"),
+        (lambda: replace(FLEET, batch_max_wait_s=-0.5), "wait times must be 0 or more"),
+        (lambda: replace(PRICES, engine_usd_per_hour=-1), "price engine_usd_per_hour must be 0 or more, got -1"),
+        (lambda: replace(MECH, engine_reads_per_file=-2), "engine_reads_per_file must be 0 or more, got -2"),
+        (lambda: cost.engine_fit(0, 3.0, None), "engine fit needs commits with files and a non-negative time"),
+        (lambda: cost.engine_fit(5, -0.1, None), "engine fit needs commits with files and a non-negative time"),
+    ],
+)
+def test_other_refusals_name_the_value(build: Any, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build()
+    assert str(info.value) == message
+
+
+def test_engine_fit_says_how_it_split_the_time() -> None:
+    assert cost.engine_fit(0.5, 0.0, None) == cost.EngineFit(
+        0.0, 0.0, "mean per commit (no fit: the commits all had the same number of files)"
+    )
+    assert cost.engine_fit(100, 3.0, math.inf).how.startswith("mean per commit")
+    assert cost.engine_fit(100, 3.0, 1.0).how == "least squares over the commits, clamped"
+
+
+@pytest.mark.parametrize(
+    ("x", "text"),
+    [
+        (0, "0"),
+        (1234567, "1,234,567"),
+        (99.99, "99.99"),
+        (100, "100"),
+        (100.25, "100.2"),
+        (0.123456, "0.1235"),
+        (2.0000000001, "2"),
+        (1e15 - 1, "999,999,999,999,999"),
+        (1e15, "1,000,000,000,000,000.0"),
+    ],
+)
+def test_numbers_in_formulas(x: float, text: str) -> None:
+    assert cost._n(x) == text
