@@ -51,10 +51,21 @@ def cases() -> dict[str, cost.Estimate]:
         poll_prefixes=4,
     )
     measured = dataclasses.replace(busy, files_per_commit=400.0)
+    overloaded = dataclasses.replace(busy, files_per_day=30_000_000, engine_s_per_file=0.5, tables=1)
+    capped = dataclasses.replace(busy, files_per_day=1_728_000, tables=1, engine_s_per_file=0.001)
+    slow_commits = dataclasses.replace(quiet, files_per_day=200_000, engine_s_per_commit=3.0, messages_per_receive=3)
     return {
         "quiet, one worker": cost.estimate(quiet, SMALL, MECH, PRICES),
         "busy, maintained fleet": cost.estimate(busy, BUSY, MECH, PRICES),
         "busy, measured batches": cost.estimate(measured, BUSY, MECH, PRICES, measured_batches=True),
+        "busy, given batch size": cost.estimate(measured, BUSY, MECH, PRICES),
+        "one table overloaded": cost.estimate(overloaded, BUSY, MECH, PRICES),
+        "capped by max files": cost.estimate(
+            capped, dataclasses.replace(BUSY, batch_max_files=50, workers=1), MECH, PRICES
+        ),
+        "slow commits, long waits": cost.estimate(
+            slow_commits, dataclasses.replace(SMALL, wait_time_s=0), MECH, PRICES
+        ),
     }
 
 

@@ -117,6 +117,30 @@ CRAFTED: dict[str, str | bytes] = {
     "s3 version number": _s3(eventVersion=2.1),
     "s3 source other": _s3(eventSource="minio:s3"),
     "s3 record not an object": json.dumps({"Records": [S3_RECORD, 7]}),
+    "records a number": json.dumps({"Records": 5}),
+    "empty object": "{}",
+    "key name of 78 characters": json.dumps({"k" * 78: 1}),  # its repr: exactly 80 characters
+    "key name of 79 characters": json.dumps({"k" * 79: 1}),
+    "service event without prefix": json.dumps({"Service": "Amazon S3", "Event": "TestEvent"}),
+    "s3 without s3": json.dumps({"Records": [{k: v for k, v in S3_RECORD.items() if k != "s3"}]}),
+    "s3 without eventName": json.dumps({"Records": [{k: v for k, v in S3_RECORD.items() if k != "eventName"}]}),
+    "s3 bucket not an object": _s3(s3__bucket="b"),
+    "s3 sequencer a number": _s3(s3__object__sequencer=5),
+    "s3 versionId a number": _s3(s3__object__versionId=5),
+    "s3 etag spelled etag": json.dumps(
+        {"Records": [{**S3_RECORD, "s3": {"bucket": {"name": "b"}, "object": {"key": "k", "etag": "lower"}}}]}
+    ),
+    "s3 etag quotes only": _s3(s3__object__eTag='""'),
+    "eventbridge without detail": json.dumps({"detail-type": "Object Created", "source": "aws.s3"}),
+    "eventbridge without object": _eventbridge(object=None),
+    "eventbridge object without key": _eventbridge(object={"size": 1}),
+    "eventbridge bucket without name": _eventbridge(bucket={}),
+    "eventbridge time not iso": json.dumps({**json.loads(_eventbridge()), "time": "soon"}),
+    "eventbridge sequencer a number": _eventbridge(object={"key": "k", "sequencer": 5}),
+    "eventbridge version-id a number": _eventbridge(object={"key": "k", "version-id": 5}),
+    "eventbridge reason a number": _eventbridge(reason=5),
+    "eventbridge reason PutObject": _eventbridge(reason="PutObject"),
+    "eventbridge etag spelled eTag": _eventbridge(object={"key": "k", "eTag": "moto"}),
 }
 
 
@@ -128,7 +152,9 @@ def cases() -> dict[str, str | bytes]:
 
 
 def snapshot() -> dict[str, list[str]]:
-    return {name: [repr(result) for result in parse_message(body)] for name, body in cases().items()}
+    out = {name: [repr(result) for result in parse_message(body)] for name, body in cases().items()}
+    out["a body that is an integer"] = [repr(r) for r in parse_message(12345)]  # type: ignore[arg-type]
+    return out
 
 
 if __name__ == "__main__":

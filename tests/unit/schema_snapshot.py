@@ -48,6 +48,14 @@ BAD_JSON: dict[str, Any] = {
     "decimal too wide": _struct(_field("a", "decimal(40,2)")),
     "decimal scale over precision": _struct(_field("a", "decimal(5,7)")),
     "not json": "{nope",
+    "nested fields not a list": _struct(_field("s", {"type": "struct", "fields": {}})),
+    "nested field not an object": _struct(_field("s", {"type": "struct", "fields": [1]})),
+    "nested field name not a string": _struct(_field("s", _struct(_field(2, "long")))),  # type: ignore[arg-type]
+    "nested field without type": _struct(_field("s", _struct({"name": "x", "nullable": True}))),
+    "nested nullable missing": _struct(_field("s", _struct({"name": "x", "type": "long"}))),
+    "struct without fields": {"type": "struct"},
+    "decimal of precision 1": _struct(_field("a", "decimal(1,0)")),
+    "decimal of precision 0": _struct(_field("a", "decimal(0,0)")),
 }
 
 BAD_DDL = [
@@ -70,6 +78,13 @@ BAD_DDL = [
     "struct<a:long>>",
     "varchar(5",
     "struct<a:long NOT NUL>",
+    "decimal(",
+    "struct<",
+    "struct<a:",
+    "struct<>",
+    "struct<a:long,>",
+    "  struct<a:long> ~",
+    "decimal(1,0)",
 ]
 
 PAIRS = {
@@ -84,6 +99,24 @@ PAIRS = {
     "case only": ("Name STRING, s STRUCT<Inner: INT>", "name STRING, s STRUCT<inner: BIGINT>"),
     "void": ("a BIGINT, v VOID", "a VOID, v STRING"),
     "timestamps": ("t TIMESTAMP, n TIMESTAMP_NTZ, d DATE", "t TIMESTAMP_NTZ, n TIMESTAMP, d TIMESTAMP"),
+    "decimals": (
+        "d DECIMAL(10,2), e DECIMAL(10,4), f DECIMAL(12,2)",
+        "d DECIMAL(10,3), e DECIMAL(12,4), f DECIMAL(12,3)",
+    ),
+    "quoted names": ("`a.b` INT, `c``d` STRUCT<`e.f`: INT>", "`a.b` BIGINT, `c``d` STRUCT<`e.f`: BIGINT, `g`: INT>"),
+    "case in both": ("A INT, b INT", "a INT, B INT, c INT"),
+}
+
+# Pairs only the JSON form can state: arrays and maps whose elements or values may not be null.
+JSON_PAIRS = {
+    "array elements become nullable": (
+        _struct(_field("l", {"type": "array", "elementType": "long", "containsNull": False})),
+        _struct(_field("l", {"type": "array", "elementType": "long", "containsNull": True})),
+    ),
+    "map values become nullable": (
+        _struct(_field("m", {"type": "map", "keyType": "string", "valueType": "long", "valueContainsNull": False})),
+        _struct(_field("m", {"type": "map", "keyType": "string", "valueType": "long", "valueContainsNull": True})),
+    ),
 }
 
 
@@ -97,8 +130,9 @@ def _error(call: Any) -> str:
 
 def snapshot() -> dict[str, Any]:
     pairs = {}
-    for name, (table_ddl, file_ddl) in PAIRS.items():
-        table, incoming = parse_ddl(table_ddl), parse_ddl(file_ddl)
+    parsed = {name: (parse_ddl(a), parse_ddl(b)) for name, (a, b) in PAIRS.items()}
+    parsed |= {name: (from_spark_json(a), from_spark_json(b)) for name, (a, b) in JSON_PAIRS.items()}
+    for name, (table, incoming) in parsed.items():
         changes = diff(table, incoming)
         pairs[name] = {
             "changes": [str(c) for c in changes],
