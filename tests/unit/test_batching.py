@@ -122,6 +122,15 @@ def test_a_batch_may_fill_max_bytes_exactly() -> None:
     assert ids(buf.take(0.0)) == [3]
 
 
+def test_the_bytes_left_after_a_take_count_towards_the_next_batch_only() -> None:
+    buf = buffer(max_files=100, max_bytes=100, max_wait_s=5.0)
+    for i, size in enumerate([40, 50, 20], start=1):
+        buf.add(fw(i, size=size), now=0.0)
+    assert ids(buf.take(1.0)) == [1, 2]
+    buf.add(fw(4, size=15), now=1.0)  # 20 + 15 bytes wait: far from full
+    assert not buf.full() and not buf.ready(1.0)
+
+
 def test_take_stops_at_the_first_file_that_does_not_fit() -> None:
     """Oldest first: a small file behind a big one does not jump the queue."""
     buf = buffer(max_files=100, max_bytes=100)

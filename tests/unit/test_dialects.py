@@ -173,13 +173,14 @@ def test_sail_reads_from_a_mirror_root_too() -> None:
 
 def test_refusals_name_what_cannot_be_done() -> None:
     nested = Struct((Field("c", Struct((Field("a", LONG),))),))
-    wider = Struct((Field("c", Struct((Field("a", LONG), Field("b", STRING)))),))
+    wider = Struct((Field("c", Struct((Field("a", LONG), Field("b", STRING), Field("d", STRING)))),))
     plan = plan_batch(Policy.EVOLVE, nested, [(1, wider)])
     with pytest.raises(DataError) as info:
         SPARK_PARQUET.evolution_statements("`c`.`d`.`t`", plan)
     assert str(info.value) == (
         "a parquet table can only gain new top-level columns (ALTER TABLE ADD COLUMNS), not: "
-        "nested field added at c.b: string (file) (use ICEFEED_SPARK_TABLE_FORMAT=iceberg)"
+        "nested field added at c.b: string (file); nested field added at c.d: string (file)"
+        " (use ICEFEED_SPARK_TABLE_FORMAT=iceberg)"
     )
     second = ROUTES.format(name="b", on_overwrite="replace").replace('"landing"', '"other"').replace("/t", "/u")
     two = parse_routes(ROUTES.format(name="a", on_overwrite="replace") + second.replace("db.t", "db.u"))

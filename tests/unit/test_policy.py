@@ -194,3 +194,13 @@ def test_every_decision_of_mixed_batches_matches_its_snapshot() -> None:
     for case in expected:
         assert actual.get(case) == expected[case], case
     assert actual == expected
+
+
+def test_void_fields_are_dropped_without_changing_their_struct_nullability() -> None:
+    from worker.domain.policy import drop_void
+    from worker.domain.schema import VOID
+
+    inner = S(Field("x", INT), Field("v", VOID))
+    assert drop_void(S(Field("s", inner, False), Field("t", inner, True), Field("w", VOID))) == S(
+        Field("s", S(Field("x", INT)), False), Field("t", S(Field("x", INT)), True)
+    )
