@@ -51,7 +51,7 @@ def cases() -> dict[str, cost.Estimate]:
         poll_prefixes=4,
     )
     measured = dataclasses.replace(busy, files_per_commit=400.0)
-    overloaded = dataclasses.replace(busy, files_per_day=30_000_000, engine_s_per_file=0.5, tables=1)
+    overloaded = dataclasses.replace(busy, files_per_day=60_000_000, engine_s_per_file=0.5, tables=2)
     capped = dataclasses.replace(busy, files_per_day=1_728_000, tables=1, engine_s_per_file=0.001)
     slow_commits = dataclasses.replace(quiet, files_per_day=200_000, engine_s_per_commit=3.0, messages_per_receive=3)
     return {

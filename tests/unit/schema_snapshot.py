@@ -54,6 +54,9 @@ BAD_JSON: dict[str, Any] = {
     "nested field without type": _struct(_field("s", _struct({"name": "x", "nullable": True}))),
     "nested nullable missing": _struct(_field("s", _struct({"name": "x", "type": "long"}))),
     "struct without fields": {"type": "struct"},
+    "object type without type": _struct(_field("a", {"elementType": "long"})),
+    "nested struct without fields": _struct(_field("s", {"type": "struct"})),
+    "nested field without name": _struct(_field("s", _struct({"type": "long", "nullable": True}))),
     "decimal of precision 1": _struct(_field("a", "decimal(1,0)")),
     "decimal of precision 0": _struct(_field("a", "decimal(0,0)")),
 }

@@ -870,3 +870,16 @@ def test_every_fixture_and_crafted_body_matches_its_snapshot() -> None:
     for name in expected:
         assert actual.get(name) == expected[name], name
     assert actual == expected
+
+
+def test_the_notification_builder_writes_time_in_utc_and_encodes_slashes_when_asked() -> None:
+    from worker.domain.events import s3_notification_record
+
+    naive = s3_notification_record("b", "a/b c", "e", 1, event_time=datetime(2026, 1, 2, 3, 4, 5, 678900))
+    aware = s3_notification_record(
+        "b", "a/b c", "e", 1, event_time=datetime(2026, 1, 2, 5, 4, 5, tzinfo=timezone(timedelta(hours=2)))
+    )
+    assert naive["eventTime"] == "2026-01-02T03:04:05.678Z" and aware["eventTime"] == "2026-01-02T03:04:05.000Z"
+    plain = s3_notification_record("b", "a/b c", "e", 1)
+    moto = s3_notification_record("b", "a/b c", "e", 1, encode_slash=True)
+    assert plain["s3"]["object"]["key"] == "a/b+c" and moto["s3"]["object"]["key"] == "a%2Fb+c"  # type: ignore[index]

@@ -204,3 +204,8 @@ def test_void_fields_are_dropped_without_changing_their_struct_nullability() -> 
     assert drop_void(S(Field("s", inner, False), Field("t", inner, True), Field("w", VOID))) == S(
         Field("s", S(Field("x", INT)), False), Field("t", S(Field("x", INT)), True)
     )
+
+
+def test_rescue_looks_at_every_column_after_a_new_one() -> None:
+    plan = plan_batch(Policy.RESCUE, TABLE, [(1, S(Field("first", STRING), Field("id", STRING), Field("n", INT)))])
+    assert plan.decisions[1].rescued == ("first", "id")

@@ -563,8 +563,8 @@ def test_engine_errors_and_lookups_name_what_is_missing() -> None:
         "table glue.sales.orders is written by two engines: default and team_b "
         "(one table, one engine: its commits are serialized on one cluster)"
     )
-    dupes = toml(ing()) + '[[engine]]\nname = "x"\nurl = "sc://a:1"\n[[engine]]\nname = "x"\nurl = "sc://b:1"\n'
-    assert "duplicate engine names: x" in refused(dupes)
+    engines = "".join(f'[[engine]]\nname = "{n}"\nurl = "sc://a:1"\n' for n in ("x", "y", "x", "y"))
+    assert "duplicate engine names: x, y" in refused(toml(ing()) + engines)
     routes = parse_routes(toml(ing(schema_hints={"price": "decimal(10,2)"})))
     with pytest.raises(KeyError, match="nope"):
         routes.engine_of("nope")
