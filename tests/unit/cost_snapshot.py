@@ -54,7 +54,17 @@ def cases() -> dict[str, cost.Estimate]:
     overloaded = dataclasses.replace(busy, files_per_day=60_000_000, engine_s_per_file=0.5, tables=2)
     capped = dataclasses.replace(busy, files_per_day=1_728_000, tables=1, engine_s_per_file=0.001)
     slow_commits = dataclasses.replace(quiet, files_per_day=200_000, engine_s_per_commit=3.0, messages_per_receive=3)
+    one = dataclasses.replace(SMALL, wait_time_s=1.0)  # a long poll of 1 s
+    edges = {
+        # engine time per file × rate between 1 and 2: the lock bound is gone, the loop cannot keep up
+        "lock saturated": cost.Workload(259_200, 1, 0.1, 0.5, 2),
+        "lock bound between 1 and 2 files": cost.Workload(64_800, 1, 2.0, 0.0, 2),
+        "wait bound between 1 and 2 files": cost.Workload(129_600, 1, 0.1, 0.0, 2),
+        "two files a commit, two a receive": cost.Workload(3000, 1, 2.0, 0.1, 2, files_per_commit=2.0),
+        "a full listing page per poll": cost.Workload(86_400, 1, 1.0, 0.01, 2, poll_interval_s=1000.0),
+    }
     return {
+        **{name: cost.estimate(w, one, MECH, PRICES) for name, w in edges.items()},
         "quiet, one worker": cost.estimate(quiet, SMALL, MECH, PRICES),
         "busy, maintained fleet": cost.estimate(busy, BUSY, MECH, PRICES),
         "busy, measured batches": cost.estimate(measured, BUSY, MECH, PRICES, measured_batches=True),
