@@ -9,10 +9,10 @@ units, formulas, notes, which bound set the batch size), so a change there is de
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
+from tests.unit.snapshot_check import write
 from worker.domain import cost
 from worker.domain.maintenance import MaintenancePolicy
 
@@ -114,5 +114,4 @@ def snapshot() -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    SNAPSHOT.write_text(json.dumps(snapshot(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(f"wrote {SNAPSHOT}")
+    write(SNAPSHOT, snapshot())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tests.unit.snapshot_check import write
 from worker.domain.events import parse_message
 
 ROOT = Path(__file__).resolve().parent
@@ -158,5 +159,4 @@ def snapshot() -> dict[str, list[str]]:
 
 
 if __name__ == "__main__":
-    SNAPSHOT.write_text(json.dumps(snapshot(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(f"wrote {SNAPSHOT}")
+    write(SNAPSHOT, snapshot())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tests.unit.snapshot_check import write
 from worker.domain.policy import Policy, plan_batch
 from worker.domain.schema import parse_ddl, to_ddl
 
@@ -54,5 +55,4 @@ def snapshot() -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    SNAPSHOT.write_text(json.dumps(_plans(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(f"wrote {SNAPSHOT}")
+    write(SNAPSHOT, _plans())

@@ -9,10 +9,10 @@ test_schema.py states the rules; this pins every message and field in full.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from tests.unit.snapshot_check import write
 from worker.domain.schema import SchemaError, diff, from_spark_json, merge, parse_ddl, parse_type, to_ddl
 
 SNAPSHOT = Path(__file__).resolve().parent / "snapshots" / "schema.json"
@@ -150,5 +150,4 @@ def snapshot() -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    SNAPSHOT.write_text(json.dumps(snapshot(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(f"wrote {SNAPSHOT}")
+    write(SNAPSHOT, snapshot())

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.unit.cost_snapshot import MECH, PRICES
 from worker.__main__ import _parser
 from worker.admin import cost as admin_cost
 from worker.admin.cli import cost_options, run
@@ -25,18 +26,6 @@ from worker.observability.logging import Redactor
 from worker.routes import parse_routes
 from worker.settings import Settings
 
-PRICES = cost.Prices(
-    sqs_usd_per_million=0.40,
-    s3_get_usd_per_1000=0.0004,
-    s3_put_usd_per_1000=0.005,
-    catalog_usd_per_million=1.00,
-    engine_usd_per_hour=0.72,
-    pg_usd_per_month=50.0,
-    worker_usd_per_hour=0.05,
-)
-MECH = cost.Mechanics(
-    catalog_calls_per_commit=3, metadata_reads_per_commit=2, metadata_writes_per_commit=3, engine_reads_per_file=3
-)
 # 3000 files a day reach the one poller at λ = 3000 / 86400 per second. The long-poll wait is
 # chosen so that λ·W = ln 2: then e^(λW) − 1 = 1 and empty receives per second = λ exactly.
 RATE = 3000 / 86400
@@ -370,19 +359,12 @@ def test_cost_without_a_volume_exits_2(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_every_line_of_the_report_matches_its_snapshot() -> None:
-    """Labels, units, formulas, notes and figures of three fleets (tests/unit/cost_snapshot.py);
+    """Labels, units, formulas, notes and figures of a dozen fleets (tests/unit/cost_snapshot.py);
     after a deliberate change: ``python -m tests.unit.cost_snapshot``."""
     from tests.unit.cost_snapshot import SNAPSHOT, snapshot
+    from tests.unit.snapshot_check import assert_matches
 
-    expected = json.loads(SNAPSHOT.read_text(encoding="utf-8"))
-    actual = json.loads(json.dumps(snapshot(), ensure_ascii=False))
-    for case in expected:
-        for want, got in zip(expected[case]["scenarios"], actual[case]["scenarios"], strict=True):
-            for want_line, got_line in zip(want["lines"], got["lines"], strict=True):
-                assert got_line == want_line, f"{case} / {want['name']}"
-            assert got == want, f"{case} / {want['name']}"
-        assert actual[case] == expected[case], case
-    assert actual == expected
+    assert_matches(SNAPSHOT, snapshot())
 
 
 # --------------------------------------------------------------------------- refusals and edges

@@ -864,12 +864,9 @@ def test_every_fixture_and_crafted_body_matches_its_snapshot() -> None:
     """Each result of tests/unit/events_snapshot.py's bodies, reasons included; after a
     deliberate change: ``python -m tests.unit.events_snapshot``."""
     from tests.unit.events_snapshot import SNAPSHOT, snapshot
+    from tests.unit.snapshot_check import assert_matches
 
-    expected = json.loads(SNAPSHOT.read_text(encoding="utf-8"))
-    actual = snapshot()
-    for name in expected:
-        assert actual.get(name) == expected[name], name
-    assert actual == expected
+    assert_matches(SNAPSHOT, snapshot())
 
 
 def test_the_notification_builder_writes_time_in_utc_and_encodes_slashes_when_asked() -> None:

@@ -185,15 +185,10 @@ def test_every_decision_of_mixed_batches_matches_its_snapshot() -> None:
     """Each policy, an existing or a new table, with and without approvals, over one batch of
     seven files (tests/unit/policy_snapshot.py); after a deliberate change:
     ``python -m tests.unit.policy_snapshot``."""
-    import json
-
     from tests.unit.policy_snapshot import SNAPSHOT, snapshot
+    from tests.unit.snapshot_check import assert_matches
 
-    expected = json.loads(SNAPSHOT.read_text(encoding="utf-8"))
-    actual = snapshot()
-    for case in expected:
-        assert actual.get(case) == expected[case], case
-    assert actual == expected
+    assert_matches(SNAPSHOT, snapshot())
 
 
 def test_void_fields_are_dropped_without_changing_their_struct_nullability() -> None:
