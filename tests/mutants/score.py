@@ -37,6 +37,14 @@ def results(root: Path) -> dict[str, dict[str, int | None]]:
     return out
 
 
+def changed_lines(name: str, path: str) -> list[str]:
+    """The removed and added lines of one mutant (mutmut's own diff)."""
+    from mutmut.mutation.diff_apply import get_diff_for_mutant  # the dev extra: only make mutate needs it
+
+    diff = get_diff_for_mutant(name, path=path).splitlines()
+    return [d for d in diff if d[:1] in "+-" and not d.startswith(("+++", "---"))]
+
+
 def tally(codes: dict[str, int | None]) -> Counter[str]:
     c: Counter[str] = Counter()
     for code in codes.values():
@@ -63,6 +71,7 @@ def line(name: str, c: Counter[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.mutants.score")
     parser.add_argument("--survivors", action="store_true", help="list every mutant not killed")
+    parser.add_argument("--diffs", action="store_true", help="with --survivors: the lines each one changes")
     parser.add_argument("--min-domain", type=float, default=0.0, help="fail below this score on worker/domain/")
     args = parser.parse_args(argv)
     by_path = results(ROOT)
@@ -87,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             for name, code in sorted(codes.items()):
                 if code not in KILLED:
                     print(f"{code!s:>4}  {name}")
+                    if args.diffs:
+                        print("".join(f"      {change}\n" for change in changed_lines(name, path)), end="")
     score = 100.0 * domain["killed"] / domain["total"] if domain["total"] else 0.0
     if score < args.min_domain:
         print(f"worker/domain/ scores {score:.1f} %, below {args.min_domain:.0f} %")
