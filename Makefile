@@ -49,7 +49,7 @@ chaos: install
 mutate-quick: install
 	$(PY) -m tests.mutants
 
-## make mutate: mutmut over the pure core with the unit tier (docs/testing.md; ~20 min on 2 cores)
+## make mutate: mutmut over the pure core with the unit tier (docs/testing.md; ~10 min on 2 cores)
 mutate: install
 	rm -rf mutants && mkdir -p build
 	nice -n 10 $(VENV)/bin/mutmut run >build/mutmut.log 2>&1 || { tail -n 40 build/mutmut.log; exit 1; }
