@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint format unit integration chaos bench infra-check stack clean sim sim-long image image-test
+.PHONY: install demo test lint format unit integration chaos bench infra-check stack clean sim sim-long image image-test mutate mutate-quick
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,7 @@ demo: install
 ## make test: lint + the whole suite (unit, integration on the real local stack, infra checks)
 test: install lint
 	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m tests.mutants
 	bash infra/check.sh
 
 lint: install
@@ -43,6 +44,16 @@ integration: install
 
 chaos: install
 	$(PY) -m pytest -q -p no:cacheprovider tests/chaos
+
+## make mutate-quick: the ~20 hand-picked mutants that the unit tests must kill (part of make test)
+mutate-quick: install
+	$(PY) -m tests.mutants
+
+## make mutate: mutmut over the pure core with the unit tier (docs/testing.md; ~10 min on 2 cores)
+mutate: install
+	rm -rf mutants && mkdir -p build
+	nice -n 10 $(VENV)/bin/mutmut run >build/mutmut.log 2>&1 || { tail -n 40 build/mutmut.log; exit 1; }
+	$(PY) -m tests.mutants.score --min-domain 90
 
 ## make sim SEEDS=N: the deterministic fleet simulator over N seeds (docs/simulation.md)
 SEEDS ?= 2000
@@ -74,4 +85,4 @@ stack: install
 	$(PY) -m worker stack up --routes worker/samples/routes.toml
 
 clean:
-	rm -rf .icefeed build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .icefeed build mutants .pytest_cache .mypy_cache .ruff_cache

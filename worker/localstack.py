@@ -1,6 +1,6 @@
 """The local stack for the demo and the tests: moto (S3 + SQS + Glue), Sail (Spark Connect,
 Iceberg on moto S3 with a Glue catalog) and PostgreSQL (the one at ICEFEED_PG_DSN or
-127.0.0.1:5432 when reachable, else an embedded pgserver).
+127.0.0.1:5432 when reachable, else an embedded pgserver, on a TCP port of 127.0.0.1).
 
 ``provision`` creates on moto exactly what infra/terraform creates on AWS: landing bucket(s),
 queue + DLQ with a redrive policy, a queue policy for S3, ONE notification configuration per
@@ -18,8 +18,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,6 +101,7 @@ class Stack:
     pg_embedded: bool = False
     _procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     _pgserver: Any = None
+    _pgdata_parent: Path | None = None
     _logs: list[Any] = field(default_factory=list)
 
     # -- start / stop ----------------------------------------------------------------------
@@ -163,11 +166,38 @@ class Stack:
         if asyncio.run(_pg_reachable(candidate)):
             self.pg_dsn = candidate
             return
-        from pgserver.postgres_server import get_server  # embedded PostgreSQL for machines without a server
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (a root shell, CI) and falls back to
+            # /tmp/runtime-<uid>: harmless here, and an error under the tests' filterwarnings.
+            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+            from pgserver._commands import POSTGRES_BIN_PATH
+            from pgserver.postgres_server import get_server  # embedded PostgreSQL for machines without a server
 
-        self._pgserver = get_server(str(self.workdir / "pgdata"), cleanup_mode="stop")
-        self.pg_dsn = self._pgserver.get_uri()
+            # Not under workdir: the embedded server runs as its own user, which needs access to every
+            # parent directory, and a concurrent pytest session resets its basetemp to mode 0700.
+            self._pgdata_parent = Path(tempfile.mkdtemp(prefix="icefeed-pg-"))
+            pgdata = self._pgdata_parent / "pgdata"
+            self._pgserver = get_server(str(pgdata), cleanup_mode="stop")
         self.pg_embedded = True
+        # pgserver listens on a unix socket only; restart it on a TCP port of 127.0.0.1 as well, so
+        # that everything that needs host:port (a proxy in front of PostgreSQL, a DSN with a
+        # password) works the same as against a server at 127.0.0.1:5432.
+        port = free_port()
+        socket_dir = self._pgserver.get_postmaster_info().socket_dir
+        options = f"-h 127.0.0.1 -p {port}" + (f" -k {socket_dir}" if socket_dir else "")
+        argv = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(pgdata), "-w", "-o", options, "-l", str(pgdata / "log")]
+        with open(self.workdir / "pg_ctl.log", "wb") as out:  # a file, not a pipe: the server inherits it
+            subprocess.run(  # noqa: S603 - fixed argv
+                [*argv, "restart"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                user=self._pgserver.system_user,
+                timeout=30,
+                check=True,
+            )
+        self._pgserver.ensure_postgres_running()  # takes the restarted postmaster's pid: cleanup() stops it
+        self.pg_dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        _wait_for(lambda: asyncio.run(_pg_reachable(self.pg_dsn)), "embedded PostgreSQL on TCP")
 
     def stop(self) -> None:
         for _name, proc in reversed(self._procs):
@@ -186,6 +216,9 @@ class Stack:
         if self._pgserver is not None:
             self._pgserver.cleanup()
             self._pgserver = None
+        if self._pgdata_parent is not None:
+            shutil.rmtree(self._pgdata_parent, ignore_errors=True)
+            self._pgdata_parent = None
 
     def __enter__(self) -> Stack:
         return self

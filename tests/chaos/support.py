@@ -515,7 +515,8 @@ SELECT pg_terminate_backend(pid) AS killed
 
 
 def _pg_port(env: Env) -> int | None:
-    """The TCP port of PostgreSQL, or None for a private embedded server (unix socket)."""
+    """The TCP port of PostgreSQL, or None for a private embedded server (whose icefeed backends are all
+    this test's)."""
     return None if env.stack.pg_embedded else (urlparse(env.stack.pg_dsn).port or 5432)
 
 

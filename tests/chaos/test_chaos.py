@@ -385,6 +385,9 @@ def test_pg_connections_terminated_while_loading(env: Env) -> None:
 # -- scenario 5: SIGTERM during load --------------------------------------------------------------------
 
 
+HOUR = "3600"
+
+
 def test_sigterm_during_load_then_restart(env: Env) -> None:
     rng = random.Random(f"{SEED}:sigterm")
     env.migrate()
@@ -393,6 +396,9 @@ def test_sigterm_during_load_then_restart(env: Env) -> None:
     # c holds its claimed batches past its 1 s grace: must release batches and messages. It starts
     # first and takes few messages (small batches, small window), so it surely holds a batch while
     # the others load the rest.
+    # A visibility timeout of an hour: a message a worker fails to release stays invisible that
+    # long, so "released" (visible within a retry's backoff) is told apart with a generous deadline
+    # rather than a tight wall-clock bound.
     start(
         env,
         "c",
@@ -400,20 +406,21 @@ def test_sigterm_during_load_then_restart(env: Env) -> None:
         ICEFEED_FAULTS=f"after_claim=hold:{gate}",
         ICEFEED_BATCH_MAX_FILES="3",
         ICEFEED_SQS_MAX_IN_FLIGHT="10",
+        ICEFEED_SQS_VISIBILITY_TIMEOUT_S=HOUR,
     )
     for i in range(60):
         exp.upload(env, f"events/term/f{i:02}.json", rng.randint(1, 5))
     poll(lambda: (gate / "after_claim.reached").exists(), 60, "worker c holding a claimed batch")
-    start(env, "a")  # default grace (20 s): drains its in-flight batches
-    start(env, "b", ICEFEED_SHUTDOWN_GRACE_S="2")
+    start(env, "a", ICEFEED_SQS_VISIBILITY_TIMEOUT_S=HOUR)  # default grace (20 s): drains its in-flight batches
+    start(env, "b", ICEFEED_SHUTDOWN_GRACE_S="2", ICEFEED_SQS_VISIBILITY_TIMEOUT_S=HOUR)
     poll(lambda: loaded_count(env) >= 10, 60, "a load under way")
     loaded_at_term = loaded_count(env)
     codes = stop_all(env)  # SIGTERM to all three at once
     assert codes == [0, 0, 0], f"workers exited {codes} on SIGTERM"
     # Nothing is left invisible past the grace: held messages were deleted or released at once;
-    # at most a retry's backoff (BACKOFF_MAX_S) — never the 30 s visibility timeout.
+    # at most a retry's backoff (BACKOFF_MAX_S, 8 s) — never the hour of the visibility timeout.
     started = time.monotonic()
-    poll(lambda: not_visible(env) == 0, BACKOFF_MAX_S + 3, "no message invisible after the workers exited", 0.1)
+    poll(lambda: not_visible(env) == 0, 15 * BACKOFF_MAX_S, "no message invisible after the workers exited", 0.1)
     invisible_s = time.monotonic() - started
     NOTES.append(
         f"SIGTERM: {loaded_at_term}/{len(exp.current)} files loaded at SIGTERM, all workers exited 0, "

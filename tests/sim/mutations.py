@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.mutants import patched
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -153,10 +155,9 @@ def mutated_copy(m: Mutation, into: Path) -> None:
         shutil.copytree(ROOT / part, into / part, ignore=shutil.ignore_patterns("__pycache__"))
     for path, old, new in ((m.path, m.old, m.new), *m.also):
         target = into / path
-        text = target.read_text(encoding="utf-8")
-        if text.count(old) != 1:
-            raise SystemExit(f"mutation {m.name}: the text to change is found {text.count(old)} times in {path}")
-        target.write_text(text.replace(old, new), encoding="utf-8")
+        target.write_text(
+            patched(target.read_text(encoding="utf-8"), old, new, f"{m.name} in {path}"), encoding="utf-8"
+        )
 
 
 def simulate(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -1,6 +1,7 @@
 """The Apache Spark 4 tier: the same pipeline (moto + PostgreSQL from the session ``stack``) writing
 through a real Spark 4.0 Connect server, Parquet tables. Run it alone with
-``pytest tests/spark4``, or leave it out with ``-m "not spark4"``."""
+``pytest tests/spark4``, or leave it out with ``-m "not spark4"``. Without Java it is skipped, or
+fails under ``CI=true``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.spark4.support import Spark4Env, Spark4Server, running_server, spark4_env
+from tests.tiers import unavailable
 from worker.localstack import Stack
 
 
@@ -30,7 +32,7 @@ def _java() -> str | None:
 @pytest.fixture(scope="session")
 def spark4(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Spark4Server]:
     if _java() is None:
-        pytest.skip("no Java on this machine (JAVA_HOME or `java` on PATH): the Spark 4 tier needs a JVM (Java 17)")
+        unavailable("no Java on this machine (JAVA_HOME or `java` on PATH): the Spark 4 tier needs a JVM (Java 17)")
     with running_server(tmp_path_factory.mktemp("spark4")) as server:
         yield server
 

@@ -17,6 +17,7 @@ import pytest
 from tests.integration.memory_support import big_batch
 from tests.spark4.conftest import _java
 from tests.spark4.support import Spark4Env, Spark4Server, running_server, spark4_env
+from tests.tiers import unavailable
 from worker.localstack import Stack
 
 pytestmark = pytest.mark.spark4
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.spark4
 @pytest.fixture(scope="module")
 def big_driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Spark4Server]:
     if _java() is None:
-        pytest.skip("no Java on this machine: the Spark 4 tier needs a JVM (Java 17)")
+        unavailable("no Java on this machine: the Spark 4 tier needs a JVM (Java 17)")
     with running_server(tmp_path_factory.mktemp("spark4-big"), driver_memory="3g") as server:
         yield server
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.domain.batching import BatchBuffer, BatchLimits, FileWork, halves, source_uri
+from worker.domain.batching import BatchBuffer, BatchLimits, FileWork, halves, newest_per_key, source_uri, upload_order
 
 PROPERTY = settings(max_examples=300, deadline=None, database=None)
 
@@ -112,6 +112,23 @@ def test_take_respects_max_bytes() -> None:
     buf.add(fw(4, size=5), now=0.0)
     assert ids(buf.take(0.0)) == [1, 2]
     assert ids(buf.take(0.0)) == [3, 4]
+
+
+def test_a_batch_may_fill_max_bytes_exactly() -> None:
+    buf = buffer(max_files=100, max_bytes=100)
+    for i, size in enumerate([60, 40, 1], start=1):
+        buf.add(fw(i, size=size), now=0.0)
+    assert ids(buf.take(0.0)) == [1, 2]  # 60 + 40 == max_bytes: the second file still fits
+    assert ids(buf.take(0.0)) == [3]
+
+
+def test_the_bytes_left_after_a_take_count_towards_the_next_batch_only() -> None:
+    buf = buffer(max_files=100, max_bytes=100, max_wait_s=5.0)
+    for i, size in enumerate([40, 50, 20], start=1):
+        buf.add(fw(i, size=size), now=0.0)
+    assert ids(buf.take(1.0)) == [1, 2]
+    buf.add(fw(4, size=15), now=1.0)  # 20 + 15 bytes wait: far from full
+    assert not buf.full() and not buf.ready(1.0)
 
 
 def test_take_stops_at_the_first_file_that_does_not_fit() -> None:
@@ -307,3 +324,19 @@ def test_a_batch_is_decided_in_upload_order_not_arrival_order() -> None:
     same_b = FileWork(3, "e", "b", "b.json", "x", 1, t0 + timedelta(milliseconds=10))
     ordered = sorted([late, unknown, same_a, early, same_b], key=upload_order)
     assert [f.key for f in ordered] == ["m1.json", "b.json", "a.json", "m3.json", "m0.json"]
+
+
+def test_of_the_versions_of_a_key_offered_together_the_newest_upload_goes_first() -> None:
+    def version(file_id: int, second: int | None, key: str = "in/k.json") -> FileWork:
+        at = None if second is None else datetime(2026, 1, 1, 0, 0, second, tzinfo=UTC)
+        return FileWork(file_id, "orders", "landing", key, f"e{file_id}", 10, at)
+
+    old, new, other = version(1, 5), version(2, 9), version(3, 1, key="in/other.json")
+    assert newest_per_key([new, other, old]) == ([new, other], [old])
+    assert newest_per_key([old, other, new]) == ([other, new], [old])  # arrival order kept
+    # Same upload time: the later registration wins; no event time at all: taken as the newest.
+    tie = version(4, 9)
+    assert newest_per_key([tie, new]) == ([tie], [new])
+    unknown = version(5, None)
+    assert newest_per_key([unknown, new]) == ([unknown], [new])
+    assert upload_order(unknown) == (float("inf"), 5)

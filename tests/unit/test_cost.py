@@ -11,9 +11,11 @@ from contextlib import redirect_stdout
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.unit.cost_snapshot import MECH, PRICES
 from worker.__main__ import _parser
 from worker.admin import cost as admin_cost
 from worker.admin.cli import cost_options, run
@@ -24,18 +26,6 @@ from worker.observability.logging import Redactor
 from worker.routes import parse_routes
 from worker.settings import Settings
 
-PRICES = cost.Prices(
-    sqs_usd_per_million=0.40,
-    s3_get_usd_per_1000=0.0004,
-    s3_put_usd_per_1000=0.005,
-    catalog_usd_per_million=1.00,
-    engine_usd_per_hour=0.72,
-    pg_usd_per_month=50.0,
-    worker_usd_per_hour=0.05,
-)
-MECH = cost.Mechanics(
-    catalog_calls_per_commit=3, metadata_reads_per_commit=2, metadata_writes_per_commit=3, engine_reads_per_file=3
-)
 # 3000 files a day reach the one poller at λ = 3000 / 86400 per second. The long-poll wait is
 # chosen so that λ·W = ln 2: then e^(λW) − 1 = 1 and empty receives per second = λ exactly.
 RATE = 3000 / 86400
@@ -368,3 +358,94 @@ def test_cost_command_prints_the_model_in_json_and_text(tmp_path: Path) -> None:
 def test_cost_without_a_volume_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(parse(), Settings(routes_file=tmp_path / "none.toml"), Redactor()) == 2
     assert "--files-per-day" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the whole report
+
+
+def test_every_line_of_the_report_matches_its_snapshot() -> None:
+    """Labels, units, formulas, notes and figures of a dozen fleets (tests/unit/cost_snapshot.py);
+    after a deliberate change: ``python -m tests.unit.cost_snapshot``."""
+    from tests.unit.cost_snapshot import SNAPSHOT, snapshot
+    from tests.unit.snapshot_check import assert_matches
+
+    assert_matches(SNAPSHOT, snapshot())
+
+
+# --------------------------------------------------------------------------- refusals and edges
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"files_per_day": 0}, "files per day must be positive, got 0"),
+        ({"tables": 0}, "tables and poll prefixes must be at least 1"),
+        ({"poll_prefixes": 0}, "tables and poll prefixes must be at least 1"),
+        ({"messages_per_receive": 11}, "messages per receive must be between 1 and 10, got 11"),
+        ({"messages_per_receive": 0.5}, "messages per receive must be between 1 and 10, got 0.5"),
+        ({"engine_read_fraction": 1.5}, "engine read fraction must be between 0 and 1, got 1.5"),
+        ({"files_per_commit": 0.5}, "files per commit must be at least 1, got 0.5"),
+        ({"engine_s_per_file": -1}, "engine_s_per_file must be 0 or more, got -1"),
+        ({"poll_interval_s": 0}, "poll interval must be positive, got 0"),
+    ],
+)
+def test_a_bad_workload_is_refused_by_name(change: dict[str, float], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        replace(WORK, **change)
+    assert str(info.value) == message
+
+
+def test_the_edges_of_a_workload_and_a_fleet_are_accepted() -> None:
+    edges = {"files_per_day": 0.5, "messages_per_receive": 1, "engine_read_fraction": 1, "files_per_commit": 1}
+    edges |= {"engine_s_per_commit": 0, "retry_fraction": 0, "poll_interval_s": 0.5, "tables": 1}
+    assert replace(WORK, **edges).files_per_day == 0.5
+    assert replace(FLEET, wait_time_s=0, batch_max_wait_s=0, workers=1).pollers == 1
+    assert cost.Prices(*([0.0] * 7)).pg_usd_per_month == 0.0
+    assert cost.Mechanics(0, 0, 0, 0).engine_reads_per_file == 0
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: replace(FLEET, queues=0), "queues must be at least 1, got 0"),
+        (lambda: replace(FLEET, wait_time_s=-1), "wait times must be 0 or more"),
+        (lambda: replace(FLEET, batch_max_wait_s=-0.5), "wait times must be 0 or more"),
+        (lambda: replace(PRICES, engine_usd_per_hour=-1), "price engine_usd_per_hour must be 0 or more, got -1"),
+        (lambda: replace(MECH, engine_reads_per_file=-2), "engine_reads_per_file must be 0 or more, got -2"),
+        (lambda: cost.engine_fit(0, 3.0, None), "engine fit needs commits with files and a non-negative time"),
+        (lambda: cost.engine_fit(5, -0.1, None), "engine fit needs commits with files and a non-negative time"),
+    ],
+)
+def test_other_refusals_name_the_value(build: Any, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build()
+    assert str(info.value) == message
+
+
+def test_engine_fit_says_how_it_split_the_time() -> None:
+    assert cost.engine_fit(0.5, 0.0, None) == cost.EngineFit(
+        0.0, 0.0, "mean per commit (no fit: the commits all had the same number of files)"
+    )
+    assert cost.engine_fit(100, 3.0, math.inf).how.startswith("mean per commit")
+    assert cost.engine_fit(100, 3.0, 1.0).how == "least squares over the commits, clamped"
+
+
+@pytest.mark.parametrize(
+    ("x", "text"),
+    [
+        (0, "0"),
+        (1234567, "1,234,567"),
+        (99.99, "99.99"),
+        (100, "100"),
+        (100.25, "100.2"),
+        (0.123456, "0.1235"),
+        (2.0000000001, "2"),
+        (1e15 - 1, "999,999,999,999,999"),
+        (100.04, "100.0"),
+        (99.04, "99.04"),
+        (1e6 + 1e-4, "1,000,000"),
+        (1e15, "1,000,000,000,000,000.0"),
+    ],
+)
+def test_numbers_in_formulas(x: float, text: str) -> None:
+    assert cost._n(x) == text

@@ -115,7 +115,11 @@ def test_a_parquet_table_refuses_changes_it_cannot_make() -> None:
     with pytest.raises(DataError, match="only gain new top-level columns") as info:
         SPARK_PARQUET.evolution_statements("`c`.`d`.`t`", plan)
     assert info.value.error_class == "UnsupportedSchemaChange"
-    assert SPARK_ICEBERG.evolution_statements("`c`.`d`.`t`", plan)  # Iceberg merges nested fields
+    # Iceberg merges nested fields on append (mergeSchema) once the table accepts any schema.
+    assert SPARK_ICEBERG.evolution_statements("`c`.`d`.`t`", plan) == [
+        "ALTER TABLE `c`.`d`.`t` SET TBLPROPERTIES ('write.spark.accept-any-schema' = 'true')"
+    ]
+    assert SAIL.evolution_statements("`c`.`d`.`t`", plan) == []  # Sail: mergeSchema alone
 
 
 def test_replace_routes_are_refused_on_parquet_at_start() -> None:
@@ -126,3 +130,60 @@ def test_replace_routes_are_refused_on_parquet_at_start() -> None:
     SPARK_PARQUET.check_routes(appending)
     SPARK_ICEBERG.check_routes(replacing)
     SAIL.check_routes(replacing)
+
+
+class Recorder:
+    """Records the chain of calls made on it (a stand-in for a DataFrame or a session)."""
+
+    def __init__(self, calls: list[str] | None = None, path: str = "") -> None:
+        self.calls = [] if calls is None else calls
+        self.path = path
+
+    def __getattr__(self, name: str) -> Recorder:
+        return Recorder(self.calls, f"{self.path}.{name}" if self.path else name)
+
+    def __call__(self, *args: object) -> Recorder:
+        self.calls.append(f"{self.path}({', '.join(map(repr, args))})")
+        return Recorder(self.calls, self.path)
+
+
+def test_append_and_refresh_per_engine_and_format() -> None:
+    iceberg, parquet = Recorder(), Recorder()
+    SPARK_ICEBERG.append(iceberg, "`c`.`d`.`t`")
+    assert iceberg.calls == [
+        "writeTo('`c`.`d`.`t`')",
+        "writeTo.option('mergeSchema', 'true')",
+        "writeTo.option.append()",
+    ]
+    SPARK_PARQUET.append(parquet, "`c`.`d`.`t`")
+    assert parquet.calls == [
+        "write.mode('append')",
+        "write.mode.format('parquet')",
+        "write.mode.format.saveAsTable('`c`.`d`.`t`')",
+    ]
+    spark, sail = Recorder(), Recorder()
+    SPARK_PARQUET.refresh(spark, "`c`.`d`.`t`")
+    SAIL.refresh(sail, "`c`.`d`.`t`")
+    assert spark.calls == ["catalog.refreshTable('`c`.`d`.`t`')"] and sail.calls == []
+
+
+def test_sail_reads_from_a_mirror_root_too() -> None:
+    assert Dialect("sail", "iceberg", "file:///m").source_path("b", "k/a b.json") == "file:///m/b/k/a%20b.json"
+
+
+def test_refusals_name_what_cannot_be_done() -> None:
+    nested = Struct((Field("c", Struct((Field("a", LONG),))),))
+    wider = Struct((Field("c", Struct((Field("a", LONG), Field("b", STRING), Field("d", STRING)))),))
+    plan = plan_batch(Policy.EVOLVE, nested, [(1, wider)])
+    with pytest.raises(DataError) as info:
+        SPARK_PARQUET.evolution_statements("`c`.`d`.`t`", plan)
+    assert str(info.value) == (
+        "a parquet table can only gain new top-level columns (ALTER TABLE ADD COLUMNS), not: "
+        "nested field added at c.b: string (file); nested field added at c.d: string (file)"
+        " (use ICEFEED_SPARK_TABLE_FORMAT=iceberg)"
+    )
+    second = ROUTES.format(name="b", on_overwrite="replace").replace('"landing"', '"other"').replace("/t", "/u")
+    two = parse_routes(ROUTES.format(name="a", on_overwrite="replace") + second.replace("db.t", "db.u"))
+    with pytest.raises(ConfigError) as refused:
+        SPARK_PARQUET.check_routes(two)
+    assert str(refused.value).startswith('ingestion(s) a, b: on_overwrite = "replace" deletes rows, which ')

@@ -209,6 +209,16 @@ def test_the_breaker_opens_after_failures_probes_half_open_and_closes() -> None:
     assert not b.succeeded()  # already closed: nothing changed
 
 
+def test_retry_in_is_zero_unless_open_and_a_success_forgets_the_last_error() -> None:
+    b = Breaker(failures_to_open=1, cooldown_s=10, max_cooldown_s=25)
+    assert b.retry_in(0) == 0  # closed
+    assert b.failed(0, "down") and b.retry_in(4) == 6 and b.last_error == "down"
+    assert b.retry_in(10) == 0 and b.retry_in(30) == 0  # the cooldown is over: never negative
+    assert b.allow(10) and b.state == HALF_OPEN and b.retry_in(40) == 0  # half-open: a probe is out
+    b.released()  # that probe said nothing about the engine: another may go
+    assert b.allow(10.5) and b.succeeded() and (b.last_error, b.failures, b.opened_at) == ("", 0, None)
+
+
 # -- the router -----------------------------------------------------------------------------------
 
 

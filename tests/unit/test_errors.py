@@ -365,3 +365,56 @@ def test_message_over_the_grpc_limit_is_permanent(message: str, code: str | None
 def test_other_resource_exhaustion_stays_transient() -> None:
     err = classify_engine_error("SparkConnectGrpcException", "too many concurrent operations", "RESOURCE_EXHAUSTED")
     assert isinstance(err, TransientError)
+
+
+# --------------------------------------------------------------------------- the order of the rules
+# An engine message often quotes the object's key or a value, which may contain any word: the
+# rules are tried in a fixed order, and the first that matches decides.
+
+
+@pytest.mark.parametrize(
+    ("message", "error_class"),
+    [
+        ("failed to connect to all addresses while reading s3://landing/in/malformed.json", "SparkUnavailable"),
+        (
+            "Iceberg commit failed after 5 retries due to concurrent metadata updates (csv error in log)",
+            "CommitConflict",
+        ),
+        ("[INVALID_HANDLE.SESSION_CLOSED] reading s3://landing/not valid json/x.json", "SparkSessionLost"),
+    ],
+)
+def test_a_transient_failure_wins_over_data_words_in_the_same_message(message: str, error_class: str) -> None:
+    """An outage while reading a file named like a data error is still an outage: retried, never
+    FAILED."""
+    err = classify_engine_error("SparkConnectGrpcException", message)
+    assert type(err) is TransientError and err.error_class == error_class
+
+
+def test_an_invalid_path_wins_over_transient_words_in_the_key() -> None:
+    message = 'Encountered object with invalid path: Path "/in//connection refused.csv" contained empty path segment'
+    err = classify_engine_error("SparkRuntimeException", message)
+    assert type(err) is DataError and err.error_class == "InvalidPath"
+
+
+def test_the_size_limit_wins_over_everything_and_the_grpc_code_over_the_message() -> None:
+    too_large = classify_engine_error("X", "Sent message larger than max (5 vs. 4): invalid path", "RESOURCE_EXHAUSTED")
+    assert type(too_large) is DataError and too_large.error_class == "MessageTooLarge"
+    unavailable = classify_engine_error("X", "CSV error: incorrect number of fields", "UNAVAILABLE")
+    assert type(unavailable) is TransientError and unavailable.error_class == "SparkUnavailable"
+
+
+def test_data_rules_are_tried_in_their_order() -> None:
+    """A schema conflict reported about a file that is also unparsable is a schema conflict."""
+    err = classify_engine_error("AnalysisException", "value cannot be cast to INT (json error at line 3)")
+    assert type(err) is DataError and err.error_class == "SchemaConflict"
+
+
+def test_each_rule_keeps_the_engine_message_in_its_error() -> None:
+    too_large = classify_engine_error("X", "Sent message larger than max (5 vs. 4)")
+    assert str(too_large) == "Spark Connect message over the size limit: Sent message larger than max (5 vs. 4)"
+    path = classify_engine_error("SparkRuntimeException", "invalid path: a//b")
+    assert str(path) == "SparkRuntimeException: invalid path: a//b"
+    lost = classify_engine_error("SparkConnectGrpcException", "[INVALID_HANDLE.SESSION_CLOSED] gone")
+    assert str(lost) == "SparkConnectGrpcException: [INVALID_HANDLE.SESSION_CLOSED] gone"
+    denied = classify_engine_error("X", "<_InactiveRpcError status = StatusCode.PERMISSION_DENIED details = x>")
+    assert type(denied) is TransientError and denied.error_class == "SparkUnauthenticated"

@@ -855,3 +855,28 @@ def test_never_raises_on_event_shaped_json(document: dict[str, Any]) -> None:
     records = document.get("Records")
     if isinstance(records, list) and records:
         assert len(results) == len(records)  # one result per S3 record
+
+
+# --------------------------------------------------------------------------- every result, in full
+
+
+def test_every_fixture_and_crafted_body_matches_its_snapshot() -> None:
+    """Each result of tests/unit/events_snapshot.py's bodies, reasons included; after a
+    deliberate change: ``python -m tests.unit.events_snapshot``."""
+    from tests.unit.events_snapshot import SNAPSHOT, snapshot
+    from tests.unit.snapshot_check import assert_matches
+
+    assert_matches(SNAPSHOT, snapshot())
+
+
+def test_the_notification_builder_writes_time_in_utc_and_encodes_slashes_when_asked() -> None:
+    from worker.domain.events import s3_notification_record
+
+    naive = s3_notification_record("b", "a/b c", "e", 1, event_time=datetime(2026, 1, 2, 3, 4, 5, 678900))
+    aware = s3_notification_record(
+        "b", "a/b c", "e", 1, event_time=datetime(2026, 1, 2, 5, 4, 5, tzinfo=timezone(timedelta(hours=2)))
+    )
+    assert naive["eventTime"] == "2026-01-02T03:04:05.678Z" and aware["eventTime"] == "2026-01-02T03:04:05.000Z"
+    plain = s3_notification_record("b", "a/b c", "e", 1)
+    moto = s3_notification_record("b", "a/b c", "e", 1, encode_slash=True)
+    assert plain["s3"]["object"]["key"] == "a/b+c" and moto["s3"]["object"]["key"] == "a%2Fb+c"  # type: ignore[index]

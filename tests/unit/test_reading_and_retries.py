@@ -70,3 +70,14 @@ def test_a_final_file_acks_its_message(status: str) -> None:
 def test_a_claimed_file_waits_until_a_sweeper_can_have_settled_its_batch() -> None:
     outcome = outcome_for(POLICY, 1, state("CLAIMED", lease_left_s=60.0))
     assert isinstance(outcome, Retry) and outcome.in_flight and outcome.delay_s == 60 + 30 + 15 + 1
+
+
+def test_the_size_limits_are_inclusive() -> None:
+    assert too_large(100, True, 100, 1000) is None  # exactly the local parse limit: parsed
+    assert too_large(101, True, 100, 1000) == (
+        "whole-file JSON of 101 bytes: this engine reads JSON lines only, and the worker parses "
+        "such files itself up to ICEFEED_SPARK_LOCAL_PARSE_MAX_BYTES=100"
+    )
+    assert too_large(1000, False, 100, 1000) is None  # exactly the file limit: loaded
+    assert too_large(1001, False, 100, 1000) == "1001 bytes is over ICEFEED_BATCH_MAX_FILE_BYTES=1000"
+    assert too_large(None, True, 100, 1000) is None  # size unknown: nothing to refuse yet

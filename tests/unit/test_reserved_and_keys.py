@@ -250,3 +250,15 @@ def test_apache_spark_refusing_two_columns_differing_in_case_is_permanent() -> N
     )
     error = classify_engine_error("AnalysisException", message, None)
     assert isinstance(error, DataError) and error.error_class == "DuplicateName"
+
+
+def test_an_unsafe_key_is_explained_in_full() -> None:
+    assert unsafe_key("a/../b/./c.csv") == (
+        "the key has a '.' and '..' path segment: engines resolve such segments (Sail read another object "
+        "or nothing), so the engine cannot read it as written; copy the object to a key without them"
+    )
+    assert unsafe_key("a//b.csv") == (
+        "the key has an empty path segment ('//'): engines reject it (Sail: 'contained empty path "
+        "segment') or collapse it (Hadoop reads another object); copy the object to a key without it"
+    )
+    assert "(a leading '/')" in (unsafe_key("/a.csv") or "") and "(a trailing '/')" in (unsafe_key("a/") or "")

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from worker.domain.errors import ConfigError
 from worker.domain.routing import RouteRule, match_route, overlapping_pairs
+from worker.domain.schema import type_string
 from worker.routes import (
     CsvIngestion,
     CsvOptions,
@@ -334,7 +335,10 @@ def test_one_table_two_locations() -> None:
 
 
 def test_one_table_two_locations_differing_in_case() -> None:
-    invalid(ing(), ing(name="orders2", prefix="other/", table="glue.sales.Orders", location="s3://wh/elsewhere"))
+    message = invalid(
+        ing(), ing(name="orders2", prefix="other/", table="glue.sales.Orders", location="s3://wh/elsewhere")
+    )
+    assert "tables glue.sales.orders and glue.sales.Orders differ only in case" in message
 
 
 def test_overlapping_routes_on_one_bucket() -> None:
@@ -520,3 +524,50 @@ def test_overlap_is_exactly_a_shared_key(p1: str, s1: str, p2: str, s2: str) -> 
         for key in map("".join, product("ab/.", repeat=n))
     )
     assert r1.overlaps(r2) is shared
+
+
+# --------------------------------------------------------------------------- where an error is
+
+
+def test_an_error_names_its_place_in_the_routes_file() -> None:
+    from worker.routes import _where
+
+    raw: dict[str, object] = {"ingestion": [{"name": "orders"}, {"bucket": "b"}]}
+    assert _where(("ingestion", 0, "table"), raw) == "ingestion[0] (orders).table"
+    assert _where(("ingestion", 1, "json", "options"), raw) == "ingestion[1].options"  # the format tag is dropped
+    assert _where(("ingestion", 2, "csv", "prefix"), raw) == "ingestion[2].prefix"  # past the list: no name
+    assert _where(("engine", 0, "name"), raw) == "engine.0.name"
+    assert _where(("json", 0), raw) == "json.0"
+    assert _where((), raw) == "(top level)"
+
+
+def refused(text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_routes(text)
+    return str(info.value)
+
+
+def test_engine_errors_and_lookups_name_what_is_missing() -> None:
+    text = toml(ing(engine="team_a")) + '[[engine]]\nname = "team_b"\nurl = "sc://b:15002"\n'
+    message = refused(text)
+    assert (
+        "ingestion 'orders': engine 'team_a' is not defined (engines: default, team_b; add an [[engine]] block)"
+        in message
+    )
+    two = (
+        toml(ing(), ing(name="o2", prefix="other/", engine="team_b"))
+        + '[[engine]]\nname = "team_b"\nurl = "sc://b:1"\n'
+    )
+    message = refused(two)
+    assert message.endswith(
+        "table glue.sales.orders is written by two engines: default and team_b "
+        "(one table, one engine: its commits are serialized on one cluster)"
+    )
+    engines = "".join(f'[[engine]]\nname = "{n}"\nurl = "sc://a:1"\n' for n in ("x", "y", "x", "y"))
+    assert "duplicate engine names: x, y" in refused(toml(ing()) + engines)
+    routes = parse_routes(toml(ing(schema_hints={"price": "decimal(10,2)"})))
+    with pytest.raises(KeyError, match="nope"):
+        routes.engine_of("nope")
+    with pytest.raises(KeyError, match="nope"):
+        routes.by_name("nope")
+    assert {c: type_string(t) for c, t in routes.ingestion[0].hint_types().items()} == {"price": "decimal(10,2)"}

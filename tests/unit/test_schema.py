@@ -967,3 +967,13 @@ def test_policy_ignores_columns_in_which_only_nulls_were_seen() -> None:
     assert first.target == Struct(()) and first.decisions[1].load
     later = plan_batch(Policy.EVOLVE, first.target, [(2, Struct((Field("name", STRING),)))])
     assert later.target == Struct((Field("name", STRING),))
+
+
+def test_every_refusal_and_comparison_matches_its_snapshot() -> None:
+    """The message of each refused schema or type, and each pair's changes and merge, in full
+    (tests/unit/schema_snapshot.py); after a deliberate change:
+    ``python -m tests.unit.schema_snapshot``."""
+    from tests.unit.schema_snapshot import SNAPSHOT, snapshot
+    from tests.unit.snapshot_check import assert_matches
+
+    assert_matches(SNAPSHOT, snapshot())

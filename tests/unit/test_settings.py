@@ -380,3 +380,14 @@ def test_memory_settings_and_decode_limits(clean_env: pytest.MonkeyPatch) -> Non
     clean_env.setenv("ICEFEED_SPARK_WORKER_DECODE_MAX_BYTES", str(200 * 1024 * 1024))
     with pytest.raises(ConfigError, match="ICEFEED_SPARK_WORKER_DECODE_MAX_BYTES"):
         load_settings()
+
+
+def test_no_queue_is_refused_by_name_and_url_parameters_keep_equals_signs_in_values(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    from worker.settings import spark_url_params
+
+    with pytest.raises(ConfigError) as info:
+        require_queues(load_settings())
+    assert str(info.value) == "invalid settings:\n  ICEFEED_SQS_QUEUE_URLS: at least one queue URL is required"
+    assert spark_url_params("sc://h:1/;token=a=b;user_id=u") == {"token": "a=b", "user_id": "u"}

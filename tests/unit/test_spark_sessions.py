@@ -117,7 +117,7 @@ class FakeClient:
     """A Spark Connect client whose calls answer from a script: a value, or an exception raised."""
 
     def __init__(self, answers: dict[str, list[object]]) -> None:
-        self.answers = answers
+        self.answers = {name: list(script) for name, script in answers.items()}  # a parameter is shared by reruns
         self.calls: list[str] = []
         self._channel = self
 
