@@ -178,6 +178,14 @@ MUTANTS = (
         "        return prefixes",
         (_U + "test_routes.py",),
     ),
+    Mutant(
+        "fairness-contended-share",
+        "a table holding its share is admitted while another table waits (a flood starves the rest)",
+        "worker/domain/fairness.py",
+        "    return mine >= max(floor, lane_share(window, held, lane))",
+        "    return False",
+        (_U + "test_fairness.py",),
+    ),
     # -- settings and dialects -------------------------------------------------------------------
     Mutant(
         "ledger-schema-unchecked",
