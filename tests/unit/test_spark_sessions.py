@@ -225,7 +225,7 @@ def test_an_idle_engine_session_is_closed_and_the_next_call_opens_another(monkey
     sink._writes["w"] = object()  # a write session open: its engine is not idle
     assert not sink.close_idle(600, now=sink._last_used + 10_000)
     del sink._writes["w"]
-    assert sink.close_idle(600, now=sink._last_used + 600)
+    assert sink.close_idle(600, now=sink._last_used + 601)
     assert first.stopped and sink._session is None
     assert not sink.close_idle(600, now=sink._last_used + 10_000)  # nothing left to close
     second = sink._spark()
