@@ -55,6 +55,7 @@ from worker.ports import (
     ExpiredBatch,
     FileDecoder,
     FileState,
+    Inference,
     Ledger,
     Message,
     ObjectInfo,
@@ -105,6 +106,45 @@ class WriteResult:
     request_replace: frozenset[int] = frozenset()
     unreadable: dict[int, IcefeedError] = field(default_factory=dict)  # files the engine could not parse
     local: frozenset[int] = frozenset()  # files the worker read (so they existed): no HEAD for zero rows
+
+
+def reader_for(ing: AnyIngestion, pinned: dict[str, str]) -> Reader:
+    """How a file of ``ing`` is read: its format, options and schema hints, with the columns an
+    operator pinned on its table (``schema approve --as string``, ``pinned``) on top. The load and
+    ``icefeed preview`` both read through it."""
+    return Reader(
+        ing.format, ing.reader_options(), {**ing.hint_types(), **{c: parse_type(t) for c, t in pinned.items()}}
+    )
+
+
+async def read_and_plan(
+    sink: TableSink, request: WriteRequest, policy: Policy, approved: dict[str, str]
+) -> tuple[Inference, BatchPlan]:
+    """Read the request's files (``infer``: the sink keeps the read for its ``append``) and decide
+    the batch under the table's policy and its approved proposals (``plan_batch``). The load and
+    ``icefeed preview`` both decide through it."""
+    inference = await sink.infer(request)
+    readable = [(f.file_id, inference.schemas[f.file_id]) for f in request.files if f.file_id in inference.schemas]
+    return inference, plan_batch(policy, inference.table, readable, approved)
+
+
+def engine_can_read(local_parse: bool, key: str) -> bool:
+    """Whether a file the worker would decode may be handed to the engine instead (read by path):
+    not whole-file JSON the engine cannot read (``local_parse``), and a key the engine reads as
+    written (no ``.``/``..``/empty segments)."""
+    return not local_parse and unsafe_key(key) is None
+
+
+def decode_file(decoder: FileDecoder, body: bytes, key: str, whole_file: bool, engine_reads: bool) -> Any:
+    """One worker-read file decoded at once (``icefeed preview``; a batch decodes the same way in
+    steps, within its memory budget): the decoded file, the ``DataError`` it raised, or None when
+    it is over the decode limits and the engine reads it instead (``engine_reads``)."""
+    try:
+        return decoder.open(body, key).parse(whole_file)
+    except DecodeLimit as error:
+        return None if engine_reads else error
+    except DataError as error:
+        return error
 
 
 class _OverBudget(Exception):
@@ -507,9 +547,7 @@ class Pipeline:
         under the table's policy and its approved proposals), then the sink creates or evolves
         the table and appends what the plan loads in ONE commit (``append``, called even when
         nothing loads: it releases the write's session)."""
-        inference = await self.sink.infer(request)
-        readable = [(f.file_id, inference.schemas[f.file_id]) for f in request.files if f.file_id in inference.schemas]
-        plan = plan_batch(schema.policy, inference.table, readable, schema.approved)
+        inference, plan = await read_and_plan(self.sink, request, schema.policy, schema.approved)
         counts = await self.sink.append(request, plan)
         return WriteResult(counts, plan, inference.schemas, request.replace, inference.unreadable, inference.local)
 
@@ -735,7 +773,7 @@ class Pipeline:
         """Whether a worker-read file may be handed to the engine instead (read by path): its
         format is one the engine reads (not whole-file JSON on Sail). A key the engine would not
         read as written (``.``/``..``/empty segments: issue 11, item 10) must stay with the worker."""
-        return not self.parses_locally(f.ingestion) and unsafe_key(f.key) is None
+        return engine_can_read(self.parses_locally(f.ingestion), f.key)
 
     @staticmethod
     async def _reserve(hold: Hold, target: int, first: bool) -> bool:
@@ -777,12 +815,8 @@ class Pipeline:
     async def _readers(self, table: str, files: list[FileWork]) -> dict[str, Reader]:
         """How to read each ingestion's files: its format, options and hints, with the columns an
         operator pinned on the table (``schema approve --as string``) on top."""
-        pinned = {c: parse_type(t) for c, t in (await self.ledger.table_hints(table)).items()}
-        readers = {}
-        for name in sorted({f.ingestion for f in files}):
-            ing = self.routes.by_name(name)
-            readers[name] = Reader(ing.format, ing.reader_options(), {**ing.hint_types(), **pinned})
-        return readers
+        pinned = await self.ledger.table_hints(table)
+        return {name: reader_for(self.routes.by_name(name), pinned) for name in sorted({f.ingestion for f in files})}
 
     async def _after_failed_write(
         self,
