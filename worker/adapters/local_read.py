@@ -11,7 +11,10 @@ Types follow Spark's JSON inference so that a route's small (worker-read) and la
 double, strings stay strings (no timestamp guessing), objects → structs merged by name, arrays →
 arrays of the merged element type, and any other mix → string holding the value's JSON text.
 A column that held only nulls has no type (void) and creates nothing; nulls nested in structs
-and arrays become strings, as in Spark.
+and arrays become strings, as in Spark. As Apache Spark's reader does, a JSON line holding an
+array of objects gives one row per object (``[]`` none), and a UTF-8 byte order mark is skipped;
+any other line that is not an object fails the file. Where this differs from the engines'
+readers: docs/bad-input.md (checked by tests/reading_corpus.py on Sail and Apache Spark 4).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from worker.settings import SparkSettings
 MAX_DEPTH = 32  # nesting deeper than this is refused (engines and clients choke on it)
 _INT64 = (-(2**63), 2**63 - 1)
 GZIP_MAGIC = b"\x1f\x8b"
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 __all__ = ["DecodeLimit"]  # re-exported: defined in the domain, raised here
@@ -148,7 +152,8 @@ def open_text(payload: bytes, compressed: bool, limits: DecodeLimits) -> Text:
 
 
 def parse_text(text: Text, whole_file: bool) -> Decoded:
-    rows = _document_rows(text.data) if whole_file else _line_rows(text.data)
+    data = text.data[len(UTF8_BOM) :] if text.data.startswith(UTF8_BOM) else text.data  # as Apache Spark does
+    rows = _document_rows(data) if whole_file else _line_rows(data)
     return rows_to_arrow(rows)
 
 
@@ -209,9 +214,14 @@ def _line_rows(data: bytes) -> list[dict[str, Any]]:
             row = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
             raise DataError(f"JSON parse error at line {number}: {exc}", error_class="ParseError") from None
+        if isinstance(row, list) and all(isinstance(r, dict) for r in row):
+            rows.extend(row)  # Apache Spark reads a line holding an array of objects as one row each
+            continue
         if not isinstance(row, dict):
+            what = "an array holding non-objects" if isinstance(row, list) else type(row).__name__
             raise DataError(
-                f"JSON line {number}: expected an object, got {type(row).__name__}", error_class="ParseError"
+                f"JSON line {number}: expected an object or an array of objects, got {what}",
+                error_class="ParseError",
             )
         rows.append(row)
     return rows
