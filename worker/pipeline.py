@@ -44,7 +44,7 @@ from worker.domain.outcomes import (
     retry,
 )
 from worker.domain.policy import BatchPlan, Policy, plan_batch
-from worker.domain.reading import FILE_TOO_LARGE, deletes_rows, too_large
+from worker.domain.reading import FILE_TOO_LARGE, TextRule, deletes_rows, too_large
 from worker.domain.reading import parses_locally as _parses_locally
 from worker.domain.reading import worker_reads as _worker_reads
 from worker.domain.routing import match_route
@@ -135,12 +135,14 @@ def engine_can_read(local_parse: bool, key: str) -> bool:
     return not local_parse and unsafe_key(key) is None
 
 
-def decode_file(decoder: FileDecoder, body: bytes, key: str, whole_file: bool, engine_reads: bool) -> Any:
+def decode_file(
+    decoder: FileDecoder, body: bytes, key: str, whole_file: bool, engine_reads: bool, rule: TextRule | None = None
+) -> Any:
     """One worker-read file decoded at once (``icefeed preview``; a batch decodes the same way in
     steps, within its memory budget): the decoded file, the ``DataError`` it raised, or None when
     it is over the decode limits and the engine reads it instead (``engine_reads``)."""
     try:
-        return decoder.open(body, key).parse(whole_file)
+        return decoder.open(body, key).parse(whole_file, rule)
     except DecodeLimit as error:
         return None if engine_reads else error
     except DataError as error:
@@ -689,7 +691,9 @@ class Pipeline:
 
     def worker_reads(self, ingestion: str, size: int | None) -> bool:
         ing, spark = self.routes.by_name(ingestion), self.settings.spark
-        return _worker_reads(self._dialect(ing), ing.format, ing.whole_file_json, size, spark.worker_read_max_bytes)
+        return _worker_reads(
+            self._dialect(ing), ing.format, ing.whole_file_json, size, spark.worker_read_max_bytes, ing.worker_decodes
+        )
 
     def too_large(self, ingestion: str, size: int | None) -> str | None:
         """Why a file is refused before it is claimed (FileTooLarge), or None."""
@@ -748,7 +752,8 @@ class Pipeline:
                 cost = decode_cost(text.size, text.values)
                 if not await self._reserve(hold, kept + left + cost, first=kept == 0):
                     raise _OverBudget
-                decoded = await asyncio.to_thread(text.parse, self.routes.by_name(f.ingestion).whole_file_json)
+                ing = self.routes.by_name(f.ingestion)
+                decoded = await asyncio.to_thread(text.parse, ing.whole_file_json, ing.text_rule)
                 del text
                 out[f.file_id] = decoded
                 kept += held_cost(decoded.nbytes, decoded.rows, len(f.source_file))
@@ -773,7 +778,8 @@ class Pipeline:
         """Whether a worker-read file may be handed to the engine instead (read by path): its
         format is one the engine reads (not whole-file JSON on Sail). A key the engine would not
         read as written (``.``/``..``/empty segments: issue 11, item 10) must stay with the worker."""
-        return engine_can_read(self.parses_locally(f.ingestion), f.key)
+        only_worker = self.parses_locally(f.ingestion) or self.routes.by_name(f.ingestion).worker_decodes
+        return engine_can_read(only_worker, f.key)
 
     @staticmethod
     async def _reserve(hold: Hold, target: int, first: bool) -> bool:

@@ -20,7 +20,7 @@ readers: docs/bad-input.md (checked by tests/reading_corpus.py on Sail and Apach
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from worker.domain.errors import DataError, DecodeLimit
 from worker.domain.policy import fold
+from worker.domain.reading import TOO_MANY_BAD_RECORDS, BadRecord, TextRule, too_many_bad
 from worker.domain.schema import (
     BOOLEAN,
     DOUBLE,
@@ -78,8 +79,8 @@ class Text:
     def size(self) -> int:
         return len(self.data)
 
-    def parse(self, whole_file: bool) -> Decoded:
-        return parse_text(self, whole_file)
+    def parse(self, whole_file: bool, rule: TextRule | None = None) -> Decoded:
+        return parse_text(self, whole_file, rule)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +90,7 @@ class Decoded:
     columns: dict[str, pa.Array]
     rows: int
     schema: Struct
+    bad: tuple[BadRecord, ...] = ()  # records a quarantining route leaves out (TextRule)
 
     @property
     def nbytes(self) -> int:
@@ -151,10 +153,35 @@ def open_text(payload: bytes, compressed: bool, limits: DecodeLimits) -> Text:
     return Text(data, values)
 
 
-def parse_text(text: Text, whole_file: bool) -> Decoded:
-    data = text.data[len(UTF8_BOM) :] if text.data.startswith(UTF8_BOM) else text.data  # as Apache Spark does
-    rows = _document_rows(data) if whole_file else _line_rows(data)
-    return rows_to_arrow(rows)
+def parse_text(text: Text, whole_file: bool, rule: TextRule | None = None) -> Decoded:
+    """The text's rows as Arrow. With ``rule``: decoded from its character set first, and, when it
+    quarantines, each JSON line that is not an object (or an array of objects) is set aside as a
+    :class:`BadRecord` instead of failing the file, unless more than its ``max_bad_fraction`` of
+    the records are bad (``DataError(TooManyBadRecords)``)."""
+    rule = rule or TextRule()
+    data = transcode(text.data, rule.encoding)
+    data = data[len(UTF8_BOM) :] if data.startswith(UTF8_BOM) else data  # as Apache Spark does
+    if whole_file:
+        return rows_to_arrow(_document_rows(data))
+    rows, bad = _line_rows(data, rule.quarantine)
+    if bad:
+        why = too_many_bad(len(bad), len(rows), rule.max_bad_fraction)
+        if why is not None:
+            first = bad[0]
+            raise DataError(f"{why}; first: line {first.line}: {first.error}", error_class=TOO_MANY_BAD_RECORDS)
+    decoded = rows_to_arrow(rows)
+    return replace(decoded, bad=tuple(bad)) if bad else decoded
+
+
+def transcode(data: bytes, encoding: str) -> bytes:
+    """``data`` in ``encoding`` as UTF-8 (a UTF-16/32 BOM is consumed by the codec); text that is
+    not valid in its encoding fails the file (ParseError)."""
+    if encoding == "utf-8":
+        return data
+    try:
+        return data.decode(encoding).encode("utf-8")
+    except UnicodeError as exc:
+        raise DataError(f"not valid {encoding} text: {exc}", error_class="ParseError") from None
 
 
 def json_values(data: bytes) -> int:
@@ -205,26 +232,34 @@ def _document_rows(data: bytes) -> list[dict[str, Any]]:
     return rows
 
 
-def _line_rows(data: bytes) -> list[dict[str, Any]]:
-    rows = []
+def _line_rows(data: bytes, quarantine: bool = False) -> tuple[list[dict[str, Any]], list[BadRecord]]:
+    rows: list[dict[str, Any]] = []
+    bad: list[BadRecord] = []
+    offset = 0
     for number, line in enumerate(data.split(b"\n"), start=1):
+        start, offset = offset, offset + len(line) + 1
         if not line.strip():
             continue
         try:
             row = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            raise DataError(f"JSON parse error at line {number}: {exc}", error_class="ParseError") from None
+            error = f"JSON parse error at line {number}: {exc}"
+            if not quarantine:
+                raise DataError(error, error_class="ParseError") from None
+            bad.append(BadRecord.of(number, start, error, line.rstrip(b"\r")))
+            continue
         if isinstance(row, list) and all(isinstance(r, dict) for r in row):
             rows.extend(row)  # Apache Spark reads a line holding an array of objects as one row each
             continue
         if not isinstance(row, dict):
             what = "an array holding non-objects" if isinstance(row, list) else type(row).__name__
-            raise DataError(
-                f"JSON line {number}: expected an object or an array of objects, got {what}",
-                error_class="ParseError",
-            )
+            error = f"JSON line {number}: expected an object or an array of objects, got {what}"
+            if not quarantine:
+                raise DataError(error, error_class="ParseError")
+            bad.append(BadRecord.of(number, start, error, line.rstrip(b"\r")))
+            continue
         rows.append(row)
-    return rows
+    return rows, bad
 
 
 # -- inference ---------------------------------------------------------------------------------

@@ -108,7 +108,9 @@ async def preview(
                 spark.local_parse_max_bytes,
                 settings.batch.max_file_bytes,
             )
-            local = worker_reads(dialect, ing.format, ing.whole_file_json, head.size, spark.worker_read_max_bytes)
+            local = worker_reads(
+                dialect, ing.format, ing.whole_file_json, head.size, spark.worker_read_max_bytes, ing.worker_decodes
+            )
             if too_big:
                 result.update(file_schema=None, sample=[], table_schema=None, diff=[])
                 result["decision"] = {
@@ -122,8 +124,9 @@ async def preview(
         work = FileWork(0, ing.name, bucket, key, head.etag, head.size)
         request = WriteRequest(uuid4(), ing.table, ing.location, {ing.name: reader_for(ing, pinned)}, [work], 1)
         if payload is not None:  # a file the worker reads itself: decoded as a batch decodes it
-            engine_reads = engine_can_read(parses_locally(dialect, ing.whole_file_json), key)
-            decoded = decode_file(LocalDecoder.for_settings(spark), payload, key, ing.whole_file_json, engine_reads)
+            engine_reads = engine_can_read(parses_locally(dialect, ing.whole_file_json) or ing.worker_decodes, key)
+            decoder = LocalDecoder.for_settings(spark)
+            decoded = decode_file(decoder, payload, key, ing.whole_file_json, engine_reads, ing.text_rule)
             request = replace(request, decoded={} if decoded is None else {work.file_id: decoded})
         # Read-only, on a session that fails fast when the cluster is unreachable: an operator
         # waits seconds for "cluster unreachable", not the client's default ten minutes of retries.

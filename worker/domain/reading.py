@@ -9,6 +9,8 @@ callers pass the values.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 FILE_TOO_LARGE = "FileTooLarge"
 
 
@@ -28,11 +30,20 @@ def parses_locally(engine: str, whole_file_json: bool) -> bool:
     return worker_parses_whole_file_json(engine) and whole_file_json
 
 
-def worker_reads(engine: str, fmt: str, whole_file_json: bool, size: int | None, worker_read_max_bytes: int) -> bool:
+def worker_reads(
+    engine: str,
+    fmt: str,
+    whole_file_json: bool,
+    size: int | None,
+    worker_read_max_bytes: int,
+    worker_decodes: bool = False,
+) -> bool:
     """Whether the worker fetches and decodes a file itself: JSON up to
-    ``ICEFEED_SPARK_WORKER_READ_MAX_BYTES``, and whole-file JSON on an engine whose reader lacks it
-    (Sail; capped at admission by ``ICEFEED_SPARK_LOCAL_PARSE_MAX_BYTES``)."""
-    if parses_locally(engine, whole_file_json):
+    ``ICEFEED_SPARK_WORKER_READ_MAX_BYTES``, whole-file JSON on an engine whose reader lacks it
+    (Sail; capped at admission by ``ICEFEED_SPARK_LOCAL_PARSE_MAX_BYTES``), and every file of a
+    route the worker decodes whatever the size (``worker_decodes``: bad records quarantined, or
+    text that is not UTF-8; capped by the decode limits)."""
+    if parses_locally(engine, whole_file_json) or worker_decodes:
         return True
     return fmt == "json" and size is not None and size <= worker_read_max_bytes
 
@@ -47,4 +58,46 @@ def too_large(size: int | None, local_parse: bool, local_parse_max_bytes: int, m
         )
     if (size or 0) > max_file_bytes:
         return f"{size} bytes is over ICEFEED_BATCH_MAX_FILE_BYTES={max_file_bytes}"
+    return None
+
+
+#: Characters of a bad record's text kept with it (the rest is cut, and said so).
+BAD_RECORD_TEXT_MAX = 4096
+TOO_MANY_BAD_RECORDS = "TooManyBadRecords"
+
+
+@dataclass(frozen=True, slots=True)
+class TextRule:
+    """How a route's text is decoded: its character set, and whether bad records are quarantined
+    (``max_bad_fraction``: over it, the file fails as a whole) or fail the file."""
+
+    encoding: str = "utf-8"
+    quarantine: bool = False
+    max_bad_fraction: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class BadRecord:
+    """One record a quarantining route left out of the load: where it was (1-based line, byte
+    offset of the line's start in the decompressed file), why, and its text (cut at
+    :data:`BAD_RECORD_TEXT_MAX` characters, ``truncated`` then)."""
+
+    line: int
+    offset: int
+    error: str
+    text: str
+    truncated: bool = False
+
+    @classmethod
+    def of(cls, line: int, offset: int, error: str, raw: bytes) -> BadRecord:
+        text = raw.decode("utf-8", "backslashreplace")
+        return cls(line, offset, error, text[:BAD_RECORD_TEXT_MAX], len(text) > BAD_RECORD_TEXT_MAX)
+
+
+def too_many_bad(bad: int, good: int, max_fraction: float) -> str | None:
+    """Why a file with ``bad`` bad and ``good`` good records fails as a whole, or None: more than
+    ``max_fraction`` of its records are bad (a binary file is not one good record and 4000 bad)."""
+    total = bad + good
+    if bad and bad / total > max_fraction:
+        return f"{bad} of {total} records are bad ({bad / total:.0%}), over max_bad_fraction={max_fraction:g}"
     return None

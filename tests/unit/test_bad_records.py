@@ -1,0 +1,110 @@
+"""Bad records of a quarantining route (bad_records = "quarantine"): the good records decode, each
+bad one is kept with its line, byte offset, error and text, and a file with too many bad records
+fails as a whole; the route's encoding is decoded first."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+
+from worker.adapters.local_read import DEFAULT_LIMITS, LocalDecoder
+from worker.domain.errors import DataError
+from worker.domain.reading import BAD_RECORD_TEXT_MAX, BadRecord, TextRule, too_many_bad
+from worker.routes import parse_routes
+
+QUARANTINE = TextRule(quarantine=True, max_bad_fraction=0.5)
+
+
+def decode(body: bytes, rule: TextRule, key: str = "k.json") -> object:
+    return LocalDecoder(DEFAULT_LIMITS).open(body, key).parse(False, rule)
+
+
+def test_good_records_load_and_each_bad_one_is_kept_with_where_and_why() -> None:
+    body = b'{"id": 1}\n{"id": \n\n{"id": 2}\r\n"text"\n{"id": "\xff"}\n{"id": 3}\n'
+    d = decode(body, QUARANTINE)
+    assert d.rows == 3 and d.columns["id"].to_pylist() == [1, 2, 3]  # type: ignore[attr-defined]
+    bad = d.bad  # type: ignore[attr-defined]
+    assert [(b.line, b.offset) for b in bad] == [(2, 10), (5, 30), (6, 37)]
+    assert [b.text for b in bad] == ['{"id": ', '"text"', '{"id": "\\xff"}']
+    assert "parse error at line 2" in bad[0].error and "got str" in bad[1].error and "UTF-8" in bad[2].error
+    assert all(body[b.offset :].startswith(b.text.encode()[:5]) for b in bad[:2])  # offsets point at the line
+
+
+def test_without_quarantine_the_first_bad_line_fails_the_file() -> None:
+    with pytest.raises(DataError) as caught:
+        decode(b'{"id": 1}\n{"id": \n', TextRule())
+    assert caught.value.error_class == "ParseError" and "line 2" in str(caught.value)
+
+
+def test_a_file_over_the_bad_fraction_fails_as_a_whole() -> None:
+    with pytest.raises(DataError) as caught:
+        decode(b'{"id": 1}\nxx\nyy\n', QUARANTINE)  # 2 of 3 bad > 0.5
+    assert caught.value.error_class == "TooManyBadRecords"
+    assert "2 of 3 records are bad" in str(caught.value) and "first: line 2" in str(caught.value)
+    assert decode(b'{"id": 1}\nxx\n', QUARANTINE).rows == 1  # type: ignore[attr-defined]  # 1 of 2: at the limit
+    binary = gzip.compress(bytes(range(256)) * 64)[:4000]  # not even gzip once cut: undecodable bytes
+    with pytest.raises(DataError):
+        decode(binary, QUARANTINE, key="x.bin")
+
+
+def test_the_fraction_rule() -> None:
+    assert too_many_bad(0, 0, 0.0) is None and too_many_bad(1, 9, 0.1) is None
+    assert too_many_bad(2, 8, 0.1) is not None and too_many_bad(4000, 1, 0.99) is not None
+
+
+def test_a_bad_records_text_is_bounded() -> None:
+    record = BadRecord.of(1, 0, "why", b"x" * (BAD_RECORD_TEXT_MAX + 10))
+    assert len(record.text) == BAD_RECORD_TEXT_MAX and record.truncated
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body"),
+    [
+        ("latin-1", '{"name": "café"}\n'.encode("latin-1")),
+        ("utf-16", '{"name": "café"}\n'.encode("utf-16")),  # with its BOM
+        ("utf-8", '\ufeff{"name": "café"}\n'.encode()),
+    ],
+)
+def test_text_in_the_routes_encoding_decodes_to_the_right_characters(encoding: str, body: bytes) -> None:
+    d = decode(body, TextRule(encoding=encoding))
+    assert d.columns["name"].to_pylist() == ["café"]  # type: ignore[attr-defined]
+
+
+def test_text_not_valid_in_its_encoding_fails_the_file() -> None:
+    with pytest.raises(DataError) as caught:
+        decode('{"a": 1}\n'.encode("utf-16") + b"\x00", TextRule(encoding="utf-16"))  # an odd byte
+    assert caught.value.error_class == "ParseError" and "not valid utf-16" in str(caught.value)
+
+
+ROUTE = """
+[[ingestion]]
+name = "events"
+bucket = "bucket-a"
+format = "{fmt}"
+table = "glue.db.events"
+location = "s3://w/db/events"
+{extra}
+"""
+
+
+def test_routes_validate_the_bad_records_settings() -> None:
+    ok = parse_routes(
+        ROUTE.format(fmt="json", extra='bad_records = "quarantine"\nbad_records_location = "s3://bad/events/"')
+    )
+    (ing,) = ok.ingestion
+    assert ing.bad_records_location == "s3://bad/events" and ing.worker_decodes
+    assert ing.text_rule == TextRule("utf-8", True, 0.1)
+    assert parse_routes(ROUTE.format(fmt="json", extra='encoding = "latin-1"')).ingestion[0].text_rule.encoding == (
+        "iso8859-1"
+    )
+    for fmt, extra, needle in [
+        ("json", 'bad_records = "quarantine"', "needs bad_records_location"),
+        ("csv", 'bad_records = "quarantine"\nbad_records_location = "s3://bad/x"', "JSON lines only"),
+        ("json", 'bad_records = "quarantine"\nbad_records_location = "/tmp/x"', "S3 URL"),
+        ("json", "max_bad_fraction = 1.5", "less than or equal to 1"),
+        ("json", 'encoding = "klingon"', "unknown encoding"),
+        ("csv", 'encoding = "latin-1"', "JSON only"),
+    ]:
+        with pytest.raises(Exception, match=needle):
+            parse_routes(ROUTE.format(fmt=fmt, extra=extra))
