@@ -44,7 +44,15 @@ from worker.domain.outcomes import (
     retry,
 )
 from worker.domain.policy import BatchPlan, Policy, plan_batch
-from worker.domain.reading import FILE_TOO_LARGE, TextRule, deletes_rows, too_large
+from worker.domain.reading import (
+    FILE_TOO_LARGE,
+    TextRule,
+    bad_records_body,
+    bad_records_object,
+    bad_records_of,
+    deletes_rows,
+    too_large,
+)
 from worker.domain.reading import parses_locally as _parses_locally
 from worker.domain.reading import worker_reads as _worker_reads
 from worker.domain.routing import match_route
@@ -106,6 +114,8 @@ class WriteResult:
     request_replace: frozenset[int] = frozenset()
     unreadable: dict[int, IcefeedError] = field(default_factory=dict)  # files the engine could not parse
     local: frozenset[int] = frozenset()  # files the worker read (so they existed): no HEAD for zero rows
+    # Files of quarantining routes: (bad records left out, the object holding them or None).
+    rejected: dict[int, tuple[int, str | None]] = field(default_factory=dict)
 
 
 def reader_for(ing: AnyIngestion, pinned: dict[str, str]) -> Reader:
@@ -550,8 +560,43 @@ class Pipeline:
         the table and appends what the plan loads in ONE commit (``append``, called even when
         nothing loads: it releases the write's session)."""
         inference, plan = await read_and_plan(self.sink, request, schema.policy, schema.approved)
+        rejected = await self._keep_bad_records(request, plan)
         counts = await self.sink.append(request, plan)
-        return WriteResult(counts, plan, inference.schemas, request.replace, inference.unreadable, inference.local)
+        return WriteResult(
+            counts, plan, inference.schemas, request.replace, inference.unreadable, inference.local, rejected
+        )
+
+    async def _keep_bad_records(self, request: WriteRequest, plan: BatchPlan) -> dict[int, tuple[int, str | None]]:
+        """Before the append, in the fenced write: the bad records of each file the plan loads from
+        a quarantining route, written to one object per file version (overwritten by any retry of
+        it, so never twice), carrying this batch's id. (count, object URI) per such file. A failed
+        PUT fails the write before anything is appended (the session is stopped on that path)."""
+        out: dict[int, tuple[int, str | None]] = {}
+        loads = set(plan.loaded)
+        for f in request.files:
+            ing = self.routes.by_name(f.ingestion)
+            if f.file_id not in loads or ing.bad_records_location is None:
+                continue
+            bad = getattr(request.decoded.get(f.file_id), "bad", ())
+            if not bad:
+                out[f.file_id] = (0, None)
+                continue
+            bucket, key = bad_records_object(ing.bad_records_location, ing.table, f.file_id)
+            await self.store.write(bucket, key, bad_records_body(bad, request.batch_id, f.source_file, f.etag))
+            out[f.file_id] = (len(bad), f"s3://{bucket}/{key}")
+        return out
+
+    async def _recovered_bad_records(self, f: FileWork, batch_id: UUID) -> tuple[int | None, str | None]:
+        """Recovery of a committed batch: the bad records its writer kept for ``f`` (written
+        before the append, carrying the batch id), read back from their object."""
+        ing = self.routes.by_name(f.ingestion)
+        if ing.bad_records_location is None:
+            return None, None
+        bucket, key = bad_records_object(ing.bad_records_location, ing.table, f.file_id)
+        head = await self._head(bucket, key)
+        body = await self.store.get(bucket, key, head.etag) if head is not None else None
+        count = bad_records_of(body, batch_id) if body is not None else None
+        return (count, f"s3://{bucket}/{key}") if count else (0, None)
 
     async def _still_mine(self, batch_id: UUID, blog: structlog.typing.FilteringBoundLogger) -> bool:
         """Before changing anything for a committed batch (removing rows, finalizing): is its lease
@@ -1004,6 +1049,7 @@ class Pipeline:
         counts: dict[str, int],
         result: WriteResult | None,
         settled: dict[int, FileResult] | None = None,
+        batch_id: UUID | None = None,
     ) -> list[FileResult]:
         """Per-file outcome of a committed batch. Without the write's plan (recovery), a file
         that left no rows is released to load again: it may have been empty, quarantined or
@@ -1028,7 +1074,13 @@ class Pipeline:
             read = result is not None and f.file_id in result.local  # the worker's GET found it
             if rows == 0 and not read and await self._head(f.bucket, f.key) is None:
                 return FileResult(f.file_id, GONE, 0, "ObjectGone", "object disappeared before it was read")
-            return FileResult(f.file_id, LOADED, rows)
+            if result is not None:
+                rejected, where = result.rejected.get(f.file_id, (None, None))
+            elif batch_id is not None:
+                rejected, where = await self._recovered_bad_records(f, batch_id)
+            else:
+                rejected, where = None, None
+            return FileResult(f.file_id, LOADED, rows, rows_rejected=rejected, bad_records=where)
 
         return list(await asyncio.gather(*(one(f) for f in files)))
 
@@ -1053,7 +1105,7 @@ class Pipeline:
         strangers = set(counts) - known
         if strangers:
             blog.error("batch_lineage_mismatch", unexpected=sorted(strangers)[:5])
-        results = await self._results(files, counts, result, settled)
+        results = await self._results(files, counts, result, settled, batch_id)
         quarantines = self._quarantines(table, files, result) if result else []
         version = await self._schema_version(batch_id, table, files, result, results)
         replaced = [r.file_id for r in results if r.status == LOADED and r.file_id in set(replacing or ())]

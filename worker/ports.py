@@ -111,6 +111,7 @@ class MessageSource(Protocol):
 class ObjectStore(Protocol):
     async def head(self, bucket: str, key: str) -> ObjectInfo | None: ...
     async def get(self, bucket: str, key: str, etag: str) -> bytes | None: ...
+    async def write(self, bucket: str, key: str, body: bytes) -> None: ...  # PUT (overwrites)
 
 
 class Ledger(Protocol):

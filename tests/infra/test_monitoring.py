@@ -88,6 +88,7 @@ REQUIRED_ALERTS = {
     "IcefeedZombieRowsRemoved",
     "IcefeedTableMaintenanceFailing",
     "IcefeedSmallFilesHigh",
+    "IcefeedBadRecordsRising",
 }
 # Grafana's own variables; every other $variable a query uses must be defined in `templating`.
 GRAFANA_VARIABLES = {"__rate_interval", "__interval", "__range"}

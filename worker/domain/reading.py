@@ -9,7 +9,9 @@ callers pass the values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
+from uuid import UUID
 
 FILE_TOO_LARGE = "FileTooLarge"
 
@@ -100,4 +102,27 @@ def too_many_bad(bad: int, good: int, max_fraction: float) -> str | None:
     total = bad + good
     if bad and bad / total > max_fraction:
         return f"{bad} of {total} records are bad ({bad / total:.0%}), over max_bad_fraction={max_fraction:g}"
+    return None
+
+
+def bad_records_object(location: str, table: str, file_id: int) -> tuple[str, str]:
+    """(bucket, key) of the object holding one file's bad records: one per file version (the
+    ledger's file id), so a retried or recovered batch overwrites it, never adds a second copy."""
+    bucket, _, prefix = location.removeprefix("s3://").partition("/")
+    return bucket, "/".join(p for p in (prefix, table, f"file-{file_id}.jsonl") if p)
+
+
+def bad_records_body(records: tuple[BadRecord, ...], batch_id: UUID, source_file: str, etag: str) -> bytes:
+    """The object's JSON lines: each bad record with its file, the file's eTag and the batch that
+    wrote it (the batch id, as on the rows)."""
+    head = {"source_file": source_file, "etag": etag, "batch_id": str(batch_id)}
+    return b"".join(json.dumps({**head, **asdict(r)}, ensure_ascii=False).encode() + b"\n" for r in records)
+
+
+def bad_records_of(body: bytes, batch_id: UUID) -> int | None:
+    """How many bad records ``body`` (a bad-records object) holds for batch ``batch_id``, or None
+    when another batch wrote it (recovery finalizes a committed batch from it)."""
+    lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+    if lines and all(line.get("batch_id") == str(batch_id) for line in lines):
+        return len(lines)
     return None
