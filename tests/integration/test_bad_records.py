@@ -1,0 +1,148 @@
+"""Bad records on the real stack (moto, Sail, PostgreSQL): a route with bad_records = "quarantine"
+loads a file's good records and keeps each bad one, once, with its line number, in S3; a file
+over max_bad_fraction fails; a worker killed mid-batch leaves each bad record stored once; a route
+with encoding = "latin-1" loads the right characters. Tables are read back with pyiceberg, bad
+records from S3, the ledger with SQL, and through the operator commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import ROUTES, Env, make_env
+from worker.localstack import Stack
+
+pytestmark = pytest.mark.integration
+
+BAD_ROUTES = (
+    ROUTES
+    + """
+[[ingestion]]
+name = "lines"
+bucket = "{bucket}"
+prefix = "lines/"
+suffix = ".json"
+format = "json"
+table = "glue.{db}.lines"
+location = "s3://{warehouse}/{db}/lines"
+bad_records = "quarantine"
+max_bad_fraction = 0.5
+bad_records_location = "s3://{bucket}/_bad"
+
+[[ingestion]]
+name = "latin"
+bucket = "{bucket}"
+prefix = "latin/"
+suffix = ".json"
+format = "json"
+table = "glue.{db}.latin"
+location = "s3://{warehouse}/{db}/latin"
+encoding = "latin-1"
+"""
+)
+
+GOOD = 10
+#: (line number, text) of the bad lines of HALF_GOOD
+BAD_LINES = {3: b'{"id": 1000, "name": ', 7: b'"just a string"', 12: b'{"id": 1001, "name": "\xff\xfe"}'}
+
+
+def half_good() -> bytes:
+    good = iter(json.dumps({"id": i, "name": f"n{i}"}).encode() for i in range(GOOD))
+    lines = [BAD_LINES.get(n) or next(good) for n in range(1, GOOD + len(BAD_LINES) + 1)]
+    return b"\n".join(lines) + b"\n"
+
+
+@pytest.fixture
+def bad_env(stack: Stack, tmp_path: Path) -> Iterator[Env]:
+    e = make_env(stack, tmp_path, uuid.uuid4().hex[:10], routes=BAD_ROUTES)
+    try:
+        yield e
+    finally:
+        e.close()
+
+
+def stored(env: Env, uri: str) -> list[dict[str, Any]]:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    body = env.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    return [json.loads(line) for line in body.splitlines()]
+
+
+def bad_objects(env: Env) -> list[str]:
+    listed = env.s3.list_objects_v2(Bucket=env.bucket, Prefix="_bad/").get("Contents", [])
+    return [o["Key"] for o in listed]
+
+
+def run_json(env: Env, *args: str, code: int = 0) -> dict[str, Any]:
+    result = env.cli(*args, "--json")
+    assert result.returncode == code, (args, result.stdout[-2000:], result.stderr[-2000:])
+    document: dict[str, Any] = json.loads(result.stdout)
+    return document
+
+
+def test_good_records_load_and_each_bad_one_is_kept_once_with_its_line(bad_env: Env) -> None:
+    env = bad_env
+    env.migrate()
+    env.start_worker()
+    body = half_good()
+    env.put("lines/half.json", body)
+    garbage = b"\n".join(os.urandom(200) for _ in range(20))  # 20 lines of binary
+    env.put("lines/garbage.json", garbage + b'\n{"id": 1}\n')
+    env.put("latin/cafe.json", '{"id": 1, "name": "café", "city": "Zürich"}\n'.encode("latin-1"))
+    files = {f["key"]: f for f in env.wait_files(3)}
+
+    half = files["lines/half.json"]
+    assert (half["status"], half["rows_loaded"], half["rows_rejected"]) == ("LOADED", GOOD, len(BAD_LINES))
+    rows = env.table_rows("lines")
+    assert sorted(r["id"] for r in rows) == list(range(GOOD))  # the good rows, exactly once
+    records = stored(env, half["bad_records"])
+    assert [(r["line"], r["text"].encode("utf-8", "backslashreplace")[:10]) for r in records] == [
+        (n, text[:10].decode("utf-8", "backslashreplace").encode("utf-8", "backslashreplace")[:10])
+        for n, text in sorted(BAD_LINES.items())
+    ]
+    for r in records:
+        assert body[r["offset"] :].startswith(BAD_LINES[r["line"]][:5]), r  # the byte offset of its line
+        assert r["batch_id"] == str(half["batch_id"]) and r["etag"] == half["etag"]
+        assert r["source_file"] == f"s3://{env.bucket}/lines/half.json" and r["error"]
+    assert bad_objects(env) == [half["bad_records"].split("/", 3)[3]]  # one object, for this file only
+
+    failed = files["lines/garbage.json"]  # one good record and many bad: not a file to load
+    assert (failed["status"], failed["error_class"]) == ("FAILED", "TooManyBadRecords")
+    assert "over max_bad_fraction=0.5" in failed["error_message"]
+
+    cafe = files["latin/cafe.json"]
+    assert cafe["status"] == "LOADED" and cafe["rows_rejected"] is None
+    assert [(r["name"], r["city"]) for r in env.table_rows("latin")] == [("café", "Zürich")]
+
+    listed = run_json(env, "files", "--status", "loaded", "--with-bad-records")
+    assert [(f["key"], f["rows_rejected"]) for f in listed["files"]] == [("lines/half.json", len(BAD_LINES))]
+    shown = run_json(env, "file", f"s3://{env.bucket}/lines/half.json")
+    (version,) = shown["versions"]
+    assert version["rows_rejected"] == len(BAD_LINES) and version["bad_records"] == half["bad_records"]
+    assert [s["line"] for s in version["bad_record_samples"]] == sorted(BAD_LINES)
+    text = env.cli("file", f"s3://{env.bucket}/lines/half.json").stdout
+    assert f"{len(BAD_LINES)} bad record(s) left out, kept in {half['bad_records']}" in text and "line 3" in text
+    assert env.stop_workers() == [0]
+
+
+@pytest.mark.parametrize("point", ["after_write_start", "after_commit"])
+def test_a_worker_killed_mid_batch_leaves_each_bad_record_stored_once(bad_env: Env, point: str) -> None:
+    env = bad_env
+    env.migrate()
+    doomed = env.start_worker("doomed", ICEFEED_FAULTS=f"{point}=exit")
+    env.put("lines/half.json", half_good())
+    assert doomed.wait(timeout=120) == 137  # died in the middle of the batch
+    env.start_worker("rescuer")
+    (f,) = env.wait_files(1, {"LOADED"}, timeout=120)
+    assert (f["rows_loaded"], f["rows_rejected"]) == (GOOD, len(BAD_LINES))
+    assert sorted(r["id"] for r in env.table_rows("lines")) == list(range(GOOD))
+    records = stored(env, f["bad_records"])
+    assert sorted(r["line"] for r in records) == sorted(BAD_LINES)  # each once
+    assert {r["batch_id"] for r in records} == {str(f["batch_id"])}  # written by the batch that committed
+    assert len(bad_objects(env)) == 1
+    assert env.stop_workers() == [137, 0]
