@@ -184,7 +184,7 @@ class _IngestionBase(_Model):
     @property
     def text_rule(self) -> TextRule:
         """How the worker decodes this route's text: its encoding and its bad-records mode."""
-        return TextRule(self.encoding, self.bad_records == "quarantine", self.max_bad_fraction)
+        return TextRule(self.encoding, self.bad_records == "quarantine", self.max_bad_fraction, self.hint_types())
 
     @property
     def worker_decodes(self) -> bool:

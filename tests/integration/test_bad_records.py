@@ -34,6 +34,7 @@ location = "s3://{warehouse}/{db}/lines"
 bad_records = "quarantine"
 max_bad_fraction = 0.5
 bad_records_location = "s3://{bucket}/_bad"
+schema_hints = {{ price = "decimal(10,2)" }}
 
 [[ingestion]]
 name = "latin"
@@ -94,11 +95,13 @@ def test_good_records_load_and_each_bad_one_is_kept_once_with_its_line(bad_env: 
     garbage = b"\n".join(os.urandom(200) for _ in range(20))  # 20 lines of binary
     env.put("lines/garbage.json", garbage + b'\n{"id": 1}\n')
     env.put("latin/cafe.json", '{"id": 1, "name": "café", "city": "Zürich"}\n'.encode("latin-1"))
-    files = {f["key"]: f for f in env.wait_files(3)}
+    prices = [{"id": 100, "price": "1.50"}, {"id": 101, "price": "abc"}, {"id": 102, "price": 2}, {"id": 103}]
+    env.put("lines/prices.json", b"\n".join(json.dumps(p).encode() for p in prices) + b"\n")
+    files = {f["key"]: f for f in env.wait_files(4)}
 
     half = files["lines/half.json"]
     assert (half["status"], half["rows_loaded"], half["rows_rejected"]) == ("LOADED", GOOD, len(BAD_LINES))
-    rows = env.table_rows("lines")
+    rows = [r for r in env.table_rows("lines") if r["_source_file"].endswith("/half.json")]
     assert sorted(r["id"] for r in rows) == list(range(GOOD))  # the good rows, exactly once
     records = stored(env, half["bad_records"])
     assert [(r["line"], r["text"].encode("utf-8", "backslashreplace")[:10]) for r in records] == [
@@ -109,7 +112,13 @@ def test_good_records_load_and_each_bad_one_is_kept_once_with_its_line(bad_env: 
         assert body[r["offset"] :].startswith(BAD_LINES[r["line"]][:5]), r  # the byte offset of its line
         assert r["batch_id"] == str(half["batch_id"]) and r["etag"] == half["etag"]
         assert r["source_file"] == f"s3://{env.bucket}/lines/half.json" and r["error"]
-    assert bad_objects(env) == [half["bad_records"].split("/", 3)[3]]  # one object, for this file only
+    priced = files["lines/prices.json"]  # a value that cannot take its hinted type: that record only
+    assert (priced["status"], priced["rows_loaded"], priced["rows_rejected"]) == ("LOADED", 3, 1)
+    (cast,) = stored(env, priced["bad_records"])
+    assert cast["line"] == 2 and "column price: 'abc' cannot be cast to decimal(10,2)" in cast["error"]
+    loaded = {r["id"]: r["price"] for r in env.table_rows("lines") if r["_source_file"].endswith("/prices.json")}
+    assert {k: str(v) if v is not None else None for k, v in loaded.items()} == {100: "1.50", 102: "2.00", 103: None}
+    assert sorted(bad_objects(env)) == sorted(f["bad_records"].split("/", 3)[3] for f in (half, priced))
 
     failed = files["lines/garbage.json"]  # one good record and many bad: not a file to load
     assert (failed["status"], failed["error_class"]) == ("FAILED", "TooManyBadRecords")
@@ -120,7 +129,10 @@ def test_good_records_load_and_each_bad_one_is_kept_once_with_its_line(bad_env: 
     assert [(r["name"], r["city"]) for r in env.table_rows("latin")] == [("café", "Zürich")]
 
     listed = run_json(env, "files", "--status", "loaded", "--with-bad-records")
-    assert [(f["key"], f["rows_rejected"]) for f in listed["files"]] == [("lines/half.json", len(BAD_LINES))]
+    assert sorted((f["key"], f["rows_rejected"]) for f in listed["files"]) == [
+        ("lines/half.json", len(BAD_LINES)),
+        ("lines/prices.json", 1),
+    ]
     shown = run_json(env, "file", f"s3://{env.bucket}/lines/half.json")
     (version,) = shown["versions"]
     assert version["rows_rejected"] == len(BAD_LINES) and version["bad_records"] == half["bad_records"]

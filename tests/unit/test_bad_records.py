@@ -9,8 +9,10 @@ import gzip
 import pytest
 
 from worker.adapters.local_read import DEFAULT_LIMITS, LocalDecoder
+from worker.domain.casts import cast_error
 from worker.domain.errors import DataError
 from worker.domain.reading import BAD_RECORD_TEXT_MAX, BadRecord, TextRule, too_many_bad
+from worker.domain.schema import parse_type
 from worker.routes import parse_routes
 
 QUARANTINE = TextRule(quarantine=True, max_bad_fraction=0.5)
@@ -94,7 +96,7 @@ def test_routes_validate_the_bad_records_settings() -> None:
     )
     (ing,) = ok.ingestion
     assert ing.bad_records_location == "s3://bad/events" and ing.worker_decodes
-    assert ing.text_rule == TextRule("utf-8", True, 0.1)
+    assert ing.text_rule == TextRule("utf-8", True, 0.1, {})
     assert parse_routes(ROUTE.format(fmt="json", extra='encoding = "latin-1"')).ingestion[0].text_rule.encoding == (
         "iso8859-1"
     )
@@ -108,3 +110,42 @@ def test_routes_validate_the_bad_records_settings() -> None:
     ]:
         with pytest.raises(Exception, match=needle):
             parse_routes(ROUTE.format(fmt=fmt, extra=extra))
+
+
+@pytest.mark.parametrize(
+    ("value", "hint", "castable"),
+    [
+        ("1.50", "decimal(10,2)", True),
+        (2, "decimal(10,2)", True),
+        (99999999.994, "decimal(10,2)", True),  # rounds to 99999999.99
+        (99999999.996, "decimal(10,2)", False),  # rounds past 8 integer digits
+        ("abc", "decimal(10,2)", False),
+        ("NaN", "decimal(10,2)", False),
+        ("12", "bigint", True),
+        ("1.5", "int", False),
+        (2**40, "int", False),
+        ("1e5", "double", True),
+        ("x", "double", False),
+        ("yes", "boolean", True),
+        ("maybe", "boolean", False),
+        ("2026-11-01", "date", True),
+        ("2026-13-01", "date", False),
+        ("2026-11-01T10:00:00Z", "timestamp", True),
+        ("2026-11-01 10:00:00", "timestamp", True),
+        ("now", "timestamp", False),
+        (None, "decimal(10,2)", True),
+        ({"a": 1}, "string", True),
+    ],
+)
+def test_which_values_take_a_hinted_type(value: object, hint: str, castable: bool) -> None:
+    assert (cast_error(value, parse_type(hint)) is None) is castable
+
+
+def test_a_value_that_cannot_take_its_hinted_type_sets_its_record_aside() -> None:
+    rule = TextRule(quarantine=True, max_bad_fraction=0.5, hints={"price": parse_type("decimal(10,2)")})
+    d = decode(b'{"id": 1, "price": "1.50"}\n[{"id": 2, "price": "abc"}, {"id": 3}]\n{"id": 4, "price": 2}\n', rule)
+    assert d.columns["id"].to_pylist() == [1, 3, 4]  # type: ignore[attr-defined]
+    (bad,) = d.bad  # type: ignore[attr-defined]
+    assert (bad.line, bad.offset) == (2, 27) and "column price: 'abc' cannot be cast to decimal(10,2)" in bad.error
+    with pytest.raises(DataError):  # without quarantine the engine's cast decides, as before
+        decode(b'{"id": 1, "price": "abc"}\n{"id": \n', TextRule(hints=rule.hints))

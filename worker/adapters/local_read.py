@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from worker.domain.casts import cast_error
 from worker.domain.errors import DataError, DecodeLimit
 from worker.domain.policy import fold
 from worker.domain.reading import TOO_MANY_BAD_RECORDS, BadRecord, TextRule, too_many_bad
@@ -163,7 +164,9 @@ def parse_text(text: Text, whole_file: bool, rule: TextRule | None = None) -> De
     data = data[len(UTF8_BOM) :] if data.startswith(UTF8_BOM) else data  # as Apache Spark does
     if whole_file:
         return rows_to_arrow(_document_rows(data))
-    rows, bad = _line_rows(data, rule.quarantine)
+    rows, places, bad = _line_rows(data, rule.quarantine)
+    if rule.quarantine and rule.hints:
+        rows, bad = _castable_rows(rows, places, bad, rule.hints)
     if bad:
         why = too_many_bad(len(bad), len(rows), rule.max_bad_fraction)
         if why is not None:
@@ -232,8 +235,13 @@ def _document_rows(data: bytes) -> list[dict[str, Any]]:
     return rows
 
 
-def _line_rows(data: bytes, quarantine: bool = False) -> tuple[list[dict[str, Any]], list[BadRecord]]:
+Place = tuple[int, int, bytes]  # (line number, byte offset of the line, the line)
+
+
+def _line_rows(data: bytes, quarantine: bool = False) -> tuple[list[dict[str, Any]], list[Place], list[BadRecord]]:
+    """The rows of JSON lines, where each came from, and (``quarantine``) the bad lines set aside."""
     rows: list[dict[str, Any]] = []
+    places: list[Place] = []
     bad: list[BadRecord] = []
     offset = 0
     for number, line in enumerate(data.split(b"\n"), start=1):
@@ -250,6 +258,7 @@ def _line_rows(data: bytes, quarantine: bool = False) -> tuple[list[dict[str, An
             continue
         if isinstance(row, list) and all(isinstance(r, dict) for r in row):
             rows.extend(row)  # Apache Spark reads a line holding an array of objects as one row each
+            places.extend([(number, start, line)] * len(row))
             continue
         if not isinstance(row, dict):
             what = "an array holding non-objects" if isinstance(row, list) else type(row).__name__
@@ -259,7 +268,24 @@ def _line_rows(data: bytes, quarantine: bool = False) -> tuple[list[dict[str, An
             bad.append(BadRecord.of(number, start, error, line.rstrip(b"\r")))
             continue
         rows.append(row)
-    return rows, bad
+        places.append((number, start, line))
+    return rows, places, bad
+
+
+def _castable_rows(
+    rows: list[dict[str, Any]], places: list[Place], bad: list[BadRecord], hints: dict[str, DataType]
+) -> tuple[list[dict[str, Any]], list[BadRecord]]:
+    """Rows whose hinted values can all take their hinted types; the others join ``bad`` (in line
+    order), each with the first value that cannot."""
+    kept: list[dict[str, Any]] = []
+    more: list[BadRecord] = []
+    for row, (number, start, line) in zip(rows, places, strict=True):
+        error = next((f"column {c}: {e}" for c, t in hints.items() if c in row and (e := cast_error(row[c], t))), None)
+        if error is None:
+            kept.append(row)
+        else:
+            more.append(BadRecord.of(number, start, f"line {number}: {error}", line.rstrip(b"\r")))
+    return kept, sorted(bad + more, key=lambda b: (b.line, b.offset)) if more else bad
 
 
 # -- inference ---------------------------------------------------------------------------------

@@ -10,8 +10,10 @@ callers pass the values.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from uuid import UUID
+
+from worker.domain.schema import DataType
 
 FILE_TOO_LARGE = "FileTooLarge"
 
@@ -76,6 +78,7 @@ class TextRule:
     encoding: str = "utf-8"
     quarantine: bool = False
     max_bad_fraction: float = 0.0
+    hints: dict[str, DataType] = field(default_factory=dict)  # checked per record when quarantining
 
 
 @dataclass(frozen=True, slots=True)
