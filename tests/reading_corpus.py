@@ -24,6 +24,7 @@ from worker.domain.policy import Policy
 from worker.domain.schema import Array, Field, Map, Struct, type_string
 from worker.pipeline import decode_file, read_and_plan
 from worker.ports import Reader, WriteRequest
+from worker.settings import SparkSettings
 
 BUCKET = "corpus"
 
@@ -117,3 +118,20 @@ def outcomes(sink: SparkSink, table: str, names: list[str] | None = None) -> dic
         return out
 
     return asyncio.run(go())
+
+
+def read_corpus(root: Path, settings: SparkSettings, table: str) -> dict[str, tuple[Outcome, Outcome]]:
+    """Write the corpus under ``root`` (``settings.source_root`` points there) and read it through
+    both paths on the engine of ``settings``."""
+    write_corpus(root)
+    sink = SparkSink(settings)
+    try:
+        return outcomes(sink, table)
+    finally:
+        sink.close()
+
+
+def differing(seen: dict[str, tuple[Outcome, Outcome]]) -> tuple[set[str], str]:
+    """The shapes whose two outcomes differ, and a description of them for an assertion message."""
+    differ = {name: pair for name, pair in seen.items() if pair[0] != pair[1]}
+    return set(differ), "\n".join(f"{n}:\n  worker {w}\n  engine {e}" for n, (w, e) in differ.items())

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from tests.reading_corpus import Outcome, outcomes, write_corpus
-from worker.adapters.spark_sink import SparkSink
+from tests.reading_corpus import Outcome, differing, read_corpus
 from worker.localstack import Stack
 from worker.settings import SparkSettings
 
@@ -31,16 +30,10 @@ WORKER_ONLY = {"document"}
 
 
 def test_the_worker_and_sail_read_every_shape_alike(stack: Stack, tmp_path: Path) -> None:
-    write_corpus(tmp_path)
     settings = SparkSettings(url=SecretStr(stack.spark_url), dialect="sail", source_root=f"file://{tmp_path}")
-    sink = SparkSink(settings)
-    try:
-        seen = outcomes(sink, "glue.corpus_db.none")
-    finally:
-        sink.close()
-    differ = {name: pair for name, pair in seen.items() if pair[0] != pair[1]}
-    shown = "\n".join(f"{n}:\n  worker {w}\n  engine {e}" for n, (w, e) in differ.items())
-    assert set(differ) == set(SAIL_FAILS) | set(SAIL_OTHER) | set(WORKER_ONLY), shown
+    seen = read_corpus(tmp_path, settings, "glue.corpus_db.none")
+    differ, shown = differing(seen)
+    assert differ == set(SAIL_FAILS) | set(SAIL_OTHER) | set(WORKER_ONLY), shown
     for name in SAIL_FAILS:  # Sail's reader fails the file; Apache Spark and the worker load it
         worker, engine = seen[name]
         assert engine == Outcome(error_class="ParseError") and worker.error_class is None and worker.rows, name

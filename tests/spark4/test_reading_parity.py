@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from tests.reading_corpus import CORPUS, Outcome, outcomes, write_corpus
+from tests.reading_corpus import CORPUS, Outcome, differing, read_corpus
 from tests.spark4.support import Spark4Server
-from worker.adapters.spark_sink import SparkSink
 from worker.settings import SparkSettings
 
 pytestmark = pytest.mark.spark4
@@ -25,18 +24,12 @@ KNOWN = {
 
 
 def test_the_worker_reads_every_shape_as_apache_spark_does(spark4: Spark4Server, tmp_path: Path) -> None:
-    write_corpus(tmp_path)
     settings = SparkSettings(
         url=SecretStr(spark4.url), dialect="spark", table_format="parquet", source_root=f"file://{tmp_path}"
     )
-    sink = SparkSink(settings)
-    try:
-        seen = outcomes(sink, "spark_catalog.corpus_db.none")
-    finally:
-        sink.close()
-    differ = {name: pair for name, pair in seen.items() if pair[0] != pair[1]}
-    shown = "\n".join(f"{n}:\n  worker {w}\n  engine {e}" for n, (w, e) in differ.items())
-    assert set(differ) == set(KNOWN), shown
+    seen = read_corpus(tmp_path, settings, "spark_catalog.corpus_db.none")
+    differ, shown = differing(seen)
+    assert differ == set(KNOWN), shown
     worker, engine = seen["nulls"]  # a column holding only nulls: a string column on Spark, none from the worker
     assert "n string" in (engine.schema or "") and "n void" in (worker.schema or "")
     worker, engine = seen["mixed_kinds"]  # the same value, as JSON text written compactly vs as written
