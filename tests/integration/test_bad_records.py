@@ -97,6 +97,9 @@ def test_good_records_load_and_each_bad_one_is_kept_once_with_its_line(bad_env: 
     env.put("latin/cafe.json", '{"id": 1, "name": "café", "city": "Zürich"}\n'.encode("latin-1"))
     prices = [{"id": 100, "price": "1.50"}, {"id": 101, "price": "abc"}, {"id": 102, "price": 2}, {"id": 103}]
     env.put("lines/prices.json", b"\n".join(json.dumps(p).encode() for p in prices) + b"\n")
+    preview = run_json(env, "preview", f"s3://{env.bucket}/lines/half.json")  # says what the load will do
+    assert preview["bad_records"]["rows_rejected"] == len(BAD_LINES) and preview["decision"]["action"] == "load"
+    assert [b["line"] for b in preview["bad_records"]["samples"]] == sorted(BAD_LINES)
     files = {f["key"]: f for f in env.wait_files(4)}
 
     half = files["lines/half.json"]

@@ -128,6 +128,14 @@ async def preview(
             decoder = LocalDecoder.for_settings(spark)
             decoded = decode_file(decoder, payload, key, ing.whole_file_json, engine_reads, ing.text_rule)
             request = replace(request, decoded={} if decoded is None else {work.file_id: decoded})
+            bad = getattr(decoded, "bad", ())
+            if ing.bad_records == "quarantine" and not isinstance(decoded, IcefeedError):
+                result["bad_records"] = {
+                    "rows_rejected": len(bad),
+                    "samples": [
+                        {"line": b.line, "offset": b.offset, "error": b.error, "text": b.text} for b in bad[:3]
+                    ],
+                }
         # Read-only, on a session that fails fast when the cluster is unreachable: an operator
         # waits seconds for "cluster unreachable", not the client's default ten minutes of retries.
         sink = engine_sink(settings.spark, engine_of_table(routes, ing.table), fail_fast=True)

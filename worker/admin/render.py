@@ -336,6 +336,12 @@ def preview(r: dict[str, Any]) -> str:
             lines.append(f"table {r['table']}: " + ", ".join(f"{c['name']} {c['type']}" for c in r["table_schema"]))
             lines.append("diff (file vs table):")
             lines += [f"  {c['text']}" for c in r["diff"]] or ["  none: same columns and types"]
+    bad = r.get("bad_records")
+    if bad and bad["rows_rejected"]:
+        lines.append("")
+        lines.append(f"bad records: {bad['rows_rejected']} would be set aside (bad_records = quarantine)")
+        for b in bad["samples"]:
+            lines.append(f"  line {b['line']} (byte {b['offset']}): {_short(b['error'], 100)}")
     lines.append("")
     lines.append(f"decision: {r['decision']['text']}")
     lines.append("nothing was written (no ledger row, no table change)")
