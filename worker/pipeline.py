@@ -581,6 +581,11 @@ class Pipeline:
             if not bad:
                 out[f.file_id] = (0, None)
                 continue
+            if request.may_append is not None and not request.may_append():  # as before the append itself
+                raise TransientError(
+                    "the batch's lease was not renewed in time before writing its bad records (the worker was paused)",
+                    error_class="FenceExpired",
+                )
             bucket, key = bad_records_object(ing.bad_records_location, ing.table, f.file_id)
             await self.store.write(bucket, key, bad_records_body(bad, request.batch_id, f.source_file, f.etag))
             out[f.file_id] = (len(bad), f"s3://{bucket}/{key}")
