@@ -23,7 +23,11 @@ SAIL_FAILS = {
     "array_of_objects_line": "a line holding an array of objects (Spark: one row per object)",
     "bom": "a UTF-8 byte order mark (Spark skips it)",
 }
-SAIL_OTHER = {"nulls": "a nested field holding only nulls: void on Sail, string on Spark and the worker"}
+SAIL_OTHER = {
+    "nulls": "a nested field holding only nulls: void on Sail, string on Spark and the worker",
+    "big_ints": "an integer beyond 64 bits: double on Sail, decimal(20,0) on Spark and the worker",
+    "huge_ints": "an integer of 30 digits: double on Sail, decimal(30,0) on Spark and the worker",
+}
 #: Whole-file JSON is never read by Sail (its reader knows JSON lines only): the worker parses it.
 #: (A document that is one object on one line reads alike either way.)
 WORKER_ONLY = {"document"}
@@ -39,3 +43,6 @@ def test_the_worker_and_sail_read_every_shape_alike(stack: Stack, tmp_path: Path
         assert engine == Outcome(error_class="ParseError") and worker.error_class is None and worker.rows, name
     worker, engine = seen["nulls"]  # a nested null-only field: Sail void, Spark and the worker string
     assert "o struct<q:void>" in (engine.schema or "") and "o struct<q:string>" in (worker.schema or "")
+    for name in ("big_ints", "huge_ints"):
+        worker, engine = seen[name]
+        assert engine.schema == "n double" and (worker.schema or "").startswith("n decimal("), name

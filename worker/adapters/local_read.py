@@ -7,8 +7,9 @@ several object-store requests (Sail: two HEADs and a GET, twice when the schema 
 first); this path costs one.
 
 Types follow Spark's JSON inference so that a route's small (worker-read) and large
-(engine-read) files agree: integers → bigint, other numbers → double, integer + double →
-double, strings stay strings (no timestamp guessing), objects → structs merged by name, arrays →
+(engine-read) files agree: integers → bigint (beyond 64 bits: an exact decimal(digits,0), up
+to 38 digits, as Apache Spark infers), other numbers → double, integer + double → double,
+strings stay strings (no timestamp guessing), objects → structs merged by name, arrays →
 arrays of the merged element type, and any other mix → string holding the value's JSON text.
 A column that held only nulls has no type (void) and creates nothing; nulls nested in structs
 and arrays become strings, as in Spark. As Apache Spark's reader does, a JSON line holding an
@@ -19,6 +20,9 @@ readers: docs/bad-input.md (checked by tests/reading_corpus.py on Sail and Apach
 
 from __future__ import annotations
 
+import decimal
+import json
+import re
 import zlib
 from dataclasses import dataclass, replace
 from typing import Any
@@ -34,6 +38,7 @@ from worker.domain.schema import (
     BOOLEAN,
     DOUBLE,
     LONG,
+    MAX_DECIMAL_PRECISION,
     STRING,
     VOID,
     Array,
@@ -41,10 +46,12 @@ from worker.domain.schema import (
     Field,
     Struct,
 )
+from worker.domain.schema import Decimal as DecimalType
 from worker.settings import SparkSettings
 
 MAX_DEPTH = 32  # nesting deeper than this is refused (engines and clients choke on it)
 _INT64 = (-(2**63), 2**63 - 1)
+LONG_AS_DECIMAL = DecimalType(20, 0)  # a bigint widened to a decimal (Apache Spark's DecimalType.forType)
 GZIP_MAGIC = b"\x1f\x8b"
 UTF8_BOM = b"\xef\xbb\xbf"
 
@@ -222,10 +229,26 @@ def inflate(payload: bytes, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
+#: 19 digits in a row: maybe an integer beyond 64 bits, which orjson would turn into a float.
+_LONG_DIGITS = re.compile(rb"\d{19}")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _loads(data: bytes) -> Any:
+    """JSON text as Python values (orjson; Python's own parser when the text may hold an integer
+    beyond 64 bits, which it keeps exact, as Apache Spark does: it infers it a decimal)."""
+    if _LONG_DIGITS.search(data) is None:
+        return orjson.loads(data)
+    return json.loads(data.decode("utf-8"), parse_constant=_no_constant)
+
+
 def _document_rows(data: bytes) -> list[dict[str, Any]]:
     try:
-        document = orjson.loads(data) if data.strip() else []
-    except orjson.JSONDecodeError as exc:
+        document = _loads(data) if data.strip() else []
+    except ValueError as exc:  # orjson's JSONDecodeError, json's, or a UnicodeDecodeError
         raise DataError(f"whole-file JSON parse error: {exc}", error_class="ParseError") from None
     rows = document if isinstance(document, list) else [document]
     if not all(isinstance(r, dict) for r in rows):
@@ -249,8 +272,8 @@ def _line_rows(data: bytes, quarantine: bool = False) -> tuple[list[dict[str, An
         if not line.strip():
             continue
         try:
-            row = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
+            row = _loads(line)
+        except ValueError as exc:  # orjson's JSONDecodeError, json's, or a UnicodeDecodeError
             error = f"JSON parse error at line {number}: {exc}"
             if not quarantine:
                 raise DataError(error, error_class="ParseError") from None
@@ -299,7 +322,10 @@ def _value_type(value: Any, depth: int) -> DataType:
     if isinstance(value, bool):
         return BOOLEAN
     if isinstance(value, int):
-        return LONG if _INT64[0] <= value <= _INT64[1] else DOUBLE
+        if _INT64[0] <= value <= _INT64[1]:
+            return LONG
+        digits = len(str(abs(value)))  # Apache Spark: an integer beyond 64 bits is a decimal, or a double
+        return DecimalType(digits, 0) if digits <= MAX_DECIMAL_PRECISION else DOUBLE
     if isinstance(value, float):
         return DOUBLE
     if isinstance(value, str):
@@ -327,6 +353,12 @@ def _unify(a: DataType, b: DataType) -> DataType:
         return a
     if {a, b} == {LONG, DOUBLE}:
         return DOUBLE
+    if isinstance(a, DecimalType) or isinstance(b, DecimalType):  # Apache Spark's compatibleType
+        if DOUBLE in (a, b):
+            return DOUBLE
+        wide = [LONG_AS_DECIMAL if t is LONG else t for t in (a, b)]
+        if all(isinstance(t, DecimalType) and t.scale == 0 for t in wide):
+            return DecimalType(max(t.precision for t in wide if isinstance(t, DecimalType)), 0)
     if isinstance(a, Struct) and isinstance(b, Struct):
         merged: dict[str, DataType] = {f.name: f.type for f in a.fields}
         for f in b.fields:
@@ -366,6 +398,8 @@ def _arrow_type(t: DataType) -> pa.DataType:
         return pa.float64()
     if t is STRING:
         return pa.string()
+    if isinstance(t, DecimalType):
+        return pa.decimal128(t.precision, t.scale)
     if isinstance(t, Struct):
         return pa.struct([pa.field(f.name, _arrow_type(f.type)) for f in t.fields])
     if isinstance(t, Array):
@@ -377,14 +411,24 @@ def _convert(value: Any, t: DataType) -> Any:
     if value is None:
         return None
     if t is STRING:
-        return value if isinstance(value, str) else orjson.dumps(value).decode()
+        return value if isinstance(value, str) else _dumps(value)
     if t is DOUBLE:
         return float(value)
+    if isinstance(t, DecimalType):
+        return decimal.Decimal(value)
     if isinstance(t, Struct):
         return {f.name: _convert(value.get(f.name), f.type) for f in t.fields}
     if isinstance(t, Array):
         return [_convert(v, t.element) for v in value]
     return value
+
+
+def _dumps(value: Any) -> str:
+    """A value's compact JSON text (Python's encoder for integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def rows_to_arrow(rows: list[dict[str, Any]]) -> Decoded:
