@@ -20,7 +20,9 @@ from worker.adapters.local_read import DEFAULT_LIMITS, LocalDecoder
 from worker.adapters.spark_sink import SparkSink
 from worker.admin.common import jsonable
 from worker.domain.batching import FileWork
+from worker.domain.errors import DataError
 from worker.domain.policy import Policy
+from worker.domain.reading import CsvShape, TextRule
 from worker.domain.schema import Array, Field, Map, Struct, type_string
 from worker.pipeline import decode_file, read_and_plan
 from worker.ports import Reader, WriteRequest
@@ -55,7 +57,23 @@ CORPUS: dict[str, tuple[bytes, bool, str]] = {
     "gzip": (gzip.compress(_lines({"id": 1}, {"id": 2})), False, ".json.gz"),
     "document": (json.dumps([{"id": 1, "o": {"x": 1}}, {"id": 2, "o": {"y": "z"}}], indent=2).encode(), True, ".json"),
     "document_object": (json.dumps({"id": 1, "tags": ["a"]}).encode(), True, ".json"),
+    # CSV, header and inferSchema on: what a CSV route the worker decodes (bad_records, encoding) meets
+    "csv_types": (
+        b"id,age,price,joined,ts,ok,name\n"
+        b"1,36,1.5,2026-01-02,2026-01-02 10:00:00,true,ada\n"
+        b"2,41,2.25,2025-12-31,2026-01-03 11:30:00,false,alan\n",
+        False,
+        ".csv",
+    ),
+    "csv_widening": (b"a,b,c,d\n1,x,2026-01-01,1\n2.5,3,2026-01-02 10:00:00,3000000000\n", False, ".csv"),
+    "csv_big_ints": (b"n\n12345678901234567890\n1\n", False, ".csv"),
+    "csv_nulls": (b"a,b\n1,\n,x\n", False, ".csv"),
+    "csv_quoted": (b'a,b\n"x, y",2\n"say ""hi""",3\n', False, ".csv"),
+    "csv_crlf": (b"a,b\r\n1,2\r\n3,4\r\n", False, ".csv"),
+    "csv_ragged": (b"a,b\n1,2\n3\n4,5,6\n", False, ".csv"),
+    "csv_bom": (b"\xef\xbb\xbfa,b\n1,2\n", False, ".csv"),
 }
+CSV_OPTIONS = {"header": "true", "sep": ",", "quote": '"', "escape": "\\", "inferSchema": "true", "multiLine": "false"}
 
 
 @dataclass(frozen=True)
@@ -80,19 +98,25 @@ def write_corpus(root: Path) -> None:
 
 
 async def _read(sink: SparkSink, table: str, name: str, worker: bool) -> Outcome:
-    body, whole_file, _ = CORPUS[name]
+    body, whole_file, suffix = CORPUS[name]
     key = _key(name)
     work = FileWork(1, "corpus", BUCKET, key, "etag", len(body))
     reader = Reader("json", {"multiLine": str(whole_file).lower()})
+    rule = TextRule()
+    if suffix == ".csv":
+        reader, rule = Reader("csv", CSV_OPTIONS), TextRule(csv=CsvShape())
     decoded: dict[int, Any] = {}
     if worker:
-        decoded[1] = decode_file(LocalDecoder(DEFAULT_LIMITS), body, key, whole_file, engine_reads=False)
+        decoded[1] = decode_file(LocalDecoder(DEFAULT_LIMITS), body, key, whole_file, False, rule)
     request = WriteRequest(uuid4(), table, "file:///none", {"corpus": reader}, [work], 1, decoded=decoded)
     inference, plan = await read_and_plan(sink, request, Policy.EVOLVE, {})
     if 1 in inference.unreadable:
         await sink.sample(request, plan, 0)  # lets the kept read go
         return Outcome(error_class=inference.unreadable[1].error_class)
-    rows = await sink.sample(request, plan, 1000)
+    try:  # an engine may find a bad record only as it reads the rows (Apache Spark: a ragged CSV row)
+        rows = await sink.sample(request, plan, 1000)
+    except DataError as error:
+        return Outcome(error_class=error.error_class)
     schema = ", ".join(f"{f.name} {type_string(_by_name(f.type))}" for f in _by_name(inference.schemas[1]).fields)
     return Outcome(schema, tuple(sorted(json.dumps(jsonable(r), sort_keys=True) for r in rows)))
 

@@ -19,7 +19,7 @@ from worker.domain.errors import ConfigError
 from worker.domain.keys import unsafe_key
 from worker.domain.maintenance import MaintenancePolicy
 from worker.domain.policy import reserved_name
-from worker.domain.reading import TextRule
+from worker.domain.reading import CsvShape, TextRule
 from worker.domain.routing import RouteRule, overlapping_pairs
 from worker.domain.schema import DataType, SchemaError, parse_type
 
@@ -132,7 +132,7 @@ class _IngestionBase(_Model):
     bad_records: Literal["fail", "quarantine"] = "fail"
     max_bad_fraction: Annotated[float, Field(ge=0, le=1)] = 0.1
     bad_records_location: str | None = None  # s3://bucket/prefix (required with "quarantine")
-    # The text's character set for JSON (decoded by the worker): any Python codec name
+    # The text's character set for JSON and CSV (decoded by the worker): any Python codec name
     # ("utf-8", "latin-1", "utf-16" with its BOM, ...).
     encoding: str = "utf-8"
     if TYPE_CHECKING:  # declared by each format's subclass (a Literal and that format's options)
@@ -175,16 +175,24 @@ class _IngestionBase(_Model):
         if self.bad_records == "quarantine":
             if self.bad_records_location is None:
                 raise ValueError('bad_records = "quarantine" needs bad_records_location = "s3://bucket/prefix"')
-            if self.format != "json" or self.whole_file_json:
-                raise ValueError('bad_records = "quarantine" is supported for JSON lines only (format = "json")')
-        if self.encoding != "utf-8" and self.format != "json":
-            raise ValueError("encoding is supported for JSON only (decoded by the worker)")
+            if self.format == "parquet" or self.whole_file_json:
+                raise ValueError('bad_records = "quarantine" is for JSON lines and CSV (not parquet, not multiline)')
+        if self.encoding != "utf-8" and self.format == "parquet":
+            raise ValueError("encoding is for JSON and CSV (text the worker decodes)")
+        if self.worker_decodes and isinstance(self.options, CsvOptions) and self.options.multiline:
+            raise ValueError("a CSV route the worker decodes (bad_records, encoding) reads one record per line")
         return self
 
     @property
     def text_rule(self) -> TextRule:
-        """How the worker decodes this route's text: its encoding and its bad-records mode."""
-        return TextRule(self.encoding, self.bad_records == "quarantine", self.max_bad_fraction, self.hint_types())
+        """How the worker decodes this route's text: its encoding, its bad-records mode and, for
+        CSV, its reader options."""
+        csv = None
+        if isinstance(self.options, CsvOptions):
+            o = self.options
+            csv = CsvShape(o.header, o.delimiter, o.quote, o.escape, o.infer_schema)
+        quarantine = self.bad_records == "quarantine"
+        return TextRule(self.encoding, quarantine, self.max_bad_fraction, self.hint_types(), csv)
 
     @property
     def worker_decodes(self) -> bool:

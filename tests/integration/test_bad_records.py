@@ -37,6 +37,20 @@ bad_records_location = "s3://{bucket}/_bad"
 schema_hints = {{ price = "decimal(10,2)" }}
 
 [[ingestion]]
+name = "sheets"
+bucket = "{bucket}"
+prefix = "sheets/"
+suffix = ".csv"
+format = "csv"
+table = "glue.{db}.sheets"
+location = "s3://{warehouse}/{db}/sheets"
+bad_records = "quarantine"
+bad_records_location = "s3://{bucket}/_bad"
+schema_hints = {{ zip = "string", amount = "decimal(10,2)" }}
+encoding = "latin-1"
+max_bad_fraction = 0.6
+
+[[ingestion]]
 name = "latin"
 bucket = "{bucket}"
 prefix = "latin/"
@@ -161,3 +175,33 @@ def test_a_worker_killed_mid_batch_leaves_each_bad_record_stored_once(bad_env: E
     assert {r["batch_id"] for r in records} == {str(f["batch_id"])}  # written by the batch that committed
     assert len(bad_objects(env)) == 1
     assert env.stop_workers() == [137, 0]
+
+
+def test_ragged_csv_rows_and_cast_failures_are_set_aside_and_the_rest_loads(bad_env: Env) -> None:
+    env = bad_env
+    env.migrate()
+    env.start_worker()
+    body = (
+        "id,city,zip,amount,joined\n"
+        "1,Zürich,08001,12.50,2026-01-02\n"
+        "2,Köln\n"  # ragged: 2 fields
+        "3,Genève,01200,abc,2026-01-03\n"  # amount cannot be decimal(10,2)
+        "4,Paris,75001,7,2026-01-04,extra\n"  # ragged: 6 fields
+        "5,Nice,06000,,2026-01-05\n"
+        "6,Lyon,69001,123456789012.5,2026-01-06\n"  # over decimal(10,2)
+        "7,Metz,57000,1.005,2026-01-07\n"
+    ).encode("latin-1")
+    env.put("sheets/a.csv", body)
+    (f,) = env.wait_files(1)
+    assert (f["status"], f["rows_loaded"], f["rows_rejected"]) == ("LOADED", 3, 4), f["error_message"]
+    rows = sorted(env.table_rows("sheets"), key=lambda r: r["id"])
+    assert [(r["id"], r["city"], r["zip"], None if r["amount"] is None else str(r["amount"])) for r in rows] == [
+        (1, "Zürich", "08001", "12.50"),  # latin-1 decoded; the hinted zip keeps its zeros
+        (5, "Nice", "06000", None),
+        (7, "Metz", "57000", "1.01"),
+    ]
+    records = stored(env, f["bad_records"])
+    assert [r["line"] for r in records] == [3, 4, 5, 7]
+    assert "2 field(s), the header has 5" in records[0]["error"] and "column amount: 'abc'" in records[1]["error"]
+    assert records[0]["text"] == "2,Köln"
+    assert env.stop_workers() == [0]

@@ -28,6 +28,10 @@ SAIL_OTHER = {
     "big_ints": "an integer beyond 64 bits: double on Sail, decimal(20,0) on Spark and the worker",
     "huge_ints": "an integer of 30 digits: double on Sail, decimal(30,0) on Spark and the worker",
 }
+#: CSV read by the worker (a route with bad_records or encoding) types columns as Apache Spark's
+#: CSV inference does; Sail's reader gives the same values with other types: bigint for int,
+#: timestamp_ntz for timestamp, string for integers beyond 64 bits (decimal on Spark).
+SAIL_CSV_TYPES = {"csv_types", "csv_widening", "csv_big_ints", "csv_nulls", "csv_quoted", "csv_crlf", "csv_bom"}
 #: Whole-file JSON is never read by Sail (its reader knows JSON lines only): the worker parses it.
 #: (A document that is one object on one line reads alike either way.)
 WORKER_ONLY = {"document"}
@@ -37,7 +41,10 @@ def test_the_worker_and_sail_read_every_shape_alike(stack: Stack, tmp_path: Path
     settings = SparkSettings(url=SecretStr(stack.spark_url), dialect="sail", source_root=f"file://{tmp_path}")
     seen = read_corpus(tmp_path, settings, "glue.corpus_db.none")
     differ, shown = differing(seen)
-    assert differ == set(SAIL_FAILS) | set(SAIL_OTHER) | set(WORKER_ONLY), shown
+    assert differ == set(SAIL_FAILS) | set(SAIL_OTHER) | set(WORKER_ONLY) | SAIL_CSV_TYPES, shown
+    for name in SAIL_CSV_TYPES:
+        worker, engine = seen[name]
+        assert worker.rows == engine.rows and worker.schema != engine.schema, name
     for name in SAIL_FAILS:  # Sail's reader fails the file; Apache Spark and the worker load it
         worker, engine = seen[name]
         assert engine == Outcome(error_class="ParseError") and worker.error_class is None and worker.rows, name

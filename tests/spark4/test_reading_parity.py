@@ -20,6 +20,8 @@ pytestmark = pytest.mark.spark4
 KNOWN = {
     "nulls": "a top-level column holding only nulls: Apache Spark makes it a string column, the worker none",
     "mixed_kinds": "a value of a mixed-kind column kept as JSON text: Apache Spark keeps its own spacing",
+    "csv_quoted": 'a doubled quote in a quoted CSV field ("say ""hi"""): Apache Spark (escape \\) keeps the raw '
+    "text, quotes and all; the worker reads one quote",
 }
 
 

@@ -8,11 +8,13 @@ import gzip
 
 import pytest
 
+from worker.adapters import local_csv
 from worker.adapters.local_read import DEFAULT_LIMITS, LocalDecoder
+from worker.adapters.spark_sink import with_causes
 from worker.domain.casts import cast_error
-from worker.domain.errors import DataError
-from worker.domain.reading import BAD_RECORD_TEXT_MAX, BadRecord, TextRule, too_many_bad
-from worker.domain.schema import parse_type
+from worker.domain.errors import DataError, classify_engine_error
+from worker.domain.reading import BAD_RECORD_TEXT_MAX, BadRecord, CsvShape, TextRule, too_many_bad
+from worker.domain.schema import parse_type, type_string
 from worker.routes import parse_routes
 
 QUARANTINE = TextRule(quarantine=True, max_bad_fraction=0.5)
@@ -102,11 +104,17 @@ def test_routes_validate_the_bad_records_settings() -> None:
     )
     for fmt, extra, needle in [
         ("json", 'bad_records = "quarantine"', "needs bad_records_location"),
-        ("csv", 'bad_records = "quarantine"\nbad_records_location = "s3://bad/x"', "JSON lines only"),
+        ("parquet", 'bad_records = "quarantine"\nbad_records_location = "s3://bad/x"', "not parquet"),
+        (
+            "json",
+            'bad_records = "quarantine"\nbad_records_location = "s3://bad/x"\noptions = { multiline = true }',
+            "not",
+        ),
+        ("csv", 'encoding = "latin-1"\noptions = { multiline = true }', "one record per line"),
         ("json", 'bad_records = "quarantine"\nbad_records_location = "/tmp/x"', "S3 URL"),
         ("json", "max_bad_fraction = 1.5", "less than or equal to 1"),
         ("json", 'encoding = "klingon"', "unknown encoding"),
-        ("csv", 'encoding = "latin-1"', "JSON only"),
+        ("parquet", 'encoding = "latin-1"', "JSON and CSV"),
     ]:
         with pytest.raises(Exception, match=needle):
             parse_routes(ROUTE.format(fmt=fmt, extra=extra))
@@ -149,3 +157,55 @@ def test_a_value_that_cannot_take_its_hinted_type_sets_its_record_aside() -> Non
     assert (bad.line, bad.offset) == (2, 27) and "column price: 'abc' cannot be cast to decimal(10,2)" in bad.error
     with pytest.raises(DataError):  # without quarantine the engine's cast decides, as before
         decode(b'{"id": 1, "price": "abc"}\n{"id": \n', TextRule(hints=rule.hints))
+
+
+CSV = TextRule(quarantine=True, max_bad_fraction=0.6, csv=CsvShape(), hints={"price": parse_type("decimal(10,2)")})
+
+
+def test_a_csv_files_ragged_rows_and_bad_casts_are_set_aside() -> None:
+    body = b"id,price,day\n1,1.50,2026-01-02\n2,3\n3,abc,2026-01-03\n4,2,2026-01-04,extra\n\n5,,2026-01-05\r\n"
+    d = decode(body, CSV, key="k.csv")
+    assert d.rows == 2 and d.columns["id"].to_pylist() == [1, 5]  # type: ignore[attr-defined]
+    price = d.columns["price"].to_pylist()  # type: ignore[attr-defined]
+    assert type_string(d.schema.field("price").type) == "string" and price == ["1.50", None]  # type: ignore[attr-defined]  # the engine casts the text
+    assert [(b.line, b.offset) for b in d.bad] == [(3, 31), (4, 35), (5, 52)]  # type: ignore[attr-defined]
+    errors = [b.error for b in d.bad]  # type: ignore[attr-defined]
+    assert "2 field(s), the header has 3" in errors[0] and "column price: 'abc' cannot be cast" in errors[1]
+    assert "4 field(s)" in errors[2]
+    with pytest.raises(DataError) as caught:  # without quarantine, the first ragged row fails the file
+        decode(body, TextRule(csv=CsvShape()), key="k.csv")
+    assert caught.value.error_class == "ParseError" and "CSV line 3" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("values", "kind"),
+    [
+        (["1", "2"], "int"),
+        (["1", "3000000000"], "bigint"),
+        (["1", "2.5"], "double"),
+        (["12345678901234567890", "1"], "decimal(20,0)"),
+        (["2026-01-02", None], "date"),
+        (["2026-01-02", "2026-01-02 10:00:00"], "timestamp"),
+        (["true", "FALSE"], "boolean"),
+        (["1", "x"], "string"),
+        (["1", "true"], "string"),
+        ([None, None], "string"),
+    ],
+)
+def test_csv_columns_are_typed_as_apache_spark_infers_them(values: list[str | None], kind: str) -> None:
+    assert type_string(local_csv.infer(values)) == kind
+
+
+def test_an_engine_error_is_classified_by_the_cause_after_its_stack_trace() -> None:
+    trace = "\n".join(f"\tat org.apache.spark.Frame{i}(Frame.scala:{i})" for i in range(200))
+    message = (
+        "[FAILED_READ_FILE.NO_HINT] Encountered error while reading file file:/x/a.csv.  SQLSTATE: KD001\n"
+        + trace
+        + "\nCaused by: org.apache.spark.SparkException: [MALFORMED_RECORD_IN_PARSING.WITHOUT_SUGGESTION] "
+        "Malformed records are detected in record parsing: [3,null].\n" + trace
+    )
+    text = with_causes(message)
+    assert len(text) < 2500 and text.endswith("Malformed records are detected in record parsing: [3,null].")
+    assert classify_engine_error("SparkException", text).error_class == "ParseError"
+    assert classify_engine_error("SparkException", message[:2000]).error_class != "ParseError"  # as it was
+    assert with_causes("short") == "short"

@@ -30,10 +30,11 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from worker.adapters import local_csv
 from worker.domain.casts import cast_error
 from worker.domain.errors import DataError, DecodeLimit
 from worker.domain.policy import fold
-from worker.domain.reading import TOO_MANY_BAD_RECORDS, BadRecord, TextRule, too_many_bad
+from worker.domain.reading import TOO_MANY_BAD_RECORDS, BadRecord, CsvShape, TextRule, too_many_bad
 from worker.domain.schema import (
     BOOLEAN,
     DOUBLE,
@@ -169,6 +170,8 @@ def parse_text(text: Text, whole_file: bool, rule: TextRule | None = None) -> De
     rule = rule or TextRule()
     data = transcode(text.data, rule.encoding)
     data = data[len(UTF8_BOM) :] if data.startswith(UTF8_BOM) else data  # as Apache Spark does
+    if rule.csv is not None:
+        return _csv_decoded(data, rule, rule.csv)
     if whole_file:
         return rows_to_arrow(_document_rows(data))
     rows, places, bad = _line_rows(data, rule.quarantine)
@@ -181,6 +184,33 @@ def parse_text(text: Text, whole_file: bool, rule: TextRule | None = None) -> De
             raise DataError(f"{why}; first: line {first.line}: {first.error}", error_class=TOO_MANY_BAD_RECORDS)
     decoded = rows_to_arrow(rows)
     return replace(decoded, bad=tuple(bad)) if bad else decoded
+
+
+def _csv_decoded(data: bytes, rule: TextRule, shape: CsvShape) -> Decoded:
+    """A CSV text's good records as Arrow (worker/adapters/local_csv.py), its bad ones set aside
+    (``rule.quarantine``) or failing the file."""
+    names, good, bad = local_csv.records(data, shape)
+    if not rule.quarantine and bad:
+        raise DataError(bad[0].error, error_class="ParseError")
+    rows: list[list[str]] = []
+    for number, start, line, fields in good:
+        values = dict(zip(names, fields, strict=True))
+        error = next(
+            (f"column {c}: {e}" for c, t in rule.hints.items() if values.get(c) and (e := cast_error(values[c], t))),
+            None,
+        )
+        if error is not None and rule.quarantine:
+            bad.append(BadRecord.of(number, start, f"CSV line {number}: {error}", line))
+        else:
+            rows.append(fields)
+    bad.sort(key=lambda b: (b.line, b.offset))
+    why = too_many_bad(len(bad), len(rows), rule.max_bad_fraction) if bad else None
+    if why is not None:
+        first = bad[0]
+        raise DataError(f"{why}; first: line {first.line}: {first.error}", error_class=TOO_MANY_BAD_RECORDS)
+    typed = local_csv.typed(names, rows, shape.infer_schema, set(rule.hints))
+    schema = Struct(tuple(Field(name, t) for name, (t, _) in typed.items()))
+    return Decoded({name: array for name, (_, array) in typed.items()}, len(rows), schema, tuple(bad))
 
 
 def transcode(data: bytes, encoding: str) -> bytes:

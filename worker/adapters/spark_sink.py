@@ -171,8 +171,18 @@ def to_icefeed_error(exc: BaseException) -> IcefeedError:
             grpc_code = getattr(value, "name", None) or (str(value) if value is not None else None)
         except Exception:  # noqa: BLE001 - best effort; the message still classifies
             grpc_code = None
-    message = str(getattr(exc, "getMessage", lambda: str(exc))() or exc)
-    return classify_engine_error(type(exc).__name__, message.strip()[:2000], grpc_code)
+    message = str(getattr(exc, "getMessage", lambda: str(exc))() or exc).strip()
+    return classify_engine_error(type(exc).__name__, with_causes(message), grpc_code)
+
+
+def with_causes(message: str, limit: int = 2000) -> str:
+    """An engine message cut to ``limit`` characters, followed by the JVM's ``Caused by:`` lines
+    that the cut left out: Apache Spark names the root cause there, after a long stack trace (a
+    ragged CSV row: "[FAILED_READ_FILE.NO_HINT] …" first, "Malformed records are detected" as the
+    cause), and the cause is what classifies the error."""
+    head = message[:limit]
+    causes = [line.strip() for line in message[limit:].splitlines() if line.strip().startswith("Caused by:")]
+    return head if not causes else head + "\n…\n" + "\n".join(c[:300] for c in causes[:5])
 
 
 DEFAULT_SPARK_CONNECT_PORT = 15002

@@ -71,6 +71,17 @@ TOO_MANY_BAD_RECORDS = "TooManyBadRecords"
 
 
 @dataclass(frozen=True, slots=True)
+class CsvShape:
+    """How a CSV route's text splits into records and fields (its reader options)."""
+
+    header: bool = True
+    delimiter: str = ","
+    quote: str = '"'
+    escape: str = "\\"
+    infer_schema: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class TextRule:
     """How a route's text is decoded: its character set, and whether bad records are quarantined
     (``max_bad_fraction``: over it, the file fails as a whole) or fail the file."""
@@ -79,6 +90,7 @@ class TextRule:
     quarantine: bool = False
     max_bad_fraction: float = 0.0
     hints: dict[str, DataType] = field(default_factory=dict)  # checked per record when quarantining
+    csv: CsvShape | None = None  # a CSV route's text (decoded by worker/adapters/local_csv.py)
 
 
 @dataclass(frozen=True, slots=True)
