@@ -127,6 +127,8 @@ class FileRow:
     events_seen: int = 1
     replaced_by: int | None = None
     proposal: int | None = None
+    rows_rejected: int | None = None
+    bad_records: str | None = None
 
 
 @dataclass
@@ -338,7 +340,7 @@ class FakeLedger:
                 continue
             row.status, row.error_class, row.error_message = r.status, r.error_class, r.error_message
             if with_rows:
-                row.rows = r.rows
+                row.rows, row.rows_rejected, row.bad_records = r.rows, r.rows_rejected, r.bad_records
 
     async def finalize(
         self,
@@ -759,6 +761,9 @@ class FakeStore:
 
     def delete(self, bucket: str, key: str) -> None:
         self.current.pop((bucket, key), None)
+
+    async def write(self, bucket: str, key: str, body: bytes) -> None:
+        self.put(bucket, key, body)
 
     def read(self, bucket: str, key: str) -> bytes | None:
         """What an engine reading by path sees: the CURRENT version, whatever was claimed."""

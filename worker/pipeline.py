@@ -44,7 +44,15 @@ from worker.domain.outcomes import (
     retry,
 )
 from worker.domain.policy import BatchPlan, Policy, plan_batch
-from worker.domain.reading import FILE_TOO_LARGE, deletes_rows, too_large
+from worker.domain.reading import (
+    FILE_TOO_LARGE,
+    TextRule,
+    bad_records_body,
+    bad_records_object,
+    bad_records_of,
+    deletes_rows,
+    too_large,
+)
 from worker.domain.reading import parses_locally as _parses_locally
 from worker.domain.reading import worker_reads as _worker_reads
 from worker.domain.routing import match_route
@@ -55,6 +63,7 @@ from worker.ports import (
     ExpiredBatch,
     FileDecoder,
     FileState,
+    Inference,
     Ledger,
     Message,
     ObjectInfo,
@@ -105,6 +114,49 @@ class WriteResult:
     request_replace: frozenset[int] = frozenset()
     unreadable: dict[int, IcefeedError] = field(default_factory=dict)  # files the engine could not parse
     local: frozenset[int] = frozenset()  # files the worker read (so they existed): no HEAD for zero rows
+    # Files of quarantining routes: (bad records left out, the object holding them or None).
+    rejected: dict[int, tuple[int, str | None]] = field(default_factory=dict)
+
+
+def reader_for(ing: AnyIngestion, pinned: dict[str, str]) -> Reader:
+    """How a file of ``ing`` is read: its format, options and schema hints, with the columns an
+    operator pinned on its table (``schema approve --as string``, ``pinned``) on top. The load and
+    ``icefeed preview`` both read through it."""
+    return Reader(
+        ing.format, ing.reader_options(), {**ing.hint_types(), **{c: parse_type(t) for c, t in pinned.items()}}
+    )
+
+
+async def read_and_plan(
+    sink: TableSink, request: WriteRequest, policy: Policy, approved: dict[str, str]
+) -> tuple[Inference, BatchPlan]:
+    """Read the request's files (``infer``: the sink keeps the read for its ``append``) and decide
+    the batch under the table's policy and its approved proposals (``plan_batch``). The load and
+    ``icefeed preview`` both decide through it."""
+    inference = await sink.infer(request)
+    readable = [(f.file_id, inference.schemas[f.file_id]) for f in request.files if f.file_id in inference.schemas]
+    return inference, plan_batch(policy, inference.table, readable, approved)
+
+
+def engine_can_read(local_parse: bool, key: str) -> bool:
+    """Whether a file the worker would decode may be handed to the engine instead (read by path):
+    not whole-file JSON the engine cannot read (``local_parse``), and a key the engine reads as
+    written (no ``.``/``..``/empty segments)."""
+    return not local_parse and unsafe_key(key) is None
+
+
+def decode_file(
+    decoder: FileDecoder, body: bytes, key: str, whole_file: bool, engine_reads: bool, rule: TextRule | None = None
+) -> Any:
+    """One worker-read file decoded at once (``icefeed preview``; a batch decodes the same way in
+    steps, within its memory budget): the decoded file, the ``DataError`` it raised, or None when
+    it is over the decode limits and the engine reads it instead (``engine_reads``)."""
+    try:
+        return decoder.open(body, key).parse(whole_file, rule)
+    except DecodeLimit as error:
+        return None if engine_reads else error
+    except DataError as error:
+        return error
 
 
 class _OverBudget(Exception):
@@ -507,11 +559,49 @@ class Pipeline:
         under the table's policy and its approved proposals), then the sink creates or evolves
         the table and appends what the plan loads in ONE commit (``append``, called even when
         nothing loads: it releases the write's session)."""
-        inference = await self.sink.infer(request)
-        readable = [(f.file_id, inference.schemas[f.file_id]) for f in request.files if f.file_id in inference.schemas]
-        plan = plan_batch(schema.policy, inference.table, readable, schema.approved)
+        inference, plan = await read_and_plan(self.sink, request, schema.policy, schema.approved)
+        rejected = await self._keep_bad_records(request, plan)
         counts = await self.sink.append(request, plan)
-        return WriteResult(counts, plan, inference.schemas, request.replace, inference.unreadable, inference.local)
+        return WriteResult(
+            counts, plan, inference.schemas, request.replace, inference.unreadable, inference.local, rejected
+        )
+
+    async def _keep_bad_records(self, request: WriteRequest, plan: BatchPlan) -> dict[int, tuple[int, str | None]]:
+        """Before the append, in the fenced write: the bad records of each file the plan loads from
+        a quarantining route, written to one object per file version (overwritten by any retry of
+        it, so never twice), carrying this batch's id. (count, object URI) per such file. A failed
+        PUT fails the write before anything is appended (the session is stopped on that path)."""
+        out: dict[int, tuple[int, str | None]] = {}
+        loads = set(plan.loaded)
+        for f in request.files:
+            ing = self.routes.by_name(f.ingestion)
+            if f.file_id not in loads or ing.bad_records_location is None:
+                continue
+            bad = getattr(request.decoded.get(f.file_id), "bad", ())
+            if not bad:
+                out[f.file_id] = (0, None)
+                continue
+            if request.may_append is not None and not request.may_append():  # as before the append itself
+                raise TransientError(
+                    "the batch's lease was not renewed in time before writing its bad records (the worker was paused)",
+                    error_class="FenceExpired",
+                )
+            bucket, key = bad_records_object(ing.bad_records_location, ing.table, f.file_id)
+            await self.store.write(bucket, key, bad_records_body(bad, request.batch_id, f.source_file, f.etag))
+            out[f.file_id] = (len(bad), f"s3://{bucket}/{key}")
+        return out
+
+    async def _recovered_bad_records(self, f: FileWork, batch_id: UUID) -> tuple[int | None, str | None]:
+        """Recovery of a committed batch: the bad records its writer kept for ``f`` (written
+        before the append, carrying the batch id), read back from their object."""
+        ing = self.routes.by_name(f.ingestion)
+        if ing.bad_records_location is None:
+            return None, None
+        bucket, key = bad_records_object(ing.bad_records_location, ing.table, f.file_id)
+        head = await self._head(bucket, key)
+        body = await self.store.get(bucket, key, head.etag) if head is not None else None
+        count = bad_records_of(body, batch_id) if body is not None else None
+        return (count, f"s3://{bucket}/{key}") if count else (0, None)
 
     async def _still_mine(self, batch_id: UUID, blog: structlog.typing.FilteringBoundLogger) -> bool:
         """Before changing anything for a committed batch (removing rows, finalizing): is its lease
@@ -651,7 +741,9 @@ class Pipeline:
 
     def worker_reads(self, ingestion: str, size: int | None) -> bool:
         ing, spark = self.routes.by_name(ingestion), self.settings.spark
-        return _worker_reads(self._dialect(ing), ing.format, ing.whole_file_json, size, spark.worker_read_max_bytes)
+        return _worker_reads(
+            self._dialect(ing), ing.format, ing.whole_file_json, size, spark.worker_read_max_bytes, ing.worker_decodes
+        )
 
     def too_large(self, ingestion: str, size: int | None) -> str | None:
         """Why a file is refused before it is claimed (FileTooLarge), or None."""
@@ -710,7 +802,8 @@ class Pipeline:
                 cost = decode_cost(text.size, text.values)
                 if not await self._reserve(hold, kept + left + cost, first=kept == 0):
                     raise _OverBudget
-                decoded = await asyncio.to_thread(text.parse, self.routes.by_name(f.ingestion).whole_file_json)
+                ing = self.routes.by_name(f.ingestion)
+                decoded = await asyncio.to_thread(text.parse, ing.whole_file_json, ing.text_rule)
                 del text
                 out[f.file_id] = decoded
                 kept += held_cost(decoded.nbytes, decoded.rows, len(f.source_file))
@@ -735,7 +828,8 @@ class Pipeline:
         """Whether a worker-read file may be handed to the engine instead (read by path): its
         format is one the engine reads (not whole-file JSON on Sail). A key the engine would not
         read as written (``.``/``..``/empty segments: issue 11, item 10) must stay with the worker."""
-        return not self.parses_locally(f.ingestion) and unsafe_key(f.key) is None
+        only_worker = self.parses_locally(f.ingestion) or self.routes.by_name(f.ingestion).worker_decodes
+        return engine_can_read(only_worker, f.key)
 
     @staticmethod
     async def _reserve(hold: Hold, target: int, first: bool) -> bool:
@@ -777,12 +871,8 @@ class Pipeline:
     async def _readers(self, table: str, files: list[FileWork]) -> dict[str, Reader]:
         """How to read each ingestion's files: its format, options and hints, with the columns an
         operator pinned on the table (``schema approve --as string``) on top."""
-        pinned = {c: parse_type(t) for c, t in (await self.ledger.table_hints(table)).items()}
-        readers = {}
-        for name in sorted({f.ingestion for f in files}):
-            ing = self.routes.by_name(name)
-            readers[name] = Reader(ing.format, ing.reader_options(), {**ing.hint_types(), **pinned})
-        return readers
+        pinned = await self.ledger.table_hints(table)
+        return {name: reader_for(self.routes.by_name(name), pinned) for name in sorted({f.ingestion for f in files})}
 
     async def _after_failed_write(
         self,
@@ -964,6 +1054,7 @@ class Pipeline:
         counts: dict[str, int],
         result: WriteResult | None,
         settled: dict[int, FileResult] | None = None,
+        batch_id: UUID | None = None,
     ) -> list[FileResult]:
         """Per-file outcome of a committed batch. Without the write's plan (recovery), a file
         that left no rows is released to load again: it may have been empty, quarantined or
@@ -988,7 +1079,13 @@ class Pipeline:
             read = result is not None and f.file_id in result.local  # the worker's GET found it
             if rows == 0 and not read and await self._head(f.bucket, f.key) is None:
                 return FileResult(f.file_id, GONE, 0, "ObjectGone", "object disappeared before it was read")
-            return FileResult(f.file_id, LOADED, rows)
+            if result is not None:
+                rejected, where = result.rejected.get(f.file_id, (None, None))
+            elif batch_id is not None:
+                rejected, where = await self._recovered_bad_records(f, batch_id)
+            else:
+                rejected, where = None, None
+            return FileResult(f.file_id, LOADED, rows, rows_rejected=rejected, bad_records=where)
 
         return list(await asyncio.gather(*(one(f) for f in files)))
 
@@ -1013,7 +1110,7 @@ class Pipeline:
         strangers = set(counts) - known
         if strangers:
             blog.error("batch_lineage_mismatch", unexpected=sorted(strangers)[:5])
-        results = await self._results(files, counts, result, settled)
+        results = await self._results(files, counts, result, settled, batch_id)
         quarantines = self._quarantines(table, files, result) if result else []
         version = await self._schema_version(batch_id, table, files, result, results)
         replaced = [r.file_id for r in results if r.status == LOADED and r.file_id in set(replacing or ())]

@@ -22,6 +22,7 @@ from worker.domain.maintenance import DataFile, MaintenancePolicy, Snapshot, Sto
 from worker.domain.outcomes import FileResult
 from worker.domain.outcomes import FileState as FileState  # re-exported: adapters and fakes build it here
 from worker.domain.policy import BatchPlan
+from worker.domain.reading import BadRecord, TextRule
 from worker.domain.schema import Change, DataType, Struct
 
 
@@ -110,6 +111,7 @@ class MessageSource(Protocol):
 class ObjectStore(Protocol):
     async def head(self, bucket: str, key: str) -> ObjectInfo | None: ...
     async def get(self, bucket: str, key: str, etag: str) -> bytes | None: ...
+    async def write(self, bucket: str, key: str, body: bytes) -> None: ...  # PUT (overwrites)
 
 
 class Ledger(Protocol):
@@ -233,7 +235,8 @@ class OpenedFile(Protocol):
     def size(self) -> int: ...  # bytes of text
     @property
     def values(self) -> int: ...  # an upper estimate of its JSON values
-    def parse(self, whole_file: bool) -> DecodedFile: ...  # DataError if it is not valid JSON objects
+    # DataError if it is not valid JSON objects (with a quarantining rule: too many bad records)
+    def parse(self, whole_file: bool, rule: TextRule | None = None) -> DecodedFile: ...
 
 
 class DecodedFile(Protocol):
@@ -243,6 +246,8 @@ class DecodedFile(Protocol):
     def rows(self) -> int: ...
     @property
     def nbytes(self) -> int: ...  # bytes its decoded columns hold
+    @property
+    def bad(self) -> tuple[BadRecord, ...]: ...  # records left out (a quarantining route's)
 
 
 class FileDecoder(Protocol):

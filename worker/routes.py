@@ -5,6 +5,7 @@ A TOML file with one ``[[ingestion]]`` table per route; see README "Configuratio
 
 from __future__ import annotations
 
+import codecs
 import functools
 import re
 import tomllib
@@ -18,6 +19,7 @@ from worker.domain.errors import ConfigError
 from worker.domain.keys import unsafe_key
 from worker.domain.maintenance import MaintenancePolicy
 from worker.domain.policy import reserved_name
+from worker.domain.reading import CsvShape, TextRule
 from worker.domain.routing import RouteRule, overlapping_pairs
 from worker.domain.schema import DataType, SchemaError, parse_type
 
@@ -124,6 +126,15 @@ class _IngestionBase(_Model):
     on_overwrite: Literal["append", "replace"] = "append"
     schema_hints: dict[str, str] = Field(default_factory=dict)
     engine: str = "default"  # an [[engine]] name; "default": ICEFEED_SPARK_URL
+    # "fail": one bad record fails the file. "quarantine": the good records load and each bad one
+    # is written, with where it was and why, under bad_records_location (docs/bad-input.md); a file
+    # with more than max_bad_fraction of its records bad fails as a whole.
+    bad_records: Literal["fail", "quarantine"] = "fail"
+    max_bad_fraction: Annotated[float, Field(ge=0, le=1)] = 0.1
+    bad_records_location: str | None = None  # s3://bucket/prefix (required with "quarantine")
+    # The text's character set for JSON and CSV (decoded by the worker): any Python codec name
+    # ("utf-8", "latin-1", "utf-16" with its BOM, ...).
+    encoding: str = "utf-8"
     if TYPE_CHECKING:  # declared by each format's subclass (a Literal and that format's options)
         format: str
         options: JsonOptions | CsvOptions | ParquetOptions
@@ -139,6 +150,55 @@ class _IngestionBase(_Model):
             except SchemaError as exc:
                 raise ValueError(f"{column}: {exc}") from None
         return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, value: str) -> str:
+        try:
+            return codecs.lookup(value).name
+        except LookupError:
+            raise ValueError(f"unknown encoding {value!r}") from None
+
+    @field_validator("bad_records_location")
+    @classmethod
+    def _bad_location(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith("s3://") or not LOCATION.match(value):
+            raise ValueError("must be an S3 URL like s3://bucket/prefix (letters, digits, . _ - / = @ only)")
+        if unsafe_key(value.rstrip("/")[len("s3://") :]) is not None:
+            raise ValueError("must not contain '//', '.' or '..' path segments")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _quarantine_needs(self) -> _IngestionBase:
+        if self.bad_records == "quarantine":
+            if self.bad_records_location is None:
+                raise ValueError('bad_records = "quarantine" needs bad_records_location = "s3://bucket/prefix"')
+            if self.format == "parquet" or self.whole_file_json:
+                raise ValueError('bad_records = "quarantine" is for JSON lines and CSV (not parquet, not multiline)')
+        if self.encoding != "utf-8" and self.format == "parquet":
+            raise ValueError("encoding is for JSON and CSV (text the worker decodes)")
+        if self.worker_decodes and isinstance(self.options, CsvOptions) and self.options.multiline:
+            raise ValueError("a CSV route the worker decodes (bad_records, encoding) reads one record per line")
+        return self
+
+    @property
+    def text_rule(self) -> TextRule:
+        """How the worker decodes this route's text: its encoding, its bad-records mode and, for
+        CSV, its reader options."""
+        csv = None
+        if isinstance(self.options, CsvOptions):
+            o = self.options
+            csv = CsvShape(o.header, o.delimiter, o.quote, o.escape, o.infer_schema)
+        quarantine = self.bad_records == "quarantine"
+        return TextRule(self.encoding, quarantine, self.max_bad_fraction, self.hint_types(), csv)
+
+    @property
+    def worker_decodes(self) -> bool:
+        """Whether every file of this route is decoded by the worker, whatever its size (up to
+        the decode limits): its bad records are quarantined or its text is not UTF-8."""
+        return self.bad_records == "quarantine" or self.encoding != "utf-8"
 
     @property
     def whole_file_json(self) -> bool:

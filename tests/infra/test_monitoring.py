@@ -26,6 +26,7 @@ COUNTERS = {
     "icefeed_batch_leases_lost_total",
     "icefeed_zombie_rows_removed_total",
     "icefeed_maintenance_runs_total",
+    "icefeed_records_rejected_total",
 }
 HISTOGRAMS = {
     "icefeed_batch_files",
@@ -88,6 +89,7 @@ REQUIRED_ALERTS = {
     "IcefeedZombieRowsRemoved",
     "IcefeedTableMaintenanceFailing",
     "IcefeedSmallFilesHigh",
+    "IcefeedBadRecordsRising",
 }
 # Grafana's own variables; every other $variable a query uses must be defined in `templating`.
 GRAFANA_VARIABLES = {"__rate_interval", "__interval", "__range"}

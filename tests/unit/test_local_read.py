@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import tracemalloc
+from decimal import Decimal
 
 import pytest
 
@@ -81,9 +82,14 @@ def test_a_data_column_named_like_the_lineage_column_is_replaced() -> None:
     assert table.column_names == ["a", "_source_file"] and table.column("_source_file").to_pylist() == ["s3://b/k"]
 
 
-def test_integers_beyond_64_bits_are_doubles() -> None:
+def test_integers_beyond_64_bits_are_exact_decimals_as_in_apache_spark() -> None:
     d = decode_json(lines('{"n": 18446744073709551615}', '{"n": 1}'), False, False)
-    assert d.schema == parse_ddl("n double")
+    assert d.schema == parse_ddl("n decimal(20,0)")
+    assert [int(v) for v in d.columns["n"].to_pylist()] == [18446744073709551615, 1]
+    huge = decode_json(lines('{"n": 123456789012345678901234567890}'), False, False)
+    assert huge.columns["n"].to_pylist() == [Decimal("123456789012345678901234567890")]  # not a rounded float
+    assert decode_json(lines('{"n": 18446744073709551615}', '{"n": 1.5}'), False, False).schema == parse_ddl("n double")
+    assert decode_json(lines('{"n": ' + "9" * 45 + "}"), False, False).schema == parse_ddl("n double")
 
 
 @pytest.mark.parametrize(

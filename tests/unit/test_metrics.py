@@ -34,6 +34,7 @@ COUNTERS = {
     "icefeed_batch_leases_lost_total",
     "icefeed_maintenance_runs_total",
     "icefeed_zombie_rows_removed_total",
+    "icefeed_records_rejected_total",
 }
 HISTOGRAMS = {
     "icefeed_batch_files",
@@ -180,6 +181,9 @@ def test_a_finalized_batch_counts_outcomes_rows_bytes_and_freshness(metrics: Met
     assert sample(reg, "icefeed_bytes_loaded_total") == 150
     assert sample(reg, "icefeed_upload_to_loaded_seconds_count", engine="default") == 2
     assert sample(reg, "icefeed_upload_to_loaded_seconds_sum", engine="default") == pytest.approx(42 + 2)
+    assert sample(reg, "icefeed_records_rejected_total", ingestion="events") is None  # none rejected
+    metrics.files_finalized([FileResult(1, "LOADED", 3, rows_rejected=2, bad_records="s3://x/y")], files[:1])
+    assert sample(reg, "icefeed_records_rejected_total", ingestion="events") == 2
 
 
 def test_file_outcome_maps_ledger_statuses(metrics: Metrics) -> None:

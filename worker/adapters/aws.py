@@ -210,6 +210,17 @@ class S3Store:
         except ClientError as exc:
             raise TransientError(f"S3 GetObject s3://{bucket}/{key}: {exc}", error_class="S3Denied") from None
 
+    async def write(self, bucket: str, key: str, body: bytes) -> None:
+        """PutObject (overwrites): the bad records of a quarantining route's file."""
+
+        async def op() -> None:
+            await self._c.s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/x-ndjson")
+
+        try:
+            await _retry(op, f"S3 PutObject s3://{bucket}/{key}")
+        except ClientError as exc:
+            raise TransientError(f"S3 PutObject s3://{bucket}/{key}: {exc}", error_class="S3Denied") from None
+
     async def list_pages(self, bucket: str, prefix: str) -> AsyncIterator[list[dict[str, Any]]]:
         """ListObjectsV2 under ``prefix``, one page of objects (Key, ETag, Size, LastModified) at a
         time; failures as icefeed errors (NotFound, AwsDenied, AwsUnavailable)."""

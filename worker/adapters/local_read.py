@@ -7,28 +7,39 @@ several object-store requests (Sail: two HEADs and a GET, twice when the schema 
 first); this path costs one.
 
 Types follow Spark's JSON inference so that a route's small (worker-read) and large
-(engine-read) files agree: integers → bigint, other numbers → double, integer + double →
-double, strings stay strings (no timestamp guessing), objects → structs merged by name, arrays →
+(engine-read) files agree: integers → bigint (beyond 64 bits: an exact decimal(digits,0), up
+to 38 digits, as Apache Spark infers), other numbers → double, integer + double → double,
+strings stay strings (no timestamp guessing), objects → structs merged by name, arrays →
 arrays of the merged element type, and any other mix → string holding the value's JSON text.
 A column that held only nulls has no type (void) and creates nothing; nulls nested in structs
-and arrays become strings, as in Spark.
+and arrays become strings, as in Spark. As Apache Spark's reader does, a JSON line holding an
+array of objects gives one row per object (``[]`` none), and a UTF-8 byte order mark is skipped;
+any other line that is not an object fails the file. Where this differs from the engines'
+readers: docs/bad-input.md (checked by tests/reading_corpus.py on Sail and Apache Spark 4).
 """
 
 from __future__ import annotations
 
+import decimal
+import json
+import re
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 import pyarrow as pa
 
+from worker.adapters import local_csv
+from worker.domain.casts import cast_error
 from worker.domain.errors import DataError, DecodeLimit
 from worker.domain.policy import fold
+from worker.domain.reading import TOO_MANY_BAD_RECORDS, BadRecord, CsvShape, TextRule, too_many_bad
 from worker.domain.schema import (
     BOOLEAN,
     DOUBLE,
     LONG,
+    MAX_DECIMAL_PRECISION,
     STRING,
     VOID,
     Array,
@@ -36,11 +47,14 @@ from worker.domain.schema import (
     Field,
     Struct,
 )
+from worker.domain.schema import Decimal as DecimalType
 from worker.settings import SparkSettings
 
 MAX_DEPTH = 32  # nesting deeper than this is refused (engines and clients choke on it)
 _INT64 = (-(2**63), 2**63 - 1)
+LONG_AS_DECIMAL = DecimalType(20, 0)  # a bigint widened to a decimal (Apache Spark's DecimalType.forType)
 GZIP_MAGIC = b"\x1f\x8b"
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 __all__ = ["DecodeLimit"]  # re-exported: defined in the domain, raised here
@@ -74,8 +88,8 @@ class Text:
     def size(self) -> int:
         return len(self.data)
 
-    def parse(self, whole_file: bool) -> Decoded:
-        return parse_text(self, whole_file)
+    def parse(self, whole_file: bool, rule: TextRule | None = None) -> Decoded:
+        return parse_text(self, whole_file, rule)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +99,7 @@ class Decoded:
     columns: dict[str, pa.Array]
     rows: int
     schema: Struct
+    bad: tuple[BadRecord, ...] = ()  # records a quarantining route leaves out (TextRule)
 
     @property
     def nbytes(self) -> int:
@@ -147,9 +162,66 @@ def open_text(payload: bytes, compressed: bool, limits: DecodeLimits) -> Text:
     return Text(data, values)
 
 
-def parse_text(text: Text, whole_file: bool) -> Decoded:
-    rows = _document_rows(text.data) if whole_file else _line_rows(text.data)
-    return rows_to_arrow(rows)
+def parse_text(text: Text, whole_file: bool, rule: TextRule | None = None) -> Decoded:
+    """The text's rows as Arrow. With ``rule``: decoded from its character set first, and, when it
+    quarantines, each JSON line that is not an object (or an array of objects) is set aside as a
+    :class:`BadRecord` instead of failing the file, unless more than its ``max_bad_fraction`` of
+    the records are bad (``DataError(TooManyBadRecords)``)."""
+    rule = rule or TextRule()
+    data = transcode(text.data, rule.encoding)
+    data = data[len(UTF8_BOM) :] if data.startswith(UTF8_BOM) else data  # as Apache Spark does
+    if rule.csv is not None:
+        return _csv_decoded(data, rule, rule.csv)
+    if whole_file:
+        return rows_to_arrow(_document_rows(data))
+    rows, places, bad = _line_rows(data, rule.quarantine)
+    if rule.quarantine and rule.hints:
+        rows, bad = _castable_rows(rows, places, bad, rule.hints)
+    if bad:
+        why = too_many_bad(len(bad), len(rows), rule.max_bad_fraction)
+        if why is not None:
+            first = bad[0]
+            raise DataError(f"{why}; first: line {first.line}: {first.error}", error_class=TOO_MANY_BAD_RECORDS)
+    decoded = rows_to_arrow(rows)
+    return replace(decoded, bad=tuple(bad)) if bad else decoded
+
+
+def _csv_decoded(data: bytes, rule: TextRule, shape: CsvShape) -> Decoded:
+    """A CSV text's good records as Arrow (worker/adapters/local_csv.py), its bad ones set aside
+    (``rule.quarantine``) or failing the file."""
+    names, good, bad = local_csv.records(data, shape)
+    if not rule.quarantine and bad:
+        raise DataError(bad[0].error, error_class="ParseError")
+    rows: list[list[str]] = []
+    for number, start, line, fields in good:
+        values = dict(zip(names, fields, strict=True))
+        error = next(
+            (f"column {c}: {e}" for c, t in rule.hints.items() if values.get(c) and (e := cast_error(values[c], t))),
+            None,
+        )
+        if error is not None and rule.quarantine:
+            bad.append(BadRecord.of(number, start, f"CSV line {number}: {error}", line))
+        else:
+            rows.append(fields)
+    bad.sort(key=lambda b: (b.line, b.offset))
+    why = too_many_bad(len(bad), len(rows), rule.max_bad_fraction) if bad else None
+    if why is not None:
+        first = bad[0]
+        raise DataError(f"{why}; first: line {first.line}: {first.error}", error_class=TOO_MANY_BAD_RECORDS)
+    typed = local_csv.typed(names, rows, shape.infer_schema, set(rule.hints))
+    schema = Struct(tuple(Field(name, t) for name, (t, _) in typed.items()))
+    return Decoded({name: array for name, (_, array) in typed.items()}, len(rows), schema, tuple(bad))
+
+
+def transcode(data: bytes, encoding: str) -> bytes:
+    """``data`` in ``encoding`` as UTF-8 (a UTF-16/32 BOM is consumed by the codec); text that is
+    not valid in its encoding fails the file (ParseError)."""
+    if encoding == "utf-8":
+        return data
+    try:
+        return data.decode(encoding).encode("utf-8")
+    except UnicodeError as exc:
+        raise DataError(f"not valid {encoding} text: {exc}", error_class="ParseError") from None
 
 
 def json_values(data: bytes) -> int:
@@ -187,10 +259,26 @@ def inflate(payload: bytes, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
+#: 19 digits in a row: maybe an integer beyond 64 bits, which orjson would turn into a float.
+_LONG_DIGITS = re.compile(rb"\d{19}")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _loads(data: bytes) -> Any:
+    """JSON text as Python values (orjson; Python's own parser when the text may hold an integer
+    beyond 64 bits, which it keeps exact, as Apache Spark does: it infers it a decimal)."""
+    if _LONG_DIGITS.search(data) is None:
+        return orjson.loads(data)
+    return json.loads(data.decode("utf-8"), parse_constant=_no_constant)
+
+
 def _document_rows(data: bytes) -> list[dict[str, Any]]:
     try:
-        document = orjson.loads(data) if data.strip() else []
-    except orjson.JSONDecodeError as exc:
+        document = _loads(data) if data.strip() else []
+    except ValueError as exc:  # orjson's JSONDecodeError, json's, or a UnicodeDecodeError
         raise DataError(f"whole-file JSON parse error: {exc}", error_class="ParseError") from None
     rows = document if isinstance(document, list) else [document]
     if not all(isinstance(r, dict) for r in rows):
@@ -200,21 +288,57 @@ def _document_rows(data: bytes) -> list[dict[str, Any]]:
     return rows
 
 
-def _line_rows(data: bytes) -> list[dict[str, Any]]:
-    rows = []
+Place = tuple[int, int, bytes]  # (line number, byte offset of the line, the line)
+
+
+def _line_rows(data: bytes, quarantine: bool = False) -> tuple[list[dict[str, Any]], list[Place], list[BadRecord]]:
+    """The rows of JSON lines, where each came from, and (``quarantine``) the bad lines set aside."""
+    rows: list[dict[str, Any]] = []
+    places: list[Place] = []
+    bad: list[BadRecord] = []
+    offset = 0
     for number, line in enumerate(data.split(b"\n"), start=1):
+        start, offset = offset, offset + len(line) + 1
         if not line.strip():
             continue
         try:
-            row = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise DataError(f"JSON parse error at line {number}: {exc}", error_class="ParseError") from None
+            row = _loads(line)
+        except ValueError as exc:  # orjson's JSONDecodeError, json's, or a UnicodeDecodeError
+            error = f"JSON parse error at line {number}: {exc}"
+            if not quarantine:
+                raise DataError(error, error_class="ParseError") from None
+            bad.append(BadRecord.of(number, start, error, line.rstrip(b"\r")))
+            continue
+        if isinstance(row, list) and all(isinstance(r, dict) for r in row):
+            rows.extend(row)  # Apache Spark reads a line holding an array of objects as one row each
+            places.extend([(number, start, line)] * len(row))
+            continue
         if not isinstance(row, dict):
-            raise DataError(
-                f"JSON line {number}: expected an object, got {type(row).__name__}", error_class="ParseError"
-            )
+            what = "an array holding non-objects" if isinstance(row, list) else type(row).__name__
+            error = f"JSON line {number}: expected an object or an array of objects, got {what}"
+            if not quarantine:
+                raise DataError(error, error_class="ParseError")
+            bad.append(BadRecord.of(number, start, error, line.rstrip(b"\r")))
+            continue
         rows.append(row)
-    return rows
+        places.append((number, start, line))
+    return rows, places, bad
+
+
+def _castable_rows(
+    rows: list[dict[str, Any]], places: list[Place], bad: list[BadRecord], hints: dict[str, DataType]
+) -> tuple[list[dict[str, Any]], list[BadRecord]]:
+    """Rows whose hinted values can all take their hinted types; the others join ``bad`` (in line
+    order), each with the first value that cannot."""
+    kept: list[dict[str, Any]] = []
+    more: list[BadRecord] = []
+    for row, (number, start, line) in zip(rows, places, strict=True):
+        error = next((f"column {c}: {e}" for c, t in hints.items() if c in row and (e := cast_error(row[c], t))), None)
+        if error is None:
+            kept.append(row)
+        else:
+            more.append(BadRecord.of(number, start, f"line {number}: {error}", line.rstrip(b"\r")))
+    return kept, sorted(bad + more, key=lambda b: (b.line, b.offset)) if more else bad
 
 
 # -- inference ---------------------------------------------------------------------------------
@@ -228,7 +352,10 @@ def _value_type(value: Any, depth: int) -> DataType:
     if isinstance(value, bool):
         return BOOLEAN
     if isinstance(value, int):
-        return LONG if _INT64[0] <= value <= _INT64[1] else DOUBLE
+        if _INT64[0] <= value <= _INT64[1]:
+            return LONG
+        digits = len(str(abs(value)))  # Apache Spark: an integer beyond 64 bits is a decimal, or a double
+        return DecimalType(digits, 0) if digits <= MAX_DECIMAL_PRECISION else DOUBLE
     if isinstance(value, float):
         return DOUBLE
     if isinstance(value, str):
@@ -256,6 +383,12 @@ def _unify(a: DataType, b: DataType) -> DataType:
         return a
     if {a, b} == {LONG, DOUBLE}:
         return DOUBLE
+    if isinstance(a, DecimalType) or isinstance(b, DecimalType):  # Apache Spark's compatibleType
+        if DOUBLE in (a, b):
+            return DOUBLE
+        wide = [LONG_AS_DECIMAL if t is LONG else t for t in (a, b)]
+        if all(isinstance(t, DecimalType) and t.scale == 0 for t in wide):
+            return DecimalType(max(t.precision for t in wide if isinstance(t, DecimalType)), 0)
     if isinstance(a, Struct) and isinstance(b, Struct):
         merged: dict[str, DataType] = {f.name: f.type for f in a.fields}
         for f in b.fields:
@@ -295,6 +428,8 @@ def _arrow_type(t: DataType) -> pa.DataType:
         return pa.float64()
     if t is STRING:
         return pa.string()
+    if isinstance(t, DecimalType):
+        return pa.decimal128(t.precision, t.scale)
     if isinstance(t, Struct):
         return pa.struct([pa.field(f.name, _arrow_type(f.type)) for f in t.fields])
     if isinstance(t, Array):
@@ -306,14 +441,24 @@ def _convert(value: Any, t: DataType) -> Any:
     if value is None:
         return None
     if t is STRING:
-        return value if isinstance(value, str) else orjson.dumps(value).decode()
+        return value if isinstance(value, str) else _dumps(value)
     if t is DOUBLE:
         return float(value)
+    if isinstance(t, DecimalType):
+        return decimal.Decimal(value)
     if isinstance(t, Struct):
         return {f.name: _convert(value.get(f.name), f.type) for f in t.fields}
     if isinstance(t, Array):
         return [_convert(v, t.element) for v in value]
     return value
+
+
+def _dumps(value: Any) -> str:
+    """A value's compact JSON text (Python's encoder for integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def rows_to_arrow(rows: list[dict[str, Any]]) -> Decoded:

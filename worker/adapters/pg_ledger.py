@@ -614,7 +614,8 @@ def _columns(results: list[FileResult], scrub: Callable[[str], str], *, with_row
     classes = [r.error_class for r in results]
     messages = [None if r.error_message is None else scrub(r.error_message) for r in results]
     if with_rows:
-        return [ids, statuses, [r.rows for r in results], classes, messages]
+        rejected = [r.rows_rejected for r in results]
+        return [ids, statuses, [r.rows for r in results], classes, messages, rejected, [r.bad_records for r in results]]
     return [ids, statuses, classes, messages]
 
 

@@ -113,8 +113,13 @@ class OperatorLedger:
         key_prefix: str | None,
         since: datetime | None,
         limit: int,
+        with_bad_records: bool = False,
     ) -> list[Row]:
-        return list(await self._db.fetch(self._q["list_files"], statuses, ingestion, bucket, key_prefix, since, limit))
+        return list(
+            await self._db.fetch(
+                self._q["list_files"], statuses, ingestion, bucket, key_prefix, since, limit, with_bad_records
+            )
+        )
 
     async def file_history(self, bucket: str, key: str) -> list[Row]:
         return list(await self._db.fetch(self._q["file_history"], bucket, key))

@@ -22,7 +22,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from uuid import UUID
 
@@ -171,8 +171,18 @@ def to_icefeed_error(exc: BaseException) -> IcefeedError:
             grpc_code = getattr(value, "name", None) or (str(value) if value is not None else None)
         except Exception:  # noqa: BLE001 - best effort; the message still classifies
             grpc_code = None
-    message = str(getattr(exc, "getMessage", lambda: str(exc))() or exc)
-    return classify_engine_error(type(exc).__name__, message.strip()[:2000], grpc_code)
+    message = str(getattr(exc, "getMessage", lambda: str(exc))() or exc).strip()
+    return classify_engine_error(type(exc).__name__, with_causes(message), grpc_code)
+
+
+def with_causes(message: str, limit: int = 2000) -> str:
+    """An engine message cut to ``limit`` characters, followed by the JVM's ``Caused by:`` lines
+    that the cut left out: Apache Spark names the root cause there, after a long stack trace (a
+    ragged CSV row: "[FAILED_READ_FILE.NO_HINT] …" first, "Malformed records are detected" as the
+    cause), and the cause is what classifies the error."""
+    head = message[:limit]
+    causes = [line.strip() for line in message[limit:].splitlines() if line.strip().startswith("Caused by:")]
+    return head if not causes else head + "\n…\n" + "\n".join(c[:300] for c in causes[:5])
 
 
 DEFAULT_SPARK_CONNECT_PORT = 15002
@@ -596,16 +606,13 @@ class SparkSink:
             if req.session_id:
                 self._release_write(req.session_id)
 
-    def _append_in(self, read: _Read, req: WriteRequest, plan: BatchPlan) -> dict[str, int]:
+    def _frame(self, read: _Read, req: WriteRequest, plan: BatchPlan, staging: Staging | None = None) -> Any:
+        """The rows the plan loads, as the append writes them (conformed to the target schema,
+        hints applied, ``_source_file`` added), before the batch's own columns; None when no file
+        holds rows. :meth:`_append_in` writes it; :meth:`_sample` shows it (``icefeed preview``)."""
         from pyspark.sql import functions as F  # noqa: N812
 
-        spark, frames, local, schemas = read.spark, read.frames, read.local, read.schemas
-        if not plan.loaded:
-            return {}
-        if plan.table is None:
-            self._create_table(spark, req, plan)
-        for statement in self._dialect.evolution_statements(quote_table(req.table), plan):  # existing table
-            spark.sql(statement)
+        frames, local, schemas = read.frames, read.local, read.schemas
         aligned = []
         groups: dict[tuple[str, Struct, tuple[str, ...]], list[FileWork]] = {}
         for f in req.files:
@@ -617,17 +624,29 @@ class SparkSink:
                 continue
             df = conform_frame(frames[f.file_id], schemas[f.file_id], plan.target, decision.rescued, plan.rescues)
             aligned.append(df.withColumn("_source_file", F.lit(f.source_file)))
-        staging = Staging(spark, req.batch_id)  # large worker-read rows go ahead in pieces
         for (ingestion, schema, rescued), members in groups.items():
             df = self._local_frame(
-                spark, [(f, local[f.file_id]) for f in members], req.readers[ingestion], schema, staging
+                read.spark, [(f, local[f.file_id]) for f in members], req.readers[ingestion], schema, staging
             )
             if df is not None:
                 have = data_columns(with_hints(schema, req.readers[ingestion].hints))
                 aligned.append(conform_frame(df, have, plan.target, rescued, plan.rescues, keep=("_source_file",)))
-        if not aligned:  # only empty files: nothing to append
+        return balanced_union(aligned) if aligned else None
+
+    def _append_in(self, read: _Read, req: WriteRequest, plan: BatchPlan) -> dict[str, int]:
+        from pyspark.sql import functions as F  # noqa: N812
+
+        spark, frames, local = read.spark, read.frames, read.local
+        if not plan.loaded:
             return {}
-        union = balanced_union(aligned)
+        if plan.table is None:
+            self._create_table(spark, req, plan)
+        for statement in self._dialect.evolution_statements(quote_table(req.table), plan):  # existing table
+            spark.sql(statement)
+        staging = Staging(spark, req.batch_id)  # large worker-read rows go ahead in pieces
+        union = self._frame(read, req, plan, staging)
+        if union is None:  # only empty files: nothing to append
+            return {}
         out = (
             union.withColumn("_batch_id", F.lit(str(req.batch_id)))
             .withColumn("_ingested_at", F.current_timestamp())
@@ -659,20 +678,25 @@ class SparkSink:
                 counts[f.source_file] = counts.get(f.source_file, 0) + local[f.file_id].rows
         return counts
 
-    def _sample(self, req: WriteRequest, rows: int) -> list[dict[str, Any]]:
-        """The first ``rows`` rows of the request's first file as inferred (hints applied), from
-        the read :meth:`_infer` kept; the read is let go."""
+    def _sample(self, req: WriteRequest, plan: BatchPlan, rows: int) -> list[dict[str, Any]]:
+        """The first ``rows`` rows of the request's first file as the append would write them
+        under ``plan`` (:meth:`_frame`: hints applied, conformed to the target schema), or, when
+        the plan does not load it, as read (hints applied); the read :meth:`_infer` kept is let go."""
         read = self._take_read(req.batch_id)
         f = req.files[0]
-        if f.file_id in read.local:
+        decision = plan.decisions.get(f.file_id)
+        if decision is not None and decision.load:
+            df = self._frame(read, replace(req, files=[f]), plan)
+        elif f.file_id in read.local:
             decoded = read.local[f.file_id]
             df = self._local_frame(read.spark, [(f, decoded)], req.readers[f.ingestion], decoded.schema)
-            if df is None:
-                return []
-            df = df.drop("_source_file")
         else:
-            df = read.frames[f.file_id]
-        return [r.asDict(recursive=True) for r in df.limit(rows).collect()] if rows else []
+            df = read.frames.get(f.file_id)
+        if df is None or not rows:
+            return []
+        if "_source_file" in df.columns:
+            df = df.drop("_source_file")
+        return [r.asDict(recursive=True) for r in df.limit(rows).collect()]
 
     def _local_frame(
         self,
@@ -756,9 +780,10 @@ class SparkSink:
         appended: dict[str, int] = await self._in_write_session(self._append, request, plan)
         return appended
 
-    async def sample(self, request: WriteRequest, rows: int) -> list[dict[str, Any]]:
-        """The first ``rows`` rows of the request's (first) file, after :meth:`infer`."""
-        result: list[dict[str, Any]] = await self._run(self._sample, request, rows)
+    async def sample(self, request: WriteRequest, plan: BatchPlan, rows: int) -> list[dict[str, Any]]:
+        """The first ``rows`` rows of the request's (first) file as the append would write them
+        under ``plan``, after :meth:`infer` (``icefeed preview``)."""
+        result: list[dict[str, Any]] = await self._run(self._sample, request, plan, rows)
         return result
 
     async def _in_write_session(self, fn: Any, *args: Any) -> Any:

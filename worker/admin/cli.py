@@ -34,6 +34,11 @@ def add_commands(sub: Any) -> None:
     files.add_argument("--key-prefix", help="a key prefix, or s3://bucket/prefix")
     files.add_argument("--ingestion")
     files.add_argument("--limit", type=int, default=50, help="newest N (default 50)")
+    files.add_argument(
+        "--with-bad-records",
+        action="store_true",
+        help="only files that left bad records out",
+    )
     parsers.append(files)
 
     one = sub.add_parser("file", help="the whole history of one object: every version, batch, error, proposal")
@@ -175,7 +180,9 @@ def _dispatch(args: argparse.Namespace, settings: Any) -> tuple[dict[str, Any], 
             raise ConfigError("--limit must be between 1 and 100000")
         statuses = parse_statuses(args.status) if args.status else None
         since = parse_since(args.since) if args.since else None
-        result = asyncio.run(files(settings, statuses, since, args.key_prefix, args.ingestion, args.limit))
+        result = asyncio.run(
+            files(settings, statuses, since, args.key_prefix, args.ingestion, args.limit, args.with_bad_records)
+        )
         return result, render.files
     if cmd == "file":
         from worker.admin.views import file

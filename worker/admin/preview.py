@@ -1,9 +1,12 @@
 """``icefeed preview``: what would happen to a file, without doing it.
 
-The file is read through Spark Connect exactly as a batch would read it (the sink's reader: the
-route's format, options and schema hints, plus the columns pinned on the table), its schema is
-compared with the destination table's, and the table's schema policy is asked for its decision
-(``plan_batch``). Nothing is written: the ledger is only read, the table only described.
+The file goes through the load's own code: the same reader (``reader_for``: the route's format,
+options and schema hints, plus the columns pinned on the table), the same worker decoding for the
+files the worker reads itself (``decode_file``, with the worker's decode limits), the same
+inference and schema decision (``read_and_plan``: the sink's ``infer``, then ``plan_batch`` under
+the table's policy and approved proposals), and the sample is the first rows the append would
+write (the sink's frame for the plan, conformed to the target schema). Nothing is written: the
+ledger is only read, the table only described.
 """
 
 from __future__ import annotations
@@ -13,17 +16,18 @@ from dataclasses import replace
 from typing import Any
 from uuid import uuid4
 
-from worker.adapters.local_read import decode_json
+from worker.adapters.local_read import LocalDecoder
 from worker.adapters.spark_sink import SparkSink
 from worker.admin.common import aws, jsonable, ledger, parse_s3_uri, row, s3_uri, spark_error
 from worker.domain.batching import FileWork
 from worker.domain.errors import ConfigError, DataError, IcefeedError
-from worker.domain.policy import RESCUED_COLUMN, Policy, data_columns, drop_void, plan_batch
+from worker.domain.policy import RESCUED_COLUMN, BatchPlan, Policy, data_columns, drop_void
 from worker.domain.reading import FILE_TOO_LARGE, parses_locally, too_large, worker_reads
 from worker.domain.routing import match_route
-from worker.domain.schema import Struct, diff, parse_type, type_string
+from worker.domain.schema import Struct, diff, type_string
 from worker.engines import engine_of_table, engine_sink
-from worker.ports import Reader, WriteRequest, change_json
+from worker.pipeline import decode_file, engine_can_read, read_and_plan, reader_for
+from worker.ports import WriteRequest, change_json
 from worker.routes import AnyIngestion, Routes
 from worker.settings import Settings
 
@@ -31,27 +35,21 @@ MAX_ROWS = 10
 
 
 async def _look(
-    sink: SparkSink, request: WriteRequest, payload: bytes | None, rows: int
-) -> tuple[Struct, list[dict[str, Any]], Struct | None]:
-    """The file read as a batch would read it (the sink's ``infer``; a file the worker reads
-    itself decoded the same way), its first rows and the table's schema. DataError when it
-    cannot be read; other engine errors as operator messages."""
+    sink: SparkSink, request: WriteRequest, policy: Policy, approved: dict[str, str], rows: int
+) -> tuple[Struct, list[dict[str, Any]], Struct | None, BatchPlan]:
+    """The file read and decided as a batch would (``read_and_plan``), the first rows the append
+    would write, and the table's schema. DataError when it cannot be read; other engine errors as
+    operator messages."""
     work = request.files[0]
-    if payload is not None:  # a file the worker reads itself: decoded the same way
-        reader = request.readers[work.ingestion]
-        decoded = decode_json(
-            payload, whole_file=reader.options.get("multiLine") == "true", compressed=work.key.endswith(".gz")
-        )
-        request = replace(request, decoded={work.file_id: decoded})
     try:
-        inference = await sink.infer(request)
+        inference, plan = await read_and_plan(sink, request, policy, approved)
         unreadable = inference.unreadable.get(work.file_id)
-        sample = [] if unreadable is not None else await sink.sample(request, rows)
+        sample = [] if unreadable is not None else await sink.sample(request, plan, rows)
     except IcefeedError as error:
         raise spark_error(error) from error
-    if unreadable is not None:  # the engine cannot parse it (DataError)
+    if unreadable is not None:  # it cannot be parsed (DataError), by the worker or the engine
         raise unreadable
-    return inference.schemas[work.file_id], sample, inference.table
+    return inference.schemas[work.file_id], sample, inference.table, plan
 
 
 def columns(schema: Struct | None) -> list[dict[str, Any]] | None:
@@ -110,7 +108,9 @@ async def preview(
                 spark.local_parse_max_bytes,
                 settings.batch.max_file_bytes,
             )
-            local = worker_reads(dialect, ing.format, ing.whole_file_json, head.size, spark.worker_read_max_bytes)
+            local = worker_reads(
+                dialect, ing.format, ing.whole_file_json, head.size, spark.worker_read_max_bytes, ing.worker_decodes
+            )
             if too_big:
                 result.update(file_schema=None, sample=[], table_schema=None, diff=[])
                 result["decision"] = {
@@ -121,16 +121,26 @@ async def preview(
                 result["attention"] = [f"would be FAILED: {too_big}"]
                 return result
             payload = await store.get(bucket, key, head.etag) if local else None
-        reader = Reader(
-            ing.format, ing.reader_options(), {**ing.hint_types(), **{c: parse_type(t) for c, t in pinned.items()}}
-        )
         work = FileWork(0, ing.name, bucket, key, head.etag, head.size)
-        request = WriteRequest(uuid4(), ing.table, ing.location, {ing.name: reader}, [work], output_files=1)
+        request = WriteRequest(uuid4(), ing.table, ing.location, {ing.name: reader_for(ing, pinned)}, [work], 1)
+        if payload is not None:  # a file the worker reads itself: decoded as a batch decodes it
+            engine_reads = engine_can_read(parses_locally(dialect, ing.whole_file_json) or ing.worker_decodes, key)
+            decoder = LocalDecoder.for_settings(spark)
+            decoded = decode_file(decoder, payload, key, ing.whole_file_json, engine_reads, ing.text_rule)
+            request = replace(request, decoded={} if decoded is None else {work.file_id: decoded})
+            bad = getattr(decoded, "bad", ())
+            if ing.bad_records == "quarantine" and not isinstance(decoded, IcefeedError):
+                result["bad_records"] = {
+                    "rows_rejected": len(bad),
+                    "samples": [
+                        {"line": b.line, "offset": b.offset, "error": b.error, "text": b.text} for b in bad[:3]
+                    ],
+                }
         # Read-only, on a session that fails fast when the cluster is unreachable: an operator
         # waits seconds for "cluster unreachable", not the client's default ten minutes of retries.
         sink = engine_sink(settings.spark, engine_of_table(routes, ing.table), fail_fast=True)
         try:
-            schema, sample, table = await _look(sink, request, payload, rows)
+            schema, sample, table, plan = await _look(sink, request, Policy(ing.schema_policy), approved, rows)
         except DataError as error:
             result.update(file_schema=None, sample=[], table_schema=None, diff=[])
             text = f"FAIL ({error.error_class}): {error}"
@@ -139,7 +149,6 @@ async def preview(
             return result
         finally:
             await asyncio.to_thread(sink.close)
-        plan = plan_batch(Policy(ing.schema_policy), table, [(0, schema)], approved)
         decision = plan.decisions[0]
         open_proposal = None
         if not decision.load:

@@ -139,6 +139,7 @@ def files(r: dict[str, Any]) -> str:
             f["ingestion"],
             f["uri"],
             f["rows_loaded"] if f["rows_loaded"] is not None else "",
+            f["rows_rejected"] or "",
             f["attempts"],
             (f["updated_at"] or "")[:19].replace("T", " "),
             _short(f"{f['error_class']}: {f['error_message']}" if f["error_class"] else "", 70),
@@ -146,7 +147,9 @@ def files(r: dict[str, Any]) -> str:
         for f in r["files"]
     ]
     lines = table(
-        ["id", "status", "ingestion", "file", "rows", "tries", "updated (UTC)", "error"], rows, right=(0, 4, 5)
+        ["id", "status", "ingestion", "file", "rows", "rejected", "tries", "updated (UTC)", "error"],
+        rows,
+        right=(0, 4, 5, 6),
     )
     shown = len(r["files"])
     lines.append("")
@@ -188,6 +191,14 @@ def file(r: dict[str, Any]) -> str:
         )
         if v["error_class"] or v["error_message"]:
             lines.append(f"    error: {v['error_class']}: {_short(v['error_message'], 200)}")
+        if v.get("rows_rejected"):
+            lines.append(f"    {v['rows_rejected']} bad record(s) left out, kept in {v['bad_records']}")
+            samples = v.get("bad_record_samples") or []
+            if isinstance(samples, str):
+                lines.append(f"      ({samples})")
+            for b in samples if isinstance(samples, list) else []:
+                lines.append(f"      line {b['line']} (byte {b['offset']}): {_short(b['error'], 100)}")
+                lines.append(f"        {_short(b['text'], 160)}")
         if v["batch_id"]:
             batch = f"    batch {v['batch_id']}: {v['batch_status']} on {v['batch_table']}, {v['batch_files']} file(s)"
             if v["batch_rows"] is not None:
@@ -325,6 +336,12 @@ def preview(r: dict[str, Any]) -> str:
             lines.append(f"table {r['table']}: " + ", ".join(f"{c['name']} {c['type']}" for c in r["table_schema"]))
             lines.append("diff (file vs table):")
             lines += [f"  {c['text']}" for c in r["diff"]] or ["  none: same columns and types"]
+    bad = r.get("bad_records")
+    if bad and bad["rows_rejected"]:
+        lines.append("")
+        lines.append(f"bad records: {bad['rows_rejected']} would be set aside (bad_records = quarantine)")
+        for b in bad["samples"]:
+            lines.append(f"  line {b['line']} (byte {b['offset']}): {_short(b['error'], 100)}")
     lines.append("")
     lines.append(f"decision: {r['decision']['text']}")
     lines.append("nothing was written (no ledger row, no table change)")

@@ -185,12 +185,13 @@ async def files(
     key_prefix: str | None = None,
     ingestion: str | None = None,
     limit: int = 50,
+    with_bad_records: bool = False,
 ) -> dict[str, Any]:
     bucket = None
     if key_prefix and key_prefix.startswith("s3://"):
         bucket, key_prefix = parse_s3_uri(key_prefix, key_required=False)
     async with ledger(settings) as db:
-        rows = await db.list_files(statuses, ingestion, bucket, key_prefix or None, since, limit)
+        rows = await db.list_files(statuses, ingestion, bucket, key_prefix or None, since, limit, with_bad_records)
     listed = []
     for r in rows:
         item = row(r)
@@ -205,6 +206,7 @@ async def files(
             "key_prefix": key_prefix,
             "ingestion": ingestion,
             "limit": limit,
+            "with_bad_records": with_bad_records,
         },
         "total": rows[0]["total"] if rows else 0,
         "files": listed,
@@ -237,10 +239,35 @@ async def file(settings: Settings, routes: Routes | None, uri: str) -> dict[str,
         v = row(r)
         v["current"] = obj.get("etag") == r["etag"]
         versions.append(v)
+    for v in versions:  # a few of each version's bad records, read back from where they are kept
+        if v.get("bad_records"):
+            v["bad_record_samples"] = await _bad_samples(settings, v["bad_records"])
     result: dict[str, Any] = {"uri": s3_uri(bucket, key), "bucket": bucket, "key": key, "route": route}
     result.update(object=obj, versions=versions)
     result["attention"] = _file_attention(result, routes is not None)
     return result
+
+
+#: Bad records ``icefeed file`` shows per version.
+BAD_SAMPLES = 3
+
+
+async def _bad_samples(settings: Settings, uri: str) -> list[dict[str, Any]] | str:
+    """The first :data:`BAD_SAMPLES` bad records of the object at ``uri``, or why they cannot be read."""
+    bucket, key = parse_s3_uri(uri)
+    try:
+        async with aws(settings) as (_, s3):
+            info = await s3.head(bucket, key)
+            body = await s3.get(bucket, key, info.etag) if info is not None else None
+    except IcefeedError as error:
+        return f"cannot read {uri}: {friendly(error)}"
+    if body is None:
+        return f"{uri} no longer exists"
+    out = []
+    for line in body.splitlines()[:BAD_SAMPLES]:
+        record = orjson.loads(line)
+        out.append({k: record.get(k) for k in ("line", "offset", "error", "text", "truncated", "batch_id")})
+    return out
 
 
 def _file_attention(f: dict[str, Any], know_routes: bool) -> list[str]:

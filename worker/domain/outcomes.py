@@ -96,6 +96,8 @@ class FileResult:
     rows: int | None = None
     error_class: str | None = None
     error_message: str | None = None
+    rows_rejected: int | None = None  # bad records left out (a quarantining route's), None: not counted
+    bad_records: str | None = None  # the s3:// object holding them
 
 
 def backoff_delay(receive_count: int, base_s: int, max_s: int) -> int:

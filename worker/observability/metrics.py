@@ -87,6 +87,12 @@ class Metrics:
             self.files.labels(outcome)
         self.rows_loaded = Counter("icefeed_rows_loaded_total", "Rows appended to Iceberg tables", registry=r)
         self.bytes_loaded = Counter("icefeed_bytes_loaded_total", "Bytes of source files loaded", registry=r)
+        self.records_rejected = Counter(
+            "icefeed_records_rejected_total",
+            "Bad records a quarantining route left out of the load (kept under its bad_records_location)",
+            ["ingestion"],
+            registry=r,
+        )
         self.batch_files = Histogram(
             "icefeed_batch_files",
             "Files per claimed batch (one Iceberg commit)",
@@ -223,6 +229,8 @@ class Metrics:
             work = by_id.get(result.file_id)
             if work is None:
                 continue
+            if getattr(result, "rows_rejected", None):
+                self.records_rejected.labels(work.ingestion).inc(result.rows_rejected)
             self.bytes_loaded.inc(work.size or 0)
             event_time: datetime | None = getattr(work, "event_time", None)
             if event_time is not None:

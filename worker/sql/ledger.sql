@@ -68,9 +68,10 @@ RETURNING id;
 -- name: finish_files
 UPDATE files f
    SET status = v.status, rows_loaded = v.rows_loaded, finished_at = now(),
-       error_class = v.error_class, error_message = v.error_message
-  FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[])
-       AS v(id, status, rows_loaded, error_class, error_message)
+       error_class = v.error_class, error_message = v.error_message,
+       rows_rejected = v.rows_rejected, bad_records = v.bad_records
+  FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::bigint[], $8::text[])
+       AS v(id, status, rows_loaded, error_class, error_message, rows_rejected, bad_records)
  WHERE f.id = v.id AND f.batch_id = $1 AND f.status = 'CLAIMED';
 
 -- name: abort_batch

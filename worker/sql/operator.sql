@@ -51,12 +51,14 @@ SELECT count(*) FROM rejected_messages WHERE received_at >= now() - interval '1 
 
 -- name: list_files
 -- Newest first; updated_at is the file's latest activity (event, claim or end).
-SELECT id, ingestion, bucket, key, etag, status, size_bytes, rows_loaded, attempts, events_seen,
-       batch_id, proposal_id, error_class, error_message, first_seen_at, last_event_at, finished_at,
+-- $7: only files that left bad records out (rows_rejected > 0).
+SELECT id, ingestion, bucket, key, etag, status, size_bytes, rows_loaded, rows_rejected, bad_records, attempts,
+       events_seen, batch_id, proposal_id, error_class, error_message, first_seen_at, last_event_at, finished_at,
        GREATEST(last_event_at, claimed_at, finished_at) AS updated_at,
        count(*) OVER () AS total
   FROM files
  WHERE ($1::text[] IS NULL OR status = ANY($1::text[]))
+   AND (NOT $7::boolean OR rows_rejected > 0)
    AND ($2::text IS NULL OR ingestion = $2)
    AND ($3::text IS NULL OR bucket = $3)
    AND ($4::text IS NULL OR left(key, length($4::text)) = $4::text)
@@ -67,7 +69,8 @@ SELECT id, ingestion, bucket, key, etag, status, size_bytes, rows_loaded, attemp
 -- name: file_history
 -- Every ledger row (version) of one object, with its latest batch and its proposal.
 SELECT f.id, f.ingestion, f.bucket, f.key, f.etag, f.version_id, f.sequencer, f.size_bytes,
-       f.status, f.attempts, f.events_seen, f.rows_loaded, f.event_time, f.first_seen_at,
+       f.status, f.attempts, f.events_seen, f.rows_loaded, f.rows_rejected, f.bad_records, f.event_time,
+       f.first_seen_at,
        f.last_event_at, f.claimed_at, f.finished_at, f.error_class, f.error_message,
        f.replaced_by, f.batch_id, b.status AS batch_status, b.table_name AS batch_table,
        b.files AS batch_files, b.rows_loaded AS batch_rows, b.created_at AS batch_created_at,
