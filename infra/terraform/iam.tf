@@ -55,6 +55,9 @@ resource "aws_iam_role" "worker" {
 
 data "aws_iam_policy_document" "worker" {
   statement {
+    # SendMessage: a message whose file waits (an outage, a batch not yet settled) is sent again
+    # fresh at its last allowed receive, then the old delivery deleted, so a wait never spends it
+    # into the DLQ (docs/guarantees.md). Only to this queue.
     sid    = "ConsumeQueue"
     effect = "Allow"
     actions = [
@@ -63,6 +66,7 @@ data "aws_iam_policy_document" "worker" {
       "sqs:GetQueueAttributes",
       "sqs:GetQueueUrl",
       "sqs:ReceiveMessage",
+      "sqs:SendMessage",
     ]
     resources = [aws_sqs_queue.this.arn]
   }
@@ -116,10 +120,25 @@ data "aws_iam_policy_document" "worker" {
   }
 
   statement {
+    # Decrypt to receive, GenerateDataKey to send a waiting message again (ConsumeQueue).
     sid       = "DecryptQueueMessages"
     effect    = "Allow"
-    actions   = ["kms:Decrypt"]
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
     resources = [aws_kms_key.this.arn]
+  }
+
+  dynamic "statement" {
+    # Quarantined records: one object per file version under each quarantining route's
+    # bad_records_location, written inside the batch's fenced write and read back when a sweeper
+    # recovers the batch (docs/bad-input.md). Only under those locations.
+    for_each = length(var.bad_records_locations) > 0 ? [1] : []
+
+    content {
+      sid       = "KeepBadRecords"
+      effect    = "Allow"
+      actions   = ["s3:GetObject", "s3:PutObject"]
+      resources = local.bad_records_object_arns
+    }
   }
 
   dynamic "statement" {

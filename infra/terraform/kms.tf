@@ -73,9 +73,12 @@ data "aws_iam_policy_document" "kms" {
   }
 
   statement {
+    # Decrypt to receive; GenerateDataKey to send: a file that waits (an outage, a batch not yet
+    # settled) has its message sent again fresh at its last allowed receive instead of being
+    # dead-lettered (docs/guarantees.md).
     sid       = "WorkersReadEncryptedMessages"
     effect    = "Allow"
-    actions   = ["kms:Decrypt"]
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
     resources = ["*"]
 
     principals {

@@ -12,6 +12,12 @@ locals {
 
   bucket_arns = { for bucket in keys(var.routes) : bucket => "arn:${local.partition}:s3:::${bucket}" }
 
+  # Everything under each bad_records_location (s3://bucket/path[/] → arn:…:bucket/path/*): the
+  # '/' before the only wildcard keeps s3://b/bad from covering s3://b/bad_v2.
+  bad_records_object_arns = distinct([
+    for l in var.bad_records_locations : "arn:${local.partition}:s3:::${join("/", regex("^s3://([^/]+)/(.+?)/?$", l))}/*"
+  ])
+
   # ObjectCreated:* covers Put, Post, Copy and CompleteMultipartUpload: a filter listing only
   # ObjectCreated:Put would silently miss every multipart (large) upload.
   notification_events = ["s3:ObjectCreated:*"]

@@ -330,3 +330,20 @@ variable "warehouse_kms_key_arns" {
     error_message = "warehouse_kms_key_arns must hold KMS key ARNs (arn:aws:kms:REGION:ACCOUNT:key/ID)."
   }
 }
+
+################################################################################
+# Bad records: where quarantining routes keep the records they set aside
+################################################################################
+
+variable "bad_records_locations" {
+  description = "The bad_records_location (s3://bucket/path) of every route with bad_records = \"quarantine\" in the worker's routes.toml. The worker role gets s3:PutObject and s3:GetObject under each: it writes one object per file version that left records out and reads it back when it recovers a batch. Empty (the default): no such permission, and a quarantining route's files wait (AccessDenied) until it is given."
+  type        = list(string)
+  default     = []
+
+  validation {
+    # The location becomes an object ARN (<location>/*): only plain key characters, and at least
+    # one path segment (a location at the bucket root would open the whole bucket).
+    condition     = alltrue([for l in var.bad_records_locations : can(regex("^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9._=@-]+)+/?$", l))])
+    error_message = "bad_records_locations: each must be s3://BUCKET/PATH (a valid bucket name and at least one path segment, no '*', '?', '$', spaces or empty segments)."
+  }
+}

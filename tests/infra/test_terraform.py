@@ -233,7 +233,7 @@ def test_kms_policy_root_administers_and_worker_decrypts(module: Module) -> None
     assert not admin & {"kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"}, "administration, not use"
     worker = sids["WorkersReadEncryptedMessages"]
     assert _principals(worker) == [("AWS", ["${aws_iam_role.worker.arn}"])]
-    assert worker["actions"] == ["kms:Decrypt"]
+    assert set(worker["actions"]) == {"kms:Decrypt", "kms:GenerateDataKey"}  # receive, and send a renewal
 
 
 # --- IAM -----------------------------------------------------------------------------------------
@@ -297,8 +297,12 @@ def test_worker_policy_is_least_privilege(module: Module) -> None:
         "sqs:ChangeMessageVisibility",
         "sqs:GetQueueAttributes",
         "sqs:GetQueueUrl",
+        "sqs:SendMessage",
     }
     assert consume["resources"] == ["${aws_sqs_queue.this.arn}"]
+    # SendMessage to this queue only: a waiting file's message is sent again fresh at its last
+    # allowed receive (the runner's renewal), never to another queue.
+    assert "sqs:SendMessage" in consume["actions"]
     dlq = sids["InspectDeadLetterQueue"]
     assert set(dlq["actions"]) == {"sqs:GetQueueAttributes", "sqs:ReceiveMessage"}
     assert dlq["resources"] == ["${aws_sqs_queue.dlq.arn}"]
@@ -307,12 +311,15 @@ def test_worker_policy_is_least_privilege(module: Module) -> None:
     assert read["resources"] == "${local.routed_object_arns}"
     assert "${local.bucket_arns[bucket]}/${r.prefix}*${r.suffix}" in squash(module.locals["routed_object_arns"])
     decrypt = sids["DecryptQueueMessages"]
-    assert decrypt["actions"] == ["kms:Decrypt"] and decrypt["resources"] == ["${aws_kms_key.this.arn}"]
+    assert set(decrypt["actions"]) == {"kms:Decrypt", "kms:GenerateDataKey"}  # receive; send a renewal
+    assert decrypt["resources"] == ["${aws_kms_key.this.arn}"]
     every_action = {a for s in statements(module.data("aws_iam_policy_document")["worker"]) for a in s["actions"]}
     assert "s3:HeadObject" not in every_action, "not an IAM action"
-    assert not {"sqs:SendMessage", "sqs:PurgeQueue", "sqs:StartMessageMoveTask"} & every_action
-    # Writing and deleting objects is table maintenance's alone (below), never on the routed buckets.
-    ingestion_actions = {a for s in _ingestion_statements(module) for a in s["actions"]}
+    assert not {"sqs:PurgeQueue", "sqs:StartMessageMoveTask", "sqs:SendMessageBatch"} & every_action
+    # Writing objects: table maintenance's (below) and the bad records' (only under their
+    # locations), never on the routed buckets; deleting: maintenance's alone.
+    ingestion = [s for s in _ingestion_statements(module) if s["sid"] != "KeepBadRecords"]
+    ingestion_actions = {a for s in ingestion for a in s["actions"]}
     assert not {"s3:PutObject", "s3:DeleteObject"} & ingestion_actions
     assert not any(a.startswith("glue:") for a in ingestion_actions)
 
@@ -644,3 +651,23 @@ def test_every_checkov_skip_in_terraform_has_a_reason() -> None:
         for line in path.read_text(encoding="utf-8").splitlines():
             if "checkov:skip" in line:
                 assert re.search(r"#\s*checkov:skip=CKV2?_AWS_\d+:.{15,}", line), f"{path.name}: {line.strip()}"
+
+
+def test_bad_records_are_written_only_under_their_locations(module: Module) -> None:
+    """A quarantining route's records go to objects under its bad_records_location: the worker may
+    put and get there (and nowhere else by this statement), only when locations are given."""
+    (block,) = [
+        d["statement"]
+        for d in module.data("aws_iam_policy_document")["worker"].get("dynamic", [])
+        if "statement" in d and d["statement"]["content"][0]["sid"] == "KeepBadRecords"
+    ]
+    assert squash(block["for_each"]) == "${length(var.bad_records_locations) > 0 ? [1] : []}"
+    content = block["content"][0]
+    assert set(content["actions"]) == {"s3:GetObject", "s3:PutObject"}
+    assert content["resources"] == "${local.bad_records_object_arns}"
+    arns = squash(module.locals["bad_records_object_arns"])
+    assert '/(.+?)/?$", l))}/*"' in arns, "one wildcard, after a '/', trailing '/' dropped"
+    v = module.variables
+    assert v["bad_records_locations"]["default"] == []
+    (rule,) = v["bad_records_locations"]["validation"]
+    assert "(/[A-Za-z0-9._=@-]+)+/?$" in squash(rule["condition"])

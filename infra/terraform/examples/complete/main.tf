@@ -54,6 +54,9 @@ module "icefeed" {
   # SSE-KMS on the warehouse bucket: its key(s) here.
   # warehouse_kms_key_arns = ["arn:aws:kms:eu-west-1:111122223333:key/..."]
 
+  # Routes with bad_records = "quarantine": their bad_records_location, written by the workers.
+  # bad_records_locations = ["s3://acme-bad-records/clicks"]
+
   tags = {
     service = "icefeed"
     env     = "example"
