@@ -270,6 +270,40 @@ def notifications_probe(settings: Settings, s3: S3Store, sqs: SqsAdmin) -> Probe
     return Probe("notifications", check, NOTIFY_HINT)
 
 
+BAD_RECORDS_HINT = (
+    "create the bucket of bad_records_location, and let the workers put and get objects under it "
+    "(Terraform: bad_records_locations); until then the route's files wait"
+)
+
+
+def bad_records_probe(settings: Settings, s3: S3Store) -> Probe:
+    """Every quarantining route can write where its bad records go: a small marker object
+    (``.icefeed-check``) under each table's prefix of its bad_records_location."""
+
+    async def check() -> str:
+        from worker.domain.reading import bad_records_object
+        from worker.routes import load_routes
+
+        routes = [
+            (i, i.bad_records_location) for i in load_routes(settings.routes_file).ingestion if i.bad_records_location
+        ]
+        failed = []
+        for ing, location in routes:
+            bucket, key = bad_records_object(location, ing.table, 0)
+            key = key.rsplit("/", 1)[0] + "/.icefeed-check"
+            try:
+                await s3.write(bucket, key, b"written by icefeed check: the workers can keep bad records here\n")
+            except IcefeedError as error:
+                failed.append(f"{ing.name} (s3://{bucket}/{key}): {error}")
+        if failed:
+            raise ConfigError("cannot write bad records for: " + "; ".join(failed))
+        if not routes:
+            return "no route quarantines bad records"
+        return f"{len(routes)} quarantining route(s) can write their bad records"
+
+    return Probe("bad-records", check, BAD_RECORDS_HINT)
+
+
 def _covers(config: dict[str, Any], arns: set[str], prefix: str, suffix: str) -> bool:
     events = config.get("Events", [])
     if config.get("QueueArn") not in arns or not any(e in ("s3:ObjectCreated:*", "s3:*") for e in events):
@@ -304,6 +338,7 @@ async def cli_probes(settings: Settings, on_secret: Callable[[str], None] | None
                 catalog_probe(settings, sink.table_status, sink.table_columns),
                 sqs_probe(sqs_attributes(sqs), settings.sqs.queue_urls),
                 notifications_probe(settings, S3Store(aws), sqs),
+                bad_records_probe(settings, S3Store(aws)),
             ]
     finally:
         for s in [sink, *(e for _, e in engines)]:

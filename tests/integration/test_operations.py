@@ -201,17 +201,18 @@ def test_icefeed_check_passes_on_the_stack_and_explains_what_fails(env: Env) -> 
         ["PASS", "catalog"],
         ["PASS", "sqs"],
         ["PASS", "notifications"],
+        ["PASS", "bad-records"],
     ], ok.stdout
-    assert "with a DLQ" in lines[-2] and "database reachable" in lines[-3]
+    assert "with a DLQ" in lines[-3] and "database reachable" in lines[-4]
     doc = json.loads(env.cli("check", "--json").stdout)
-    assert doc["ok"] is True and len(doc["checks"]) == 7
+    assert doc["ok"] is True and len(doc["checks"]) == 8
 
     bad = env.cli("check", ICEFEED_PG_DSN=f"postgresql://postgres@127.0.0.1:{free_port()}/postgres")
     assert bad.returncode == 1, bad.stdout + bad.stderr
     failed = {line.split()[1]: line for line in bad.stdout.splitlines() if line.startswith("FAIL")}
     assert set(failed) == {"postgres", "ledger"}, bad.stdout
     assert "PgUnavailable" in failed["postgres"] and "fix: check ICEFEED_PG_DSN" in failed["postgres"]
-    assert "icefeed check: 2 of 7 checks failed: postgres, ledger" in bad.stderr
+    assert "icefeed check: 2 of 8 checks failed: postgres, ledger" in bad.stderr
     bad_json = env.cli("check", "--json", ICEFEED_PG_DSN=f"postgresql://postgres@127.0.0.1:{free_port()}/postgres")
     assert bad_json.returncode == 1
     assert not json.loads(bad_json.stdout)["ok"]
@@ -226,14 +227,17 @@ def test_icefeed_check_passes_on_the_stack_and_explains_what_fails(env: Env) -> 
     extra = env.routes_file.read_text() + (
         f'\n[[ingestion]]\nname = "orphan"\nbucket = "{env.bucket}"\nprefix = "orphan/"\nformat = "json"\n'
         f'table = "glue.no_such_db.t"\nlocation = "s3://{env.warehouse}/orphan"\n'
+        # ... and one that keeps bad records in a bucket that does not exist
+        'bad_records = "quarantine"\nbad_records_location = "s3://icefeed-no-such-bucket/bad"\n'
     )
     routes = env.tmp / "routes-orphan.toml"
     routes.write_text(extra)
     orphan = env.cli("check", ICEFEED_ROUTES_FILE=str(routes))
     assert orphan.returncode == 1
     failed = {line.split()[1]: line for line in orphan.stdout.splitlines() if line.startswith("FAIL")}
-    assert set(failed) == {"catalog", "notifications"}, orphan.stdout
+    assert set(failed) == {"catalog", "notifications", "bad-records"}, orphan.stdout
     assert "orphan (s3://" in failed["notifications"] and "fix: add an s3:ObjectCreated:*" in failed["notifications"]
+    assert "NoSuchBucket" in failed["bad-records"] and "Terraform: bad_records_locations" in failed["bad-records"]
 
 
 # -- secrets ---------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -318,3 +319,34 @@ async def test_runner_liveness_needs_live_receivers_and_a_recent_heartbeat() -> 
 
 async def _return() -> None:
     return None
+
+
+async def test_the_bad_records_check_writes_a_marker_under_every_quarantining_route(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.probes import bad_records_probe
+    from worker.settings import load_settings
+
+    routes = tmp_path / "routes.toml"
+    base = 'bucket = "landing"\nformat = "json"\n'
+    routes.write_text(
+        f'[[ingestion]]\nname = "a"\nprefix = "a/"\n{base}table = "glue.db.a"\nlocation = "s3://wh/db/a"\n'
+        'bad_records = "quarantine"\nbad_records_location = "s3://bad/kept"\n\n'
+        f'[[ingestion]]\nname = "b"\nprefix = "b/"\n{base}table = "glue.db.b"\nlocation = "s3://wh/db/b"\n\n'
+        f'[[ingestion]]\nname = "c"\nprefix = "c/"\n{base}table = "glue.db.c"\nlocation = "s3://wh/db/c"\n'
+        'bad_records = "quarantine"\nbad_records_location = "s3://gone/x"\n'
+    )
+    monkeypatch.setenv("ICEFEED_ROUTES_FILE", str(routes))
+    monkeypatch.setenv("ICEFEED_SQS_QUEUE_URLS", "https://sqs.local/1/q")
+    written: list[tuple[str, str]] = []
+
+    class Store:
+        async def write(self, bucket: str, key: str, body: bytes) -> None:
+            if bucket == "gone":
+                raise TransientError("S3 PutObject: NoSuchBucket", error_class="AwsUnavailable")
+            written.append((bucket, key))
+
+    probe = bad_records_probe(load_settings(), Store())  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"cannot write bad records for: c \(s3://gone/x/glue.db.c/.icefeed-check\)"):
+        await probe.check()
+    assert written == [("bad", "kept/glue.db.a/.icefeed-check")]  # route b keeps none: not checked
